@@ -1,0 +1,75 @@
+"""The agent: its instructions, its tools, and which model it talks to.
+
+The agent is rebuilt identically for every turn and every resume (same name, same tools), which
+is what the SDK needs to restore a saved RunState in another process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from agents import Agent, FunctionTool
+from agents.models.interface import Model
+
+from devagent.errors import DevagentError
+
+AGENT_NAME = "devagent"
+DEFAULT_MODEL = "gpt-4.1"
+
+INSTRUCTIONS = """\
+You are devagent, a careful DevOps engineer working in a git checkout of the user's repository.
+The checkout is mounted at /workspace inside a Linux container (Debian, non-root, {network}).
+Tools:
+- read_file, list_files, search, write_file, edit_file act on the checkout directly; paths are
+  relative to the workspace root. The .git directory is off limits to file tools.
+- run_shell runs one bash command in the container. A human approves every command before it
+  runs, and may reject it with a reason: read the reason and adapt. Prefer one clear command per
+  call; do not chain unrelated steps. Processes a command leaves running are stopped when it
+  returns. Output is capped: print what matters.
+- run_migration applies SQL to the thread's database ({database}) in one transaction, after a
+  human approved the exact SQL. Put schema changes in a .sql file and pass its `path`, or pass
+  `sql` directly. Never hide destructive statements.
+Every turn's file changes are committed on the thread's branch for the user to review and merge.
+When you are done, answer with a short summary of what you changed and how you verified it.
+"""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model and endpoint a thread uses (persisted with the thread)."""
+
+    name: str
+    base_url: str | None = None
+
+    @classmethod
+    def resolve(cls, model: str | None, base_url: str | None) -> ModelChoice:
+        return cls(
+            name=model or os.environ.get("DEVAGENT_MODEL") or DEFAULT_MODEL,
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        )
+
+    def build(self) -> Model:
+        """The SDK model. A base URL means any OpenAI-compatible server, via Chat Completions."""
+        from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
+        from openai import AsyncOpenAI
+
+        key = os.environ.get("OPENAI_API_KEY")
+        if self.base_url:
+            # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
+            client = AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=1)
+            return OpenAIChatCompletionsModel(model=self.name, openai_client=client)
+        if not key:
+            raise DevagentError(
+                "no model configured: set OPENAI_API_KEY, or point --base-url / OPENAI_BASE_URL "
+                "at an OpenAI-compatible server (Ollama, vLLM, llama.cpp, LiteLLM)"
+            )
+        return OpenAIResponsesModel(model=self.name, openai_client=AsyncOpenAI(api_key=key))
+
+
+def build_agent(tools: list[FunctionTool], model: Model, *, network: bool, database: str) -> Agent:
+    instructions = INSTRUCTIONS.format(
+        network="network on" if network else "no network access",
+        database=database,
+    )
+    return Agent(name=AGENT_NAME, instructions=instructions, tools=tools, model=model)

@@ -1,0 +1,460 @@
+"""The `devagent` command line: parsing, rendering, prompting. No business logic lives here.
+
+Heavy modules (the agent SDK, docker, GitPython, rich) are imported inside the commands that
+need them, so `devagent --help` and `devagent threads` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from devagent.errors import DevagentError
+
+EXIT_DONE, EXIT_ERROR, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+app = typer.Typer(
+    help="A sandboxed DevOps agent: every shell command and migration waits for your approval "
+    "of exactly what will run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+sandbox_app = typer.Typer(help="Build the sandbox image and diagnose Docker.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+_debug = False
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    global _debug
+    _debug = debug
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _store() -> Any:
+    from devagent.config import devagent_home
+    from devagent.store import Store
+
+    return Store(devagent_home())
+
+
+def _interactive(no_input: bool) -> bool:
+    return not no_input and sys.stdin.isatty()
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _runner(interactive: bool, as_json: bool) -> Any:
+    from devagent.runner import NoApprover, ThreadRunner
+    from devagent.ui import ConsoleEvents, TerminalApprover
+
+    progress = _console(stderr=as_json)
+    approver = TerminalApprover(progress) if interactive else NoApprover()
+    return ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+
+
+def _run_turn(runner: Any, coro_factory: Any) -> Any:
+    """Run a turn; Ctrl-C or SIGTERM kills the running command, keeps the saved state, exits 130."""
+    import asyncio
+    import signal
+
+    def on_term(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Not asyncio.run(): its SIGINT handler only cancels the task, which a blocking approval
+    # prompt would not notice; here Ctrl-C interrupts the prompt at once.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro_factory())
+    except KeyboardInterrupt:
+        runner.abort()
+        raise
+    finally:
+        try:
+            loop.close()
+        except RuntimeError:
+            pass
+
+
+def _report(outcome: Any, as_json: bool) -> None:
+    """Print how the turn ended; exit 3 when it is paused for approval."""
+    from rich.text import Text
+
+    from devagent.display import render_exact
+
+    if as_json:
+        _emit_json({
+            "thread": outcome.thread_id,
+            "status": outcome.status,
+            "final_output": outcome.final_output,
+            "commit": outcome.commit,
+            "pending": [p.to_json() for p in outcome.pending],
+        })
+    else:
+        console = _console()
+        if outcome.status == "paused":
+            from devagent.ui import approval_panel
+
+            for req in outcome.pending:
+                console.print(approval_panel(req))
+            console.print(
+                f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.\n"
+                f"  devagent approve {outcome.thread_id} --all   (or: devagent reject {outcome.thread_id} CALL_ID --reason ...)\n"
+                f"  devagent resume {outcome.thread_id}"
+            )
+        else:
+            summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
+            summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
+            console.print(Text(summary, style="bold green"))
+            if outcome.diffstat:
+                console.print(Text(render_exact(outcome.diffstat), style="dim"))
+            console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
+    if outcome.status == "paused":
+        raise typer.Exit(EXIT_PAUSED)
+
+
+# ---------------------------------------------------------------------------- agent commands
+
+
+@app.command()
+def task(
+    text: str = typer.Argument(..., help="What you want done."),
+    thread: Optional[str] = typer.Option(None, "--thread", help="Continue this thread instead of starting one."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The git repository to work on (new threads)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (default: $DEVAGENT_MODEL or gpt-4.1)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (Chat Completions)."),
+    network: bool = typer.Option(False, "--network/--no-network", help="Give the sandbox network access."),
+    database: str = typer.Option("sqlite", "--database", help="sqlite (default), postgres, or a database URL."),
+    max_turns: int = typer.Option(50, "--max-turns", min=1, help="Model round-trips allowed per turn."),
+    no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+) -> None:
+    """Start a thread (prints its id) or continue one with --thread; runs the agent."""
+    from devagent.runner import TaskOptions
+
+    runner = _runner(_interactive(no_input), as_json)
+    if thread is None:
+        options = TaskOptions(model=model, base_url=base_url, network=network, database=database, max_turns=max_turns)
+        created = runner.create_thread(repo, options)
+        thread = created.id
+        _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
+    outcome = _run_turn(runner, lambda: runner.run_task(thread, text))
+    _report(outcome, as_json)
+
+
+@app.command()
+def resume(
+    thread_id: str = typer.Argument(..., metavar="ID"),
+    no_input: bool = typer.Option(False, "--no-input", help="Never prompt: stop again at an undecided approval."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+) -> None:
+    """Resume a paused thread with the decisions recorded so far."""
+    runner = _runner(_interactive(no_input), as_json)
+    outcome = _run_turn(runner, lambda: runner.resume(thread_id))
+    _report(outcome, as_json)
+
+
+@app.command()
+def pending(
+    thread_id: Optional[str] = typer.Argument(None, metavar="[ID]"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List pending approvals: call id, tool, the exact command or SQL."""
+    from devagent.runner import ThreadRunner
+
+    store = _store()
+    runner = ThreadRunner(store)
+    thread_ids = [thread_id] if thread_id else [t.id for t in store.threads()]
+    requests = [req for tid in thread_ids for req in runner.pending_requests(tid)]
+    if as_json:
+        _emit_json([r.to_json() for r in requests])
+        return
+    if not requests:
+        print("no pending approvals")
+        return
+    from devagent.ui import approval_panel
+
+    console = _console()
+    for req in requests:
+        console.print(approval_panel(req))
+
+
+@app.command()
+def approve(
+    thread_id: str = typer.Argument(..., metavar="ID"),
+    call_ids: list[str] = typer.Argument(None, metavar="[CALL_ID ...]"),
+    all_: bool = typer.Option(False, "--all", help="Approve every pending call of the thread."),
+    always: bool = typer.Option(False, "--always", help="Also approve these exact calls in future turns of this thread."),
+) -> None:
+    """Approve some or all pending calls of a paused thread (then `devagent resume`)."""
+    store = _store()
+    store.thread(thread_id)
+    pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
+    targets = pending_ids if all_ else list(call_ids or [])
+    if not targets:
+        raise DevagentError("name the calls to approve, or pass --all" if pending_ids else f"thread {thread_id} has no pending approvals")
+    for call_id in targets:
+        store.decide(thread_id, call_id, "approved", actor="user", always=always)
+        print(f"approved {call_id}")
+    print(f"now run: devagent resume {thread_id}")
+
+
+@app.command()
+def reject(
+    thread_id: str = typer.Argument(..., metavar="ID"),
+    call_id: str = typer.Argument(..., metavar="CALL_ID"),
+    reason: str = typer.Option("rejected by the user", "--reason", help="Told to the model."),
+) -> None:
+    """Reject a call; the model is told the reason."""
+    store = _store()
+    store.thread(thread_id)
+    store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
+    print(f"rejected {call_id}; now run: devagent resume {thread_id}")
+
+
+# ---------------------------------------------------------------------------- review
+
+
+@app.command()
+def threads(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List threads: id, repo, branch, state, pending approvals, last activity."""
+    import time
+
+    store = _store()
+    rows = []
+    for t in store.threads():
+        rows.append({
+            "id": t.id, "repo": t.repo, "branch": t.branch, "state": t.state,
+            "pending": len(store.approvals(t.id, "pending")),
+            "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
+        })
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        print("no threads yet: start one with devagent task \"...\"")
+        return
+    from rich.table import Table
+
+    table = Table("id", "state", "pending", "branch", "repo", "last activity")
+    for r in rows:
+        table.add_row(r["id"], r["state"], str(r["pending"]), r["branch"], r["repo"], r["last_activity"])
+    _console().print(table)
+
+
+@app.command()
+def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Audit trail: every proposed, approved, rejected and executed call."""
+    import time
+
+    store = _store()
+    store.thread(thread_id)
+    entries = store.audit_log(thread_id)
+    if as_json:
+        _emit_json(entries)
+        return
+    from rich.text import Text
+
+    from devagent.display import render_exact
+
+    console = _console()
+    for e in entries:
+        detail = e["detail"]
+        text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
+        if not text and detail:
+            text = json.dumps(detail, ensure_ascii=False)
+        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ")
+        line.append(f"{e['event']:<14}", style="bold")
+        for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
+                             ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
+            if value is not None and value != "":
+                line.append(f"{label}={value}  ", style="dim")
+        line.append(render_exact(str(text)))
+        console.print(line, soft_wrap=True)
+
+
+@app.command()
+def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.Option(False, "--stat")) -> None:
+    """Show what the thread's branch changes against where it started."""
+    from devagent.runner import ThreadRunner
+
+    store = _store()
+    store.thread(thread_id)
+    text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
+    if sys.stdout.isatty():
+        from rich.syntax import Syntax
+
+        from devagent.display import render_exact
+
+        _console().print(Syntax(render_exact(text), "diff", theme="ansi_dark"))
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def apply(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Merge the thread's branch into your current branch (refuses a dirty checkout)."""
+    from devagent.runner import ThreadRunner
+    from devagent.store import ThreadLock
+
+    store = _store()
+    thread = store.thread(thread_id)
+    runner = ThreadRunner(store)
+    with ThreadLock(store.home, thread_id):
+        ws = runner.workspace(thread_id)
+        ws.commit_turn("devagent: uncommitted work")
+        head = ws.apply_to(Path(thread.repo))
+    store.audit(thread_id, "applied", actor="user", detail={"repo": thread.repo, "commit": head})
+    print(f"merged devagent/{thread_id} into {thread.repo} ({head[:10]})")
+
+
+@app.command()
+def discard(thread_id: str = typer.Argument(..., metavar="ID"),
+            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Delete a thread: its container, checkout, branch and records."""
+    from devagent.runner import ThreadRunner
+    from devagent.store import ThreadLock
+
+    store = _store()
+    store.thread(thread_id)
+    if not yes and sys.stdin.isatty():
+        if not typer.confirm(f"delete thread {thread_id}, its container, checkout and branch?"):
+            raise typer.Exit(EXIT_USAGE)
+    runner = ThreadRunner(store)
+    with ThreadLock(store.home, thread_id):
+        from devagent.sandbox import remove_thread_resources
+
+        remove_thread_resources(runner.docker(), thread_id)
+        runner.workspace(thread_id).discard()
+        store.delete_thread(thread_id)
+    print(f"discarded thread {thread_id}")
+
+
+@app.command()
+def shell(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Open a shell in the thread's container (no agent, no approvals: you are the user)."""
+    import os
+    import subprocess
+
+    from devagent.runner import ThreadRunner, TaskOptions  # noqa: F401
+    from devagent.store import ThreadLock
+
+    store = _store()
+    store.thread(thread_id)
+    runner = ThreadRunner(store)
+    with ThreadLock(store.home, thread_id):
+        turn = runner._prepare(thread_id, "shell")
+        container = turn.runtime.ensure_container()
+        try:
+            code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
+                                    "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
+        finally:
+            container.stop()
+            store.set_thread_state(thread_id, "done" if not store.run(thread_id) else "paused")
+    raise typer.Exit(code)
+
+
+@app.command()
+def migrations(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Migrations applied in the thread: sha256, statements, result."""
+    import time
+
+    store = _store()
+    store.thread(thread_id)
+    rows = store.migrations(thread_id)
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        print("no migrations in this thread")
+        return
+    from rich.table import Table
+
+    table = Table("when", "database", "sha256", "statements", "result", "duration", "detail")
+    for r in rows:
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])), r["database"], r["sha256"][:16],
+                      str(r["statements"]), r["result"], f"{r['duration_s'] or 0:.2f}s", (r["detail"] or "")[:80])
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------- sandbox
+
+
+@sandbox_app.command("build")
+def sandbox_build(force: bool = typer.Option(False, "--force", help="Rebuild even if images are current.")) -> None:
+    """Build the sandbox image (from Debian packages; no container registry needed)."""
+    from devagent.sandbox import build_images, connect
+
+    console = _console(stderr=True)
+    with console.status("building the sandbox image") as status:
+        def progress(line: str) -> None:
+            from rich.text import Text
+
+            status.update(Text(line[:120]))
+            if line.startswith(("step", "built", "building", "base image", "sandbox image")):
+                console.print(Text(line))
+
+        build_images(connect(), progress, force=force)
+
+
+@sandbox_app.command("doctor")
+def sandbox_doctor() -> None:
+    """Diagnose Docker: daemon, socket permission, sandbox image."""
+    from devagent.doctor import diagnose
+
+    problems = 0
+    for ok, line in diagnose():
+        print(("ok    " if ok else "FAIL  ") + line)
+        problems += not ok
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except click.exceptions.Abort:
+        print("interrupted; state saved", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted; the run is saved: continue with `devagent resume <thread>`", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except DevagentError as exc:
+        if _debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
+        if _debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        code = EXIT_ERROR
+    sys.exit(code or 0)

@@ -1,0 +1,270 @@
+"""Confine every file tool to the workspace checkout.
+
+Paths come from a model and the workspace is writable from inside a container,
+so symlinks in it may point anywhere and change at any moment.  `resolve`
+checks the fully resolved real path; every open then walks that path from a
+root descriptor with O_NOFOLLOW, so a symlink swapped in after the check makes
+the open fail instead of escaping.  Errors are one-line messages for the model.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import secrets
+import stat
+import unicodedata
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+
+class PathOutsideWorkspace(ValueError):
+    """The path names something file tools must not touch."""
+
+
+class FileToolError(ValueError):
+    """A file operation failed for a reason the model can act on."""
+
+
+_HINT = "use a path relative to the workspace root"
+_GIT_MSG = ("'.git' is off limits: the repository's metadata cannot be read "
+            "or written by file tools (path {!r})")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted in the workspace must not hang the agent.
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_ERRNO_MSG = {errno.ENOENT: "no such file: {}", errno.EISDIR: "{} is a directory, not a file",
+              errno.ENOTDIR: "{}: a parent component is not a directory",
+              errno.EACCES: "permission denied: {}", errno.EPERM: "permission denied: {}",
+              errno.ELOOP: "refusing to follow a symlink: {}",
+              errno.ENAMETOOLONG: "path is too long: {}"}
+
+
+def _is_git(part: str) -> bool:
+    # Case-insensitive filesystems may also ignore format characters (HFS+)
+    # or trailing dots/spaces, and accept 8.3 short names (NTFS).
+    part = "".join(c for c in part if unicodedata.category(c) != "Cf")
+    return part.casefold().rstrip(". ") in (".git", "git~1")
+
+
+@contextmanager
+def _translated(rel: str):
+    """Turn OSError into a one-line FileToolError without "[Errno N]" noise."""
+    try:
+        yield
+    except OSError as e:
+        msg = _ERRNO_MSG.get(e.errno, "cannot access {}: " + os.strerror(e.errno or 0))
+        raise FileToolError(msg.format(repr(rel))) from None
+
+
+def _check_regular(rel: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise FileToolError(f"{rel!r} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise FileToolError(f"{rel!r} is not a regular file")
+
+
+class FileList(list):
+    """Relative paths; `omitted` counts matches left out by the cap."""
+    omitted: int = 0
+
+
+class WorkspacePaths:
+    def __init__(self, root: os.PathLike | str):
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise ValueError(f"workspace root is not a directory: {root}")
+        self._root = str(self.root)
+
+    def _parts_inside(self, real: str) -> list[str] | None:
+        """Components of `real` below the root, or None if outside it."""
+        if real == self._root:
+            return []
+        prefix = self._root.rstrip(os.sep) + os.sep
+        return real[len(prefix):].split(os.sep) if real.startswith(prefix) else None
+
+    def resolve(self, rel: str) -> Path:
+        """Absolute real path of `rel` with all symlinks followed ("" and "."
+        are the root).  Raises PathOutsideWorkspace unless it stays inside."""
+        if not isinstance(rel, str):
+            raise PathOutsideWorkspace(f"path must be a string, got {type(rel).__name__}")
+        if "\0" in rel:
+            raise PathOutsideWorkspace("path contains a NUL byte")
+        if rel.startswith("~"):
+            raise PathOutsideWorkspace(f"'~' home paths are not allowed: {_HINT}")
+        if os.path.isabs(rel):
+            raise PathOutsideWorkspace(f"absolute paths are not allowed: {_HINT}")
+        depth = 0  # ".." may never climb above the root, not even midway
+        for part in rel.split("/"):
+            depth += -1 if part == ".." else part not in ("", ".")
+            if depth < 0:
+                raise PathOutsideWorkspace(f"path {rel!r} resolves outside the workspace")
+        real = os.path.realpath(os.path.join(self._root, rel))
+        parts = self._parts_inside(real)
+        if parts is None:
+            raise PathOutsideWorkspace(
+                f"path {rel!r} resolves outside the workspace (through a symlink)")
+        # Checked on the path as written and as resolved: ".git" may also be
+        # reached through ".." or a symlink.
+        if any(_is_git(p) for p in rel.split("/") + parts):
+            raise PathOutsideWorkspace(_GIT_MSG.format(rel))
+        return Path(real)
+
+    def relative(self, p: os.PathLike | str) -> str:
+        """Posix path of `p` relative to the root ("." for the root)."""
+        parts = self._parts_inside(os.path.realpath(p))
+        if parts is None:
+            raise PathOutsideWorkspace(f"path {str(p)!r} resolves outside the workspace")
+        return "/".join(parts) or "."
+
+    def _open_dir(self, parts: list[str], create: bool = False) -> int:
+        """Descriptor of root/parts, walked without following any symlink."""
+        fd = os.open(self._root, _DIR)
+        try:
+            for part in parts:
+                if create:
+                    with suppress(FileExistsError):
+                        os.mkdir(part, 0o777, dir_fd=fd)
+                nxt = os.open(part, _DIR, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        """At most `limit` bytes (everything if None) of the regular file `rel`."""
+        parts = self._parts_inside(str(self.resolve(rel)))
+        if not parts:
+            raise FileToolError(f"{rel!r} is a directory, not a file")
+        with _translated(rel):
+            dfd = self._open_dir(parts[:-1])
+            try:
+                fd = os.open(parts[-1], _FILE, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            with os.fdopen(fd, "rb") as f:
+                _check_regular(rel, os.fstat(fd).st_mode)
+                return f.read() if limit is None else f.read(max(limit, 0))
+
+    def read_text(self, rel: str, start_line: int | None = None,
+                  end_line: int | None = None) -> str:
+        """UTF-8 text of `rel`, optionally only lines start_line..end_line
+        (1-based, inclusive).  Line endings are returned as stored."""
+        try:
+            text = self.read_bytes(rel).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FileToolError(f"{rel!r} is not UTF-8 text (binary file?)") from None
+        if start_line is None and end_line is None:
+            return text
+        lines = text.splitlines(keepends=True)
+        start = 1 if start_line is None else start_line
+        end = max(len(lines), start) if end_line is None else end_line
+        if not 1 <= start <= min(end, max(len(lines), 1)):
+            raise FileToolError(f"invalid line range {start}-{end} for {rel!r}: it has "
+                                f"{len(lines)} lines, numbered from 1")
+        return "".join(lines[start - 1:end])
+
+    def write_text(self, rel: str, content: str) -> None:
+        """Atomically create or replace `rel` with UTF-8 `content`, creating
+        parent directories.  Never writes through a symlink."""
+        self.resolve(rel)  # full policy check, including the final component
+        head, name = os.path.split(rel)
+        if name in ("", ".", ".."):
+            raise FileToolError(f"{rel!r} is a directory, not a file")
+        parts = self._parts_inside(str(self.resolve(head)))
+        try:
+            data = content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FileToolError("content is not valid UTF-8 text (lone surrogate?)") from None
+        with _translated(rel):
+            dfd = self._open_dir(parts, create=True)
+            tmp = f".{name[:100]}.{secrets.token_hex(6)}.tmp"
+            try:
+                mode = self._existing_mode(dfd, rel, name)
+                fd = os.open(tmp, _NEW, 0o666 if mode is None else 0o600, dir_fd=dfd)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if mode is not None:
+                        os.fchmod(fd, mode)
+                    f.flush()
+                    os.fsync(fd)
+                # rename() replaces a symlink that raced in; it never follows it.
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+            finally:
+                os.close(dfd)
+
+    @staticmethod
+    def _existing_mode(dfd: int, rel: str, name: str) -> int | None:
+        """Permission bits of the file being replaced; None if it is new."""
+        try:
+            fd = os.open(name, _FILE, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FileToolError(f"refusing to write through a symlink: {rel!r}") from None
+            raise
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        _check_regular(rel, st.st_mode)
+        return stat.S_IMODE(st.st_mode)
+
+    def edit_text(self, rel: str, old: str, new: str) -> int:
+        """Replace the single occurrence of `old` with `new`; returns the
+        1-based line number where the replaced text started."""
+        if not old:
+            raise FileToolError("old text must not be empty")
+        text = self.read_text(rel)
+        count, shown = text.count(old), rel if rel.isprintable() else repr(rel)
+        if count == 0:
+            raise FileToolError(f"old text not found in {shown}")
+        if count > 1:
+            raise FileToolError(f"old text occurs {count} times in {shown}; "
+                                "include more context to make it unique")
+        at = text.index(old)
+        self.write_text(rel, text[:at] + new + text[at + len(old):])
+        return text.count("\n", 0, at) + 1
+
+    def iter_files(self, rel: str = ".", pattern: str | None = None,
+                   limit: int = 2000) -> FileList:
+        """Sorted files under `rel`, relative to the root.  `pattern` is an
+        fnmatch glob on that path ("*.py", "src/**/*.sql"; "**/" may match no
+        directory; a glob without "/" also matches the bare name).  Directory
+        symlinks are never descended; file symlinks are listed only if they
+        resolve inside.  Past `limit`, a final note says how many were cut."""
+        top = self.resolve(rel)
+        if not top.is_dir():
+            raise FileToolError(f"not a directory: {rel!r}")
+        globs = () if pattern is None else {pattern, pattern.replace("**/", "")}
+        matches = []
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not _is_git(d)]
+            base = self._parts_inside(dirpath)
+            for fn in filenames if base is not None else ():
+                relpath = "/".join(base + [fn])
+                if globs and not any(fnmatch.fnmatchcase(relpath, g) or
+                                     ("/" not in g and fnmatch.fnmatchcase(fn, g))
+                                     for g in globs):
+                    continue
+                if os.path.islink(os.path.join(dirpath, fn)):
+                    try:
+                        if not self.resolve(relpath).is_file():
+                            continue  # dangling, or not a regular file
+                    except PathOutsideWorkspace:
+                        continue
+                matches.append(relpath)
+        matches.sort()
+        result = FileList(matches[:limit])
+        result.omitted = len(matches) - len(result)
+        if result.omitted:
+            result.append(f"... {result.omitted} more files not listed "
+                          "(narrow the directory or pattern)")
+        return result

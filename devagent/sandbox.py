@@ -1,0 +1,420 @@
+"""Docker: the sandbox image, one hardened container per thread, and exec with limits.
+
+Every container belongs to one thread (label `org.devagent.thread`), runs as an unprivileged uid
+with all capabilities dropped, and is kept stopped between turns so what the agent installed is
+still there next turn. Commands run through `devagent-run` inside the container, which stops
+whatever a command leaves running; the timeout is enforced from here by killing every process
+of the container's user, because docker's exec API has no timeout of its own.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devagent.config import (
+    BASE_IMAGE,
+    SANDBOX_IMAGE,
+    THREAD_LABEL,
+    SandboxLimits,
+    project_root,
+    sandbox_user,
+)
+from devagent.errors import DevagentError, DockerUnavailable, ImageMissing
+
+CONTEXT_LABEL = "org.devagent.context-sha256"
+WORKDIR = "/workspace"
+# Only these reach the container: never the host environment (API keys live there).
+CONTAINER_ENV = {"HOME": "/home/agent", "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat"}
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def connect() -> Any:
+    """A docker-py client, or a one-line DockerUnavailable saying what to do."""
+    import docker  # deferred: the CLI's fast paths must not pay for importing docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(
+            f"cannot reach the Docker engine ({_docker_reason(exc)}); "
+            "run `devagent sandbox doctor` to see what is wrong"
+        ) from None
+
+
+def _docker_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Permission denied" in text:
+        return "permission denied on the Docker socket"
+    if "No such file" in text or "FileNotFoundError" in text or "Connection refused" in text:
+        return "no Docker daemon is listening"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- output capping
+
+
+class OutputCap:
+    """Keeps the first `head` and last `tail` bytes of a stream and counts the rest.
+
+    Memory stays flat however much a command prints.
+    """
+
+    def __init__(self, head: int, tail: int) -> None:
+        self.head_limit, self.tail_limit = head, tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", errors="replace")
+        if not self.truncated:
+            return head + self.tail.decode("utf-8", errors="replace")
+        omitted = self.total - len(self.head) - len(self.tail)
+        tail = self.tail.decode("utf-8", errors="replace")
+        return (
+            f"{head}\n[... {omitted} bytes omitted; the command printed {self.total} bytes in all ...]\n"
+            f"{tail}"
+        )
+
+
+@dataclass
+class ExecResult:
+    command: str
+    exit_code: int | None
+    output: str
+    total_bytes: int
+    truncated: bool
+    timed_out: bool
+    duration_s: float
+
+    def for_model(self) -> str:
+        """What the agent reads back: status line first, then the (capped) output."""
+        if self.timed_out:
+            status = f"timed out after {self.duration_s:.0f}s; every process of the command was killed"
+        else:
+            status = f"exit code {self.exit_code}"
+        return f"[{status}; {self.duration_s:.2f}s; {self.total_bytes} bytes of output]\n{self.output}"
+
+
+# --------------------------------------------------------------------------- image
+
+
+def _context_files(root: Path) -> list[Path]:
+    return [root / "Dockerfile.sandbox", *sorted((root / "sandbox").glob("*"))]
+
+
+def context_digest(root: Path | None = None) -> str:
+    root = root or project_root()
+    h = hashlib.sha256()
+    for path in _context_files(root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _context_tar(root: Path) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in _context_files(root):
+            tar.add(path, arcname=path.relative_to(root).as_posix())
+    buf.seek(0)
+    return buf
+
+
+def image_exists(client: Any, tag: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def build_images(client: Any, progress: Progress = _quiet, *, force: bool = False) -> str:
+    """Build the base image (debootstrap) and the sandbox image, reusing what is current."""
+    root = project_root()
+    if not (root / "Dockerfile.sandbox").is_file():
+        raise DevagentError(
+            f"Dockerfile.sandbox not found next to the package ({root}); "
+            "install devagent from its source checkout (pip install -e .)"
+        )
+    if force or not image_exists(client, BASE_IMAGE):
+        progress(f"building base image {BASE_IMAGE} from Debian packages (debootstrap, ~1 min)")
+        _run_streaming(["sh", str(root / "sandbox" / "build-base.sh"), BASE_IMAGE], progress)
+    else:
+        progress(f"base image {BASE_IMAGE} present, reused")
+
+    digest = context_digest(root)
+    if not force and image_exists(client, SANDBOX_IMAGE):
+        if client.images.get(SANDBOX_IMAGE).labels.get(CONTEXT_LABEL) == digest:
+            progress(f"sandbox image {SANDBOX_IMAGE} is up to date")
+            return SANDBOX_IMAGE
+    progress(f"building {SANDBOX_IMAGE} from Dockerfile.sandbox")
+    stream = client.api.build(
+        fileobj=_context_tar(root),
+        custom_context=True,
+        dockerfile="Dockerfile.sandbox",
+        tag=SANDBOX_IMAGE,
+        labels={CONTEXT_LABEL: digest},
+        rm=True,
+        pull=False,
+        decode=True,
+    )
+    for event in stream:
+        if "error" in event:
+            raise DevagentError(f"sandbox image build failed: {event['error'].strip()}")
+        line = (event.get("stream") or "").strip()
+        if line:
+            progress(line)
+    progress(f"built {SANDBOX_IMAGE}")
+    return SANDBOX_IMAGE
+
+
+def _run_streaming(argv: list[str], progress: Progress) -> None:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-5:]
+        progress(line)
+    if proc.wait() != 0:
+        raise DevagentError(f"building the base image failed: {tail[-1] if tail else 'no output'}")
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    thread_id: str
+    workspace_dir: Path
+    git_dir: Path
+    network: bool = False
+    # A per-thread internal network (database sidecar) used when the thread has no outside network.
+    internal_network: str | None = None
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+    @property
+    def name(self) -> str:
+        return f"devagent-{self.thread_id}"
+
+
+class ThreadContainer:
+    """The container of one thread. Created on first use, started per turn, stopped after."""
+
+    def __init__(self, client: Any, spec: ContainerSpec) -> None:
+        self.client, self.spec = client, spec
+        self.api = client.api
+        self.uid, self.gid = sandbox_user()
+
+    # -- lifecycle
+
+    def ensure_running(self) -> None:
+        """Start the thread's container, creating it on first use. One API call when it exists."""
+        import docker
+
+        try:
+            self.api.start(self.spec.name)
+        except docker.errors.NotFound:
+            self._create()
+            self.api.start(self.spec.name)
+        except docker.errors.APIError as exc:
+            raise DevagentError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
+
+    def _create(self) -> None:
+        import docker
+        from docker.types import Mount
+
+        if not image_exists(self.client, SANDBOX_IMAGE):
+            raise ImageMissing(
+                f"the sandbox image {SANDBOX_IMAGE} is missing; build it with `devagent sandbox build`"
+            )
+        s, lim = self.spec, self.spec.limits
+        network_mode = "bridge" if s.network else (s.internal_network or "none")
+        try:
+            self.client.containers.create(
+                SANDBOX_IMAGE,
+                name=s.name,
+                labels={THREAD_LABEL: s.thread_id},
+                user=f"{self.uid}:{self.gid}",
+                working_dir=WORKDIR,
+                environment=CONTAINER_ENV,
+                hostname="devagent",
+                mounts=[
+                    Mount(WORKDIR, str(s.workspace_dir), type="bind"),
+                    # The git metadata is read-only inside: git log/diff/status work, but nothing
+                    # in the sandbox can plant hooks or config that host-side git would obey.
+                    Mount(f"{WORKDIR}/.git", str(s.git_dir), type="bind", read_only=True),
+                ],
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=lim.pids,
+                mem_limit=lim.memory,
+                memswap_limit=lim.memory,
+                nano_cpus=int(lim.cpus * 1e9),
+                network_mode=network_mode,
+                stdin_open=False,
+                tty=False,
+            )
+        except docker.errors.APIError as exc:
+            raise DevagentError(f"cannot create the sandbox container: {exc.explanation or exc}") from None
+
+    def stop(self) -> None:
+        import docker
+
+        try:
+            self.api.stop(self.spec.name, timeout=3)
+        except docker.errors.NotFound:
+            pass
+
+    def remove(self) -> None:
+        import docker
+
+        try:
+            self.api.remove_container(self.spec.name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+    def exists(self) -> bool:
+        import docker
+
+        try:
+            self.api.inspect_container(self.spec.name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    # -- exec
+
+    def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+        workdir: str = WORKDIR,
+        stdin: bytes | None = None,
+        argv: list[str] | None = None,
+    ) -> ExecResult:
+        """Run `command` (exactly this string, via bash -c) and return its capped result.
+
+        `argv` runs a program directly instead (used for devagent's own helpers in the image).
+        `on_output` receives decoded text as it arrives.
+        """
+        lim = self.spec.limits
+        timeout = min(float(timeout_s or lim.default_timeout_s), float(lim.max_timeout_s))
+        cmd = argv if argv is not None else ["/usr/local/bin/devagent-run", command]
+        exec_id = self.api.exec_create(
+            self.spec.name,
+            cmd,
+            stdout=True,
+            stderr=True,
+            stdin=stdin is not None,
+            user=f"{self.uid}:{self.gid}",
+            workdir=workdir,
+            environment=CONTAINER_ENV,
+        )["Id"]
+        cap = OutputCap(lim.output_head, lim.output_tail)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        timed_out = threading.Event()
+        timer = threading.Timer(timeout, self._kill_all, args=(timed_out,))
+        timer.daemon = True
+        started = time.monotonic()
+        timer.start()
+        try:
+            for chunk in self._stream(exec_id, stdin):
+                cap.feed(chunk)
+                if on_output is not None:
+                    text = decoder.decode(chunk)
+                    if text:
+                        on_output(text)
+        except BaseException:
+            # Ctrl-C or a broken connection: the command must not outlive us.
+            self._kill_all(timed_out, mark=False)
+            raise
+        finally:
+            timer.cancel()
+        duration = time.monotonic() - started
+        exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        return ExecResult(
+            command=command,
+            exit_code=None if timed_out.is_set() else exit_code,
+            output=cap.text(),
+            total_bytes=cap.total,
+            truncated=cap.truncated,
+            timed_out=timed_out.is_set(),
+            duration_s=duration,
+        )
+
+    def _stream(self, exec_id: str, stdin: bytes | None) -> Iterator[bytes]:
+        if stdin is None:
+            yield from self.api.exec_start(exec_id, stream=True)
+            return
+        # Feed stdin through the attached socket, then read the multiplexed output frames.
+        from docker.utils.socket import frames_iter
+
+        sock = self.api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(stdin)
+        import socket as _socket
+
+        raw.shutdown(_socket.SHUT_WR)
+        for _stream_id, data in frames_iter(sock, tty=False):
+            yield data
+        sock.close()
+
+    def _kill_all(self, flag: threading.Event, mark: bool = True) -> None:
+        """Kill every process of the sandbox user except PID 1 (the container stays up)."""
+        if mark:
+            flag.set()
+        try:
+            kill_id = self.api.exec_create(
+                self.spec.name, ["/bin/bash", "-c", "kill -9 -1"], user=f"{self.uid}:{self.gid}"
+            )["Id"]
+            self.api.exec_start(kill_id)
+        except Exception:  # the container may already be gone; nothing left to kill then
+            pass
+
+
+def remove_thread_resources(client: Any, thread_id: str) -> None:
+    """Remove every container, network and volume labelled with the thread (sandbox, sidecars)."""
+    label = f"{THREAD_LABEL}={thread_id}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)

@@ -1,0 +1,373 @@
+"""SQLite under DEVAGENT_HOME: threads, paused runs, approvals, remembered rules, audit log.
+
+The store, not the saved run blob, is the source of truth for decisions: every approval is bound
+to (thread, call id, sha256 of the exact arguments). Each write is one transaction, so a crash
+mid-write leaves the previous good state. The schema is versioned and migrates forward.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devagent.errors import StateCorrupted, ThreadBusy, ThreadNotFound
+
+SCHEMA_VERSION = 2
+
+# Each entry upgrades the schema from version i to i+1. Never edit an entry once released.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE threads (
+        id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        base_commit TEXT NOT NULL,
+        state TEXT NOT NULL,               -- running | paused | done | failed
+        settings TEXT NOT NULL,            -- JSON: model, base_url, network, database, max_turns
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        thread_id TEXT PRIMARY KEY REFERENCES threads(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        state_blob TEXT,                   -- the SDK's RunState, saved at every pause
+        saved_at REAL NOT NULL
+    );
+    CREATE TABLE approvals (
+        thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        call_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        status TEXT NOT NULL,              -- pending | approved | rejected | done
+        reason TEXT,
+        decided_by TEXT,
+        created_at REAL NOT NULL,
+        decided_at REAL,
+        PRIMARY KEY (thread_id, call_id)
+    );
+    CREATE TABLE rules (
+        thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        tool TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (thread_id, tool, sha256)
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,               -- proposed | approved | rejected | executed | ...
+        call_id TEXT,
+        tool TEXT,
+        actor TEXT,
+        detail TEXT,                       -- JSON
+        exit_code INTEGER,
+        duration_s REAL
+    );
+    CREATE INDEX audit_thread ON audit(thread_id, id);
+    """,
+    """
+    CREATE TABLE migrations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        call_id TEXT,
+        database TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        statements INTEGER NOT NULL,
+        result TEXT NOT NULL,              -- applied | failed | refused
+        detail TEXT,
+        duration_s REAL,
+        at REAL NOT NULL
+    );
+    """,
+]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def new_thread_id() -> str:
+    return secrets.token_hex(4)
+
+
+@dataclass
+class Thread:
+    id: str
+    repo: str
+    branch: str
+    base_commit: str
+    state: str
+    settings: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class Approval:
+    thread_id: str
+    call_id: str
+    tool: str
+    arguments: str
+    sha256: str
+    status: str
+    reason: str | None
+    decided_by: str | None
+    created_at: float
+    decided_at: float | None
+
+
+class Store:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.path = home / "devagent.db"
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupted(
+                f"the state database {self.path} is unreadable ({exc}); move it aside to start afresh"
+            ) from None
+
+    @property
+    def sessions_path(self) -> Path:
+        """The SDK's conversation memory (SQLiteSession) lives beside our tables."""
+        return self.home / "sessions.db"
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateCorrupted(
+                    f"{self.path} was written by a newer devagent (schema {version}); upgrade devagent"
+                )
+            for target in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- threads
+
+    def create_thread(self, thread_id: str, repo: str, branch: str, base_commit: str,
+                      settings: dict[str, Any]) -> Thread:
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO threads VALUES (?,?,?,?,?,?,?,?)",
+                (thread_id, repo, branch, base_commit, "running", json.dumps(settings), now, now),
+            )
+        return self.thread(thread_id)
+
+    def thread(self, thread_id: str) -> Thread:
+        row = self.db.execute("SELECT * FROM threads WHERE id=?", (thread_id,)).fetchone()
+        if row is None:
+            raise ThreadNotFound(f"no thread {thread_id!r} (see `devagent threads`)")
+        return Thread(**{**dict(row), "settings": json.loads(row["settings"])})
+
+    def threads(self) -> list[Thread]:
+        rows = self.db.execute("SELECT id FROM threads ORDER BY updated_at DESC").fetchall()
+        return [self.thread(r["id"]) for r in rows]
+
+    def set_thread_state(self, thread_id: str, state: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE threads SET state=?, updated_at=? WHERE id=?", (state, time.time(), thread_id))
+
+    def update_settings(self, thread_id: str, settings: dict[str, Any]) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE threads SET settings=?, updated_at=? WHERE id=?",
+                       (json.dumps(settings), time.time(), thread_id))
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self.tx() as db:
+            for table in ("approvals", "rules", "runs", "migrations", "audit"):
+                db.execute(f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
+            db.execute("DELETE FROM threads WHERE id=?", (thread_id,))
+
+    # -- paused runs
+
+    def save_run(self, thread_id: str, task: str, state_blob: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?) ON CONFLICT(thread_id) DO UPDATE SET "
+                "task=excluded.task, state_blob=excluded.state_blob, saved_at=excluded.saved_at",
+                (thread_id, task, state_blob, time.time()),
+            )
+            db.execute("UPDATE threads SET updated_at=? WHERE id=?", (time.time(), thread_id))
+
+    def run(self, thread_id: str) -> tuple[str, str | None] | None:
+        row = self.db.execute("SELECT task, state_blob FROM runs WHERE thread_id=?", (thread_id,)).fetchone()
+        return (row["task"], row["state_blob"]) if row else None
+
+    def clear_run(self, thread_id: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM runs WHERE thread_id=?", (thread_id,))
+
+    # -- approvals
+
+    def add_pending(self, thread_id: str, call_id: str, tool: str, arguments: str) -> Approval:
+        digest = sha256_text(arguments)
+        with self.tx() as db:
+            existing = db.execute(
+                "SELECT sha256 FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
+            ).fetchone()
+            if existing is None:
+                db.execute(
+                    "INSERT INTO approvals VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (thread_id, call_id, tool, arguments, digest, "pending", None, None, time.time(), None),
+                )
+                self._audit(db, thread_id, "proposed", call_id, tool, "agent", {"arguments": arguments, "sha256": digest})
+        return self.approval(thread_id, call_id)  # type: ignore[return-value]
+
+    def approval(self, thread_id: str, call_id: str) -> Approval | None:
+        row = self.db.execute(
+            "SELECT * FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
+        ).fetchone()
+        return Approval(**dict(row)) if row else None
+
+    def approvals(self, thread_id: str | None = None, status: str | None = None) -> list[Approval]:
+        sql, args = "SELECT * FROM approvals WHERE 1=1", []
+        if thread_id:
+            sql, args = sql + " AND thread_id=?", [*args, thread_id]
+        if status:
+            sql, args = sql + " AND status=?", [*args, status]
+        return [Approval(**dict(r)) for r in self.db.execute(sql + " ORDER BY created_at, call_id", args)]
+
+    def decide(self, thread_id: str, call_id: str, status: str, *, actor: str,
+               reason: str | None = None, always: bool = False) -> Approval:
+        """Record a human decision on a pending call (approved / rejected)."""
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT * FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
+            if row["status"] not in ("pending", "approved", "rejected"):
+                raise StateCorrupted(f"call {call_id} was already {row['status']}")
+            db.execute(
+                "UPDATE approvals SET status=?, reason=?, decided_by=?, decided_at=? WHERE thread_id=? AND call_id=?",
+                (status, reason, actor, time.time(), thread_id, call_id),
+            )
+            if always and status == "approved":
+                db.execute(
+                    "INSERT OR IGNORE INTO rules VALUES (?,?,?,?,?)",
+                    (thread_id, row["tool"], row["sha256"], row["arguments"], time.time()),
+                )
+            detail = {"sha256": row["sha256"], "reason": reason, "always": always}
+            self._audit(db, thread_id, status, call_id, row["tool"], actor, detail)
+        return self.approval(thread_id, call_id)  # type: ignore[return-value]
+
+    def mark_status(self, thread_id: str, call_id: str, status: str) -> None:
+        """Execution progress of an approved call: running, then done."""
+        with self.tx() as db:
+            db.execute("UPDATE approvals SET status=? WHERE thread_id=? AND call_id=?", (status, thread_id, call_id))
+
+    def exec_tree(self, thread_id: str) -> str | None:
+        return self.thread(thread_id).settings.get("exec_tree")
+
+    def set_exec_tree(self, thread_id: str, tree: str) -> None:
+        settings = self.thread(thread_id).settings
+        self.update_settings(thread_id, {**settings, "exec_tree": tree})
+
+    def has_rule(self, thread_id: str, tool: str, digest: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM rules WHERE thread_id=? AND tool=? AND sha256=?", (thread_id, tool, digest)
+        ).fetchone()
+        return row is not None
+
+    # -- audit
+
+    def audit(self, thread_id: str, event: str, *, call_id: str | None = None, tool: str | None = None,
+              actor: str | None = None, detail: dict[str, Any] | None = None,
+              exit_code: int | None = None, duration_s: float | None = None) -> None:
+        with self.tx() as db:
+            self._audit(db, thread_id, event, call_id, tool, actor, detail, exit_code, duration_s)
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, thread_id: str, event: str, call_id: str | None, tool: str | None,
+               actor: str | None, detail: dict[str, Any] | None, exit_code: int | None = None,
+               duration_s: float | None = None) -> None:
+        db.execute(
+            "INSERT INTO audit (thread_id, at, event, call_id, tool, actor, detail, exit_code, duration_s)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (thread_id, time.time(), event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s),
+        )
+
+    def audit_log(self, thread_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? ORDER BY id", (thread_id,)).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
+
+    # -- migrations history
+
+    def record_migration(self, thread_id: str, call_id: str | None, database: str, digest: str,
+                         statements: int, result: str, detail: str, duration_s: float) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO migrations (thread_id, call_id, database, sha256, statements, result, detail,"
+                " duration_s, at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (thread_id, call_id, database, digest, statements, result, detail, duration_s, time.time()),
+            )
+
+    def migrations(self, thread_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM migrations WHERE thread_id=? ORDER BY id", (thread_id,))
+        return [dict(r) for r in rows]
+
+
+class ThreadLock:
+    """An exclusive per-thread lock (flock): released by the kernel when its process dies."""
+
+    def __init__(self, home: Path, thread_id: str) -> None:
+        self.path = home / "locks" / f"{thread_id}.lock"
+        self.thread_id = thread_id
+        self.fd: int | None = None
+
+    def __enter__(self) -> ThreadLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ThreadBusy(
+                f"thread {self.thread_id} is busy: pid {holder} is working on it; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,220 @@
+"""The tool functions the model calls. Each delegates to the workspace, the sandbox or migrations.
+
+File tools act on the thread's checkout through `WorkspacePaths` (the one confinement resolver).
+`run_shell` and `run_migration` always stop for approval; when they finally execute they check
+the store once more, so only a call whose exact arguments a human (or an "always" rule) approved
+can run, whatever a saved run blob claims.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import FunctionTool, function_tool
+from agents.tool_context import ToolContext
+
+from devagent.paths import FileToolError, PathOutsideWorkspace, WorkspacePaths
+from devagent.sandbox import ThreadContainer
+from devagent.store import Store, sha256_text
+from devagent.workspace import ThreadWorkspace
+
+READ_LIMIT = 64 * 1024
+SEARCH_MATCH_LIMIT = 200
+SEARCH_FILE_LIMIT = 2 * 1024 * 1024
+
+
+@dataclass
+class ToolRuntime:
+    """Everything the tools of one thread act on."""
+
+    thread_id: str
+    store: Store
+    workspace: ThreadWorkspace
+    container: ThreadContainer
+    network: bool
+    sandbox_owner: tuple[int, int]
+    on_output: Callable[[str], None] = lambda _text: None
+    # Set by the migrations part: runs approved SQL in the thread's database.
+    migrate: Callable[..., str] | None = None
+    started: bool = field(default=False, init=False)
+
+    @property
+    def paths(self) -> WorkspacePaths:
+        return WorkspacePaths(self.workspace.work_dir)
+
+    def ensure_container(self) -> ThreadContainer:
+        if not self.started:
+            self.container.ensure_running()
+            self.started = True
+        return self.container
+
+    def hand_to_sandbox(self, rel: str) -> None:
+        """Files the host writes as root must stay writable by the sandbox's uid."""
+        if os.getuid() != 0:
+            return
+        uid, gid = self.sandbox_owner
+        root = self.workspace.work_dir
+        path = self.paths.resolve(rel)
+        while path != root and root in path.parents:
+            if path.stat().st_uid == uid:
+                break
+            os.lchown(path, uid, gid)
+            path = path.parent
+
+    def authorize(self, ctx: ToolContext, tool: str) -> str | None:
+        """None if this exact call was approved; otherwise the refusal the model reads."""
+        row = self.store.approval(self.thread_id, ctx.tool_call_id)
+        digest = sha256_text(ctx.tool_arguments)
+        if row is None or row.tool != tool or row.sha256 != digest:
+            return f"refused: this {tool} call was never approved by a human; nothing ran"
+        if row.status == "done":
+            return "refused: this call was already executed once; propose it again to re-run it"
+        if row.status != "approved":
+            return f"refused: this call is {row.status}, not approved; nothing ran"
+        return None
+
+
+def _error_to_model(_ctx: Any, error: Exception) -> str:
+    # Our errors are written for the model; pass them through instead of a generic message.
+    return f"error: {error}"
+
+
+def _result_or_error(fn: Callable[[], str]) -> str:
+    try:
+        return fn()
+    except (PathOutsideWorkspace, FileToolError) as exc:
+        return f"error: {exc}"
+
+
+def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
+    @function_tool(failure_error_function=_error_to_model)
+    def read_file(path: str, start_line: int | None = None, end_line: int | None = None) -> str:
+        """Read a UTF-8 text file of the workspace, optionally only lines start_line..end_line (1-based)."""
+
+        def read() -> str:
+            text = rt.paths.read_text(path, start_line, end_line)
+            if len(text) > READ_LIMIT:
+                return text[:READ_LIMIT] + f"\n[... truncated: {len(text)} characters; read a line range ...]"
+            return text
+
+        return _result_or_error(read)
+
+    @function_tool(failure_error_function=_error_to_model)
+    def list_files(path: str = ".", pattern: str | None = None) -> str:
+        """List files under a workspace directory (recursive), optionally filtered by a glob pattern."""
+
+        def listing() -> str:
+            # When capped, the list's last entry says how many more files exist.
+            return "\n".join(rt.paths.iter_files(path, pattern)) or "(no files)"
+
+        return _result_or_error(listing)
+
+    @function_tool(failure_error_function=_error_to_model)
+    def search(pattern: str, path: str = ".") -> str:
+        """Search workspace files for a regular expression; returns path:line: text for each match."""
+
+        def grep() -> str:
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                return f"error: invalid regular expression: {exc}"
+            matches: list[str] = []
+            files = rt.paths.iter_files(path)
+            for rel in files[:-1] if files.omitted else files:
+                try:
+                    data = rt.paths.read_bytes(rel, SEARCH_FILE_LIMIT)
+                except (FileToolError, PathOutsideWorkspace):
+                    continue
+                if b"\0" in data[:8192]:
+                    continue  # binary
+                for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+                    if regex.search(line[:4096]):
+                        matches.append(f"{rel}:{number}: {line[:300]}")
+                        if len(matches) >= SEARCH_MATCH_LIMIT:
+                            return "\n".join(matches) + f"\n[... stopped at {SEARCH_MATCH_LIMIT} matches]"
+            return "\n".join(matches) or "(no matches)"
+
+        return _result_or_error(grep)
+
+    @function_tool(failure_error_function=_error_to_model)
+    def write_file(path: str, content: str) -> str:
+        """Create or overwrite a workspace file with content."""
+
+        def write() -> str:
+            rt.paths.write_text(path, content)
+            rt.hand_to_sandbox(path)
+            return f"wrote {len(content.encode())} bytes to {path}"
+
+        return _result_or_error(write)
+
+    @function_tool(failure_error_function=_error_to_model)
+    def edit_file(path: str, old: str, new: str) -> str:
+        """Replace the exact text `old` (which must occur exactly once) with `new` in a workspace file."""
+
+        def edit() -> str:
+            rt.paths.edit_text(path, old, new)
+            rt.hand_to_sandbox(path)
+            return f"edited {path}"
+
+        return _result_or_error(edit)
+
+    @function_tool(needs_approval=True, failure_error_function=_error_to_model)
+    def run_shell(ctx: ToolContext, command: str, timeout_s: int | None = None) -> str:
+        """Run a bash command in the thread's sandbox container (cwd /workspace). A human approves
+        every command first. Output is capped (head and tail kept)."""
+        refusal = rt.authorize(ctx, "run_shell")
+        if refusal:
+            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_shell",
+                           actor="devagent", detail={"reason": refusal})
+            return refusal
+        return execute_command(rt, ctx.tool_call_id, command, timeout_s)
+
+    @function_tool(needs_approval=True, failure_error_function=_error_to_model)
+    def run_migration(ctx: ToolContext, sql: str | None = None, path: str | None = None,
+                      database: str | None = None) -> str:
+        """Apply a SQL migration (inline `sql`, or `path` of a .sql file in the workspace) to the
+        thread's database, in one transaction. A human approves the exact SQL first."""
+        refusal = rt.authorize(ctx, "run_migration")
+        if refusal:
+            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_migration",
+                           actor="devagent", detail={"reason": refusal})
+            return refusal
+        if rt.migrate is None:
+            return "error: migrations are not available in this thread"
+        return rt.migrate(rt, ctx.tool_call_id, sql=sql, path=path, database=database)
+
+    return [read_file, list_files, search, write_file, edit_file, run_shell, run_migration]
+
+
+def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int | None) -> str:
+    """Run an approved command in the container and record what happened."""
+    store = rt.store
+    store.mark_status(rt.thread_id, call_id, "running")
+    store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
+                detail={"command": command, "sha256": sha256_text(command)})
+    started = time.monotonic()
+    result = rt.ensure_container().exec(command, timeout_s=timeout_s, on_output=rt.on_output)
+    store.audit(
+        rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
+        detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out},
+        exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
+    )
+    store.mark_status(rt.thread_id, call_id, "done")
+    store.set_exec_tree(rt.thread_id, rt.workspace.snapshot())
+    return result.for_model()
+
+
+def changed_files_since_last_command(store: Store, workspace: ThreadWorkspace, thread_id: str) -> list[str]:
+    """What the agent changed since the last executed command (e.g. an edited Makefile before `make`)."""
+    last = store.exec_tree(thread_id)
+    if last is None:
+        last = workspace.git("rev-parse", f"{workspace.base_commit}^{{tree}}").strip()
+    return workspace.changed_between(last, workspace.snapshot())
+
+
+__all__ = ["ToolRuntime", "build_tools", "execute_command", "changed_files_since_last_command"]

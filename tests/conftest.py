@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_stub import StubLLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()) or "sandbox_image" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        if os.environ.get("DEVAGENT_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"Docker is required (DEVAGENT_REQUIRE_DOCKER=1) but unreachable: {exc}")
+        pytest.skip(f"Docker engine unreachable: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: Any) -> str:
+    from devagent.sandbox import build_images
+
+    return build_images(docker_client)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("DEVAGENT_HOME", str(path))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("DEVAGENT_MODEL", raising=False)
+    yield path
+    _cleanup_threads(path)
+
+
+def _cleanup_threads(home: Path) -> None:
+    """Remove the containers of every thread a test created (they are labelled by thread id)."""
+    if not (home / "devagent.db").exists():
+        return
+    from devagent.sandbox import remove_thread_resources
+    from devagent.store import Store
+
+    import docker
+
+    store = Store(home)
+    try:
+        client = docker.from_env()
+        for thread in store.threads():
+            remove_thread_resources(client, thread.id)
+    except docker.errors.DockerException:
+        pass
+    finally:
+        store.close()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.com")
+    (path / "README.md").write_text("# project\n")
+    (path / "Makefile").write_text("test:\n\t@echo tests pass\n")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def llm() -> StubLLM:
+    stub = StubLLM()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture
+def cli(home: Path, repo: Path) -> Any:
+    """Run the real `devagent` CLI in a subprocess (no TTY on stdin), in the test repo."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-key", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "devagent", *args], cwd=repo, env=full_env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run
