@@ -336,12 +336,7 @@ class ThreadRunner:
             data = json.loads(blob)
         except ValueError:
             raise StateCorrupted(f"the saved run of thread {tid} is not valid JSON; it cannot be resumed") from None
-        context = data.get("context") or {}
-        if any(context.get(key) for key in ("approvals", "function_tool_approvals", "hosted_mcp_approvals")):
-            raise ApprovalMismatch(
-                f"the saved run of thread {tid} carries approvals that devagent never recorded "
-                "(it was edited); refusing to resume"
-            )
+        self._check_blob_decisions(tid, data.get("context") or {})
         try:
             state = await RunState.from_string(turn.agent, blob)
         except Exception as exc:
@@ -362,6 +357,26 @@ class ThreadRunner:
             elif row.status == "rejected":
                 state.reject(item, rejection_message=f"The user rejected this call. Reason: {row.reason or '(none given)'}")
         return state
+
+    def _check_blob_decisions(self, thread_id: str, context: dict[str, Any]) -> None:
+        """Decisions a saved blob carries (from earlier resumes) must all be in the store."""
+        records = list((context.get("approvals") or {}).values())
+        records += [entry.get("decision") or {} for entry in context.get("function_tool_approvals") or []]
+        tampered = bool(context.get("hosted_mcp_approvals"))
+        for record in records:
+            for kind, allowed in (("approved", ("approved", "running", "done")), ("rejected", ("rejected",))):
+                ids = record.get(kind) or []
+                if ids is True or not isinstance(ids, list):
+                    tampered = True  # a blanket decision is never something devagent records
+                    continue
+                for call_id in ids:
+                    row = self.store.approval(thread_id, call_id)
+                    tampered |= row is None or row.status not in allowed
+        if tampered:
+            raise ApprovalMismatch(
+                f"the saved run of thread {thread_id} carries approvals that devagent never recorded "
+                "(it was edited); refusing to resume"
+            )
 
     def _checkpoint(self, turn: _Turn) -> None:
         try:

@@ -1,0 +1,155 @@
+"""`devagent task` in-process: a scripted model drives the real runner, tools, container and git."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+from devagent.approvals import ApprovalRequest
+from devagent.runner import Decision, TaskOptions, ThreadRunner
+from devagent.store import Store
+
+pytestmark = pytest.mark.usefixtures("sandbox_image")
+
+
+class ScriptedApprover:
+    """Answers approval requests from a list, recording what it was shown."""
+
+    def __init__(self, *answers: Decision | None) -> None:
+        self.answers = list(answers)
+        self.shown: list[ApprovalRequest] = []
+
+    def decide(self, request: ApprovalRequest) -> Decision | None:
+        self.shown.append(request)
+        return self.answers.pop(0) if self.answers else None
+
+
+def tool_outputs(model: ScriptedModel) -> dict[str, str]:
+    out = {}
+    for call in model.calls:
+        for item in call.input if isinstance(call.input, list) else []:
+            if isinstance(item, dict) and item.get("type") == "function_call_output":
+                out[item["call_id"]] = item["output"]
+    return out
+
+
+async def start(home: Path, repo: Path, steps: list, approver: ScriptedApprover, task: str = "do it"):
+    model = ScriptedModel(steps)
+    runner = ThreadRunner(Store(home), model=model, approver=approver)
+    thread = runner.create_thread(repo, TaskOptions())
+    outcome = await runner.run_task(thread.id, task)
+    return runner, model, thread, outcome
+
+
+async def test_edit_then_approved_command_runs_in_the_container_and_lands_on_the_branch(home, repo) -> None:
+    approver = ScriptedApprover(Decision(True))
+    steps = [
+        [function_call("edit_file", {"path": "Makefile", "old": "tests pass", "new": "tests really pass"}, call_id="e1")],
+        [function_call("run_shell", {"command": "make test > result.txt; id -u >> result.txt"}, call_id="s1")],
+        [assistant_message("Makefile updated and tests run.")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, approver, task="update the Makefile")
+    assert outcome.status == "done" and outcome.final_output == "Makefile updated and tests run."
+    # The screen saw the exact command and that the Makefile changed before `make` runs.
+    [shown] = approver.shown
+    assert shown.command == "make test > result.txt; id -u >> result.txt"
+    assert shown.changed_files == ["M Makefile"]
+    assert shown.network is False and shown.timeout_s == 300
+    ws = runner.workspace(thread.id)
+    assert (ws.work_dir / "result.txt").read_text().startswith("tests really pass\n")
+    assert ws.git("log", "-1", "--format=%s").strip() == "update the Makefile"
+    assert "result.txt" in ws.git("show", "--stat", "HEAD")
+    assert outcome.commands_run == 1
+    assert "exit code 0" in tool_outputs(model)["s1"]
+    # The user's own checkout is untouched.
+    assert not (repo / "result.txt").exists()
+
+
+async def test_rejection_reason_reaches_the_model_and_nothing_runs(home, repo) -> None:
+    approver = ScriptedApprover(Decision(False, "use the Makefile target instead"))
+    steps = [
+        [function_call("run_shell", {"command": "touch rejected.txt"}, call_id="s1")],
+        [assistant_message("ok")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    assert outcome.status == "done"
+    assert "use the Makefile target instead" in tool_outputs(model)["s1"]
+    assert not (runner.workspace(thread.id).work_dir / "rejected.txt").exists()
+    events = [(e["event"], e["call_id"]) for e in runner.store.audit_log(thread.id)]
+    assert ("rejected", "s1") in events and ("executed", "s1") not in events
+
+
+async def test_approve_always_is_asked_once_for_identical_commands(home, repo) -> None:
+    approver = ScriptedApprover(Decision(True, always=True), Decision(True))
+    steps = [
+        [function_call("run_shell", {"command": "echo x >> count.txt"}, call_id="s1")],
+        [function_call("run_shell", {"command": "echo x >> count.txt"}, call_id="s2")],
+        [function_call("run_shell", {"command": "echo y >> count.txt"}, call_id="s3")],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    assert outcome.status == "done"
+    # Asked for s1 (answered "always"), not for the identical s2, and again for the different s3.
+    assert [r.call_id for r in approver.shown] == ["s1", "s3"]
+    assert (runner.workspace(thread.id).work_dir / "count.txt").read_text() == "x\nx\ny\n"
+    by = {e["call_id"]: e["actor"] for e in runner.store.audit_log(thread.id) if e["event"] == "approved"}
+    assert by == {"s1": "user", "s2": "rule (approve always)", "s3": "user"}
+
+
+async def test_path_escapes_are_refused_with_an_error_the_model_reads(home, repo, tmp_path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret\n")
+    steps = [
+        [
+            function_call("read_file", {"path": "../outside.txt"}, call_id="r1"),
+            function_call("read_file", {"path": str(outside)}, call_id="r2"),
+            function_call("write_file", {"path": "../../evil.txt", "content": "x"}, call_id="w1"),
+            function_call("read_file", {"path": ".git/config"}, call_id="r3"),
+        ],
+        [assistant_message("could not")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    outputs = tool_outputs(model)
+    assert "outside the workspace" in outputs["r1"]
+    assert "absolute paths are not allowed" in outputs["r2"]
+    assert "outside the workspace" in outputs["w1"]
+    assert "off limits" in outputs["r3"]
+    assert "secret" not in json.dumps(outputs)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+async def test_file_tools_and_tool_errors_never_crash_the_run(home, repo) -> None:
+    steps = [
+        [
+            function_call("write_file", {"path": "src/app.py", "content": "print('hi')\n"}, call_id="w1"),
+            function_call("read_file", {"path": "src/app.py"}, call_id="r1"),
+            function_call("list_files", {"pattern": "*.py"}, call_id="l1"),
+            function_call("search", {"pattern": "print\\("}, call_id="g1"),
+            function_call("edit_file", {"path": "src/app.py", "old": "nope", "new": "x"}, call_id="e1"),
+            function_call("read_file", '{"path": "unterminated', call_id="bad"),
+            function_call("no_such_tool", {}, call_id="u1"),
+        ],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    assert outcome.status == "done"
+    outputs = tool_outputs(model)
+    assert outputs["r1"] == "print('hi')\n"
+    assert outputs["l1"] == "src/app.py"
+    assert outputs["g1"] == "src/app.py:1: print('hi')"
+    assert "not found" in outputs["e1"]
+    assert "Invalid JSON" in outputs["bad"]
+    assert "not found" in outputs["u1"]
+
+
+async def test_conversation_is_remembered_across_turns_of_a_thread(home, repo) -> None:
+    model = ScriptedModel([[assistant_message("first answer")], [assistant_message("second answer")]])
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover())
+    thread = runner.create_thread(repo, TaskOptions())
+    await runner.run_task(thread.id, "remember the word pelican")
+    await runner.run_task(thread.id, "what was the word?")
+    second_input = json.dumps(model.calls[-1].input)
+    assert "remember the word pelican" in second_input and "first answer" in second_input

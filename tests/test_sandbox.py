@@ -1,0 +1,181 @@
+"""The per-thread container, on the real Docker engine: persistence, hardening, limits, exec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from devagent.config import THREAD_LABEL, sandbox_user
+from devagent.sandbox import ContainerSpec, OutputCap, ThreadContainer
+from devagent.workspace import ThreadWorkspace
+
+
+@pytest.fixture
+def thread_box(docker_client, sandbox_image, home: Path, repo: Path):
+    """A workspace + container for a made-up thread id, removed afterwards."""
+    made = []
+
+    def make(thread_id: str = "sbx" + os.urandom(3).hex(), network: bool = False) -> ThreadContainer:
+        ws = ThreadWorkspace(thread_id, home / "threads" / thread_id)
+        ws.create(repo, owner=sandbox_user())
+        box = ThreadContainer(docker_client, ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=network))
+        made.append(box)
+        box.ensure_running()
+        return box
+
+    yield make
+    for box in made:
+        box.remove()
+
+
+def test_files_and_installed_tools_persist_across_stop_start_and_processes(thread_box, home: Path) -> None:
+    box = thread_box()
+    setup = box.exec(
+        "echo kept > notes.txt && mkdir -p ~/.local/bin && "
+        "printf '#!/bin/sh\\necho tool-ok\\n' > ~/.local/bin/mytool && chmod +x ~/.local/bin/mytool"
+    )
+    assert setup.exit_code == 0, setup.output
+    box.stop()
+
+    # Turn 2, from a new process: the same container is started again.
+    script = textwrap.dedent(f"""
+        import docker
+        from pathlib import Path
+        from devagent.sandbox import ContainerSpec, ThreadContainer
+        root = Path({str(home / "threads" / box.spec.thread_id)!r})
+        box = ThreadContainer(docker.from_env(), ContainerSpec({box.spec.thread_id!r}, root / "workspace", root / "git"))
+        box.ensure_running()
+        print(box.exec("cat notes.txt && mytool").output)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "kept" in out and "tool-ok" in out
+
+
+def test_runs_unprivileged_as_the_mapped_uid_with_no_capabilities(thread_box) -> None:
+    box = thread_box()
+    uid, gid = sandbox_user()
+    result = box.exec("id -u; id -g; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; touch owned.txt")
+    lines = result.output.split()
+    assert lines[0] == str(uid) != "0"
+    assert lines[1] == str(gid)
+    assert "0000000000000000" in result.output  # CapEff: every capability dropped
+    assert "NoNewPrivs:\t1" in result.output.replace(" ", "\t") or "NoNewPrivs: 1" in result.output
+    assert (box.spec.workspace_dir / "owned.txt").stat().st_uid == uid
+
+
+def test_container_is_labelled_and_limited(thread_box, docker_client) -> None:
+    box = thread_box()
+    attrs = docker_client.api.inspect_container(box.spec.name)
+    host = attrs["HostConfig"]
+    assert attrs["Config"]["Labels"][THREAD_LABEL] == box.spec.thread_id
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0
+    assert host["NetworkMode"] == "none"
+    assert not any("docker.sock" in m["Source"] for m in attrs["Mounts"])
+
+
+def test_network_is_off_by_default(thread_box) -> None:
+    box = thread_box()
+    result = box.exec("cat /proc/net/dev; python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), 3)\"")
+    interfaces = [line.split(":")[0].strip() for line in result.output.splitlines() if ":" in line and "|" not in line]
+    assert "eth0" not in interfaces
+    assert result.exit_code != 0 and "unreachable" in result.output.lower()
+
+
+def test_network_is_on_when_the_thread_asked_for_it(thread_box) -> None:
+    box = thread_box(network=True)
+    result = box.exec("cat /proc/net/dev; cat /proc/net/route")
+    assert "eth0" in result.output
+    assert "00000000" in result.output  # a default route exists
+
+
+def test_timeout_kills_the_process_tree_and_the_container_survives(thread_box) -> None:
+    box = thread_box()
+    result = box.exec("sleep 1000 & sleep 1000; echo never", timeout_s=2)
+    assert result.timed_out and result.exit_code is None
+    assert result.duration_s < 30
+    assert "never" not in result.output
+    after = box.exec("ps -eo comm | grep -c '^sleep' || true")
+    assert after.exit_code == 0
+    assert after.output.split()[0] == "0"
+
+
+def test_huge_output_is_capped_with_head_tail_and_total(thread_box) -> None:
+    box = thread_box()
+    streamed = []
+    result = box.exec("echo FIRST; head -c 104857600 /dev/zero | tr '\\0' x; echo; echo LAST",
+                      on_output=lambda text: streamed.append(len(text)))
+    assert result.exit_code == 0
+    assert result.total_bytes == 104857600 + len("FIRST\n") + 1 + len("LAST\n")
+    assert result.truncated
+    assert result.output.startswith("FIRST")
+    assert result.output.rstrip().endswith("LAST")
+    assert len(result.output) < 64 * 1024
+    assert f"printed {result.total_bytes} bytes" in result.output
+    assert sum(streamed) >= 104857600  # live streaming saw everything
+
+
+def test_non_utf8_output_never_crashes(thread_box) -> None:
+    result = thread_box().exec("printf 'ok \\xff\\xfe\\x80 done'")
+    assert result.exit_code == 0
+    assert result.output.startswith("ok ") and result.output.endswith(" done")
+
+
+def test_host_environment_is_absent_inside(thread_box, monkeypatch) -> None:
+    monkeypatch.setenv("DEVAGENT_CANARY_SECRET", "canary-7f3a")
+    box = thread_box()
+    result = box.exec("env; cat /proc/1/environ | tr '\\0' '\\n'")
+    assert "canary-7f3a" not in result.output
+    assert "OPENAI_API_KEY" not in result.output
+
+
+def test_output_cap_keeps_memory_flat() -> None:
+    cap = OutputCap(head=10, tail=10)
+    for _ in range(10_000):
+        cap.feed(b"0123456789" * 100)
+    assert cap.total == 10_000 * 1000
+    assert len(cap.head) == 10 and len(cap.tail) == 10
+
+
+def test_discard_leaves_nothing_behind(cli, home: Path, repo: Path, docker_client, sandbox_image, llm) -> None:
+    from conftest import git
+    from llm_stub import tool_call
+
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo hi > made.txt"}, "c1")]}, {"content": "done"})
+    started = cli("task", "make a file", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert started.returncode == 3, started.stderr
+    import json
+
+    thread_id = json.loads(started.stdout)["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    assert cli("resume", thread_id).returncode == 0
+    label = f"{THREAD_LABEL}={thread_id}"
+    assert docker_client.containers.list(all=True, filters={"label": label})
+
+    gone = cli("discard", thread_id, "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert not (home / "threads" / thread_id).exists()
+    assert f"devagent/{thread_id}" not in git(repo, "branch", "--all")
+    assert thread_id not in cli("threads").stdout
+
+
+def test_docker_unreachable_is_one_clear_line(cli) -> None:
+    result = cli("task", "anything", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Docker engine")
+    assert "devagent sandbox doctor" in lines[0]
+
+
+def test_doctor_explains_a_missing_daemon(cli) -> None:
+    result = cli("sandbox", "doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 1
+    assert "daemon is not running" in result.stdout and "Traceback" not in result.stderr
