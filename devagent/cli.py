@@ -432,14 +432,18 @@ def sandbox_doctor() -> None:
 
 
 def main() -> None:
-    import click
+    # Recent typer ships its own copy of click: take UsageError from wherever typer raises it.
+    try:
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
 
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.UsageError as exc:
+    except UsageError as exc:
         exc.show()
         code = EXIT_USAGE
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("interrupted; state saved", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
@@ -450,7 +454,7 @@ def main() -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
         if _debug:

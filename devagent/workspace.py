@@ -32,6 +32,14 @@ SAFE_GIT_OPTIONS = [
     "-c", "uploadpack.packObjectsHook=",
 ]
 
+# The only keys devagent writes into a thread's git config. The sandbox cannot write there (the git
+# dir is mounted read-only), so any other key (a filter/diff driver, an include, an extension) was
+# planted from outside, and host-side git refuses the repository rather than obey it.
+THREAD_CONFIG_KEYS = frozenset({
+    "core.repositoryformatversion", "core.filemode", "core.bare", "core.logallrefupdates",
+    "core.symlinks", "core.ignorecase", "core.precomposeunicode",
+})
+
 
 class GitError(DevagentError):
     pass
@@ -75,8 +83,10 @@ def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path
     except git.GitCommandError as exc:
         if not check:
             return ""
-        message = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\n ")
-        raise GitError(f"git {args[0]} failed: {message.splitlines()[-1] if message else exc.status}") from None
+        lines = [line.strip(" '") for line in (exc.stderr or "").replace("stderr: ", "").splitlines() if line.strip(" '")]
+        fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        message = (fatal or lines or [f"exit status {exc.status}"])[0]
+        raise GitError(f"git {args[0]} failed: {message}") from None
 
 
 def find_repo(path: Path) -> Path:
@@ -112,8 +122,25 @@ class ThreadWorkspace:
         return f"devagent/{self.thread_id}"
 
     def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
+        self.check_metadata()
         return safe_git(*args, cwd=self.root, git_dir=self.git_dir, work_tree=self.work_dir,
                         check=check, extra_env=extra_env)
+
+    def check_metadata(self) -> None:
+        """Refuse a thread repository whose config holds anything devagent did not write."""
+        if (self.git_dir / "commondir").exists():
+            raise GitError(f"{self.git_dir} was modified outside devagent (a commondir file); "
+                           "refusing to run git on it")
+        config = self.git_dir / "config"
+        if not config.is_file():
+            return
+        names = safe_git("config", "--file", str(config), "--no-includes", "--name-only", "--list", "-z",
+                         cwd=self.root)
+        planted = sorted({n for n in names.split("\0") if n and n.lower() not in THREAD_CONFIG_KEYS
+                          and not n.lower().startswith("devagent.")})
+        if planted:
+            raise GitError(f"{config} was modified outside devagent ({', '.join(planted)}); "
+                           "refusing to run git on this thread")
 
     # -- lifecycle
 
@@ -144,7 +171,8 @@ class ThreadWorkspace:
     def commit_turn(self, message: str) -> str | None:
         """Commit everything the turn changed. Returns the new commit, or None if nothing changed."""
         self.git("add", "--all", "--", ".")
-        if not self.git("status", "--porcelain", "--untracked-files=no").strip():
+        # Never look inside nested repositories the sandbox created: their config is its to write.
+        if not self.git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=dirty").strip():
             return None
         self.git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
         return self.git("rev-parse", "HEAD").strip()
@@ -168,7 +196,8 @@ class ThreadWorkspace:
 
     def diff(self, stat: bool = False) -> str:
         """What the branch (plus uncommitted work) changes against where the thread started."""
-        args = ["diff", "--no-ext-diff", "--no-textconv", "--stat" if stat else "--patch", self.base_commit]
+        args = ["diff", "--no-ext-diff", "--no-textconv", "--ignore-submodules=dirty",
+                "--stat" if stat else "--patch", self.base_commit]
         return self.git(*args)
 
     def log(self) -> str:
@@ -176,6 +205,7 @@ class ThreadWorkspace:
 
     def apply_to(self, target_repo: Path) -> str:
         """Merge the thread's branch into the user's current branch. Refuses a dirty checkout."""
+        self.check_metadata()
         ident = _user_identity(target_repo)
         run = lambda *a, check=True: safe_git(*a, cwd=target_repo, identity=ident, check=check)  # noqa: E731
         dirty = run("status", "--porcelain", "--untracked-files=no").strip()
@@ -184,7 +214,10 @@ class ThreadWorkspace:
                 f"{target_repo} has uncommitted changes ({len(dirty.splitlines())} file(s)); "
                 "commit or stash them, then run apply again"
             )
-        run("fetch", "--quiet", "--no-tags", str(self.git_dir), f"refs/heads/{self.branch}")
+        # The thread's repository is owned by the sandbox uid; the upload-pack git spawns for a
+        # local fetch does not inherit -c options, so it gets safe.directory explicitly.
+        run("fetch", "--quiet", "--no-tags", "--upload-pack=git -c safe.directory=* upload-pack",
+            str(self.git_dir), f"refs/heads/{self.branch}")
         try:
             run("merge", "--no-ff", "--no-edit", "--no-verify", "-m",
                 f"Merge devagent thread {self.thread_id}", "FETCH_HEAD")

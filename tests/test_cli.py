@@ -1,0 +1,237 @@
+"""Durable runs through the real CLI, one process per step, against the OpenAI-compatible stub.
+
+This is the CI flow: `task --no-input` pauses (exit 3), `approve` and `resume` happen in other
+processes, and `log` tells the whole story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+from llm_stub import tool_call
+
+pytestmark = pytest.mark.usefixtures("sandbox_image")
+
+
+def start(cli, llm, *extra: str, task: str = "do the job"):
+    result = cli("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *extra)
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def test_pause_in_one_process_approve_and_resume_in_others(cli, llm, home: Path, repo: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("write_file", {"path": "notes.txt", "content": "hello\n"}, "w1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "wc -l notes.txt > count.txt"}, "s1")]},
+        {"content": "Counted the lines."},
+    )
+    paused, data = start(cli, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread_id = data["thread"]
+    assert data["status"] == "paused"
+    [call] = data["pending"]
+    assert call["call_id"] == "s1" and call["tool"] == "run_shell"
+    assert call["command"] == "wc -l notes.txt > count.txt"
+    import hashlib
+
+    assert call["sha256"] == hashlib.sha256(b"wc -l notes.txt > count.txt").hexdigest()
+    assert call["thread"] == thread_id and call["network"] is False
+
+    listed = json.loads(cli("pending", thread_id, "--json").stdout)
+    assert [p["call_id"] for p in listed] == ["s1"]
+    assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "paused"
+
+    assert cli("approve", thread_id, "--all").returncode == 0
+    resumed = cli("resume", thread_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Counted the lines." in resumed.stdout + resumed.stderr
+    workspace = home / "threads" / thread_id / "workspace"
+    assert (workspace / "count.txt").read_text().strip() == "1 notes.txt"
+    subject = subprocess.run(["git", "-c", "safe.directory=*", "--git-dir", str(workspace.parent / "git"), "log",
+                              "-1", "--format=%s"], capture_output=True, text=True, check=True).stdout
+    assert subject.strip() == "do the job"
+
+    log = json.loads(cli("log", thread_id, "--json").stdout)
+    story = [(e["event"], e["call_id"]) for e in log if e["call_id"]]
+    assert story == [("proposed", "s1"), ("approved", "s1"), ("executing", "s1"), ("executed", "s1")]
+    executed = [e for e in log if e["event"] == "executed"][0]
+    assert executed["exit_code"] == 0 and executed["duration_s"] > 0
+    assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "done"
+    human = cli("log", thread_id).stdout
+    assert "approved" in human and "wc -l notes.txt" in human
+
+
+def test_partial_approval_then_rejection_reason_reaches_the_model(cli, llm, home: Path) -> None:
+    llm.script(
+        {"tool_calls": [
+            tool_call("run_shell", {"command": "echo one > one.txt"}, "c1"),
+            tool_call("run_shell", {"command": "rm -rf /workspace/*"}, "c2"),
+            tool_call("run_shell", {"command": "echo three > three.txt"}, "c3"),
+        ]},
+        {"content": "finished"},
+    )
+    paused, data = start(cli, llm)
+    assert paused.returncode == 3
+    thread_id = data["thread"]
+    assert [p["call_id"] for p in data["pending"]] == ["c1", "c2", "c3"]
+
+    assert cli("approve", thread_id, "c1").returncode == 0
+    assert cli("reject", thread_id, "c2", "--reason", "never delete the workspace").returncode == 0
+    again = cli("resume", thread_id, "--json")
+    assert again.returncode == 3, again.stderr
+    workspace = home / "threads" / thread_id / "workspace"
+    assert (workspace / "one.txt").exists()  # the approved call ran
+    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c3"]  # undecided stays pending
+    assert (workspace / "README.md").exists()
+
+    assert cli("approve", thread_id, "c3").returncode == 0
+    done = cli("resume", thread_id)
+    assert done.returncode == 0, done.stderr
+    outputs = llm.tool_outputs()
+    assert "never delete the workspace" in outputs["c2"]
+    assert "exit code 0" in outputs["c1"] and "exit code 0" in outputs["c3"]
+    assert (workspace / "three.txt").exists() and (workspace / "README.md").exists()
+
+
+def _tamper(home: Path, thread_id: str, edit) -> None:
+    db = sqlite3.connect(home / "devagent.db")
+    (blob,) = db.execute("SELECT state_blob FROM runs WHERE thread_id=?", (thread_id,)).fetchone()
+    db.execute("UPDATE runs SET state_blob=? WHERE thread_id=?", (edit(blob), thread_id))
+    db.commit()
+    db.close()
+
+
+def test_a_saved_run_with_changed_arguments_is_refused(cli, llm, home: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo safe"}, "c1")]}, {"content": "x"})
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    _tamper(home, thread_id, lambda blob: blob.replace("echo safe", "touch pwned"))
+    resumed = cli("resume", thread_id)
+    assert resumed.returncode == 1
+    assert "sha256 mismatch" in resumed.stderr and "Traceback" not in resumed.stderr
+    assert not (home / "threads" / thread_id / "workspace" / "pwned").exists()
+
+
+def test_a_saved_run_that_marks_a_call_approved_is_refused(cli, llm, home: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "touch pwned"}, "c1")]}, {"content": "x"})
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+
+    def approve_in_blob(blob: str) -> str:
+        state = json.loads(blob)
+        state["context"]["approvals"] = {"run_shell": {"approved": ["c1"], "rejected": []}}
+        return json.dumps(state)
+
+    _tamper(home, thread_id, approve_in_blob)
+    resumed = cli("resume", thread_id)
+    assert resumed.returncode == 1
+    assert "never recorded" in resumed.stderr
+    assert not (home / "threads" / thread_id / "workspace" / "pwned").exists()
+
+
+def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, repo: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "sleep 30; echo finished > slow.txt"}, "c1")]},
+        {"content": "done"},
+    )
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if any(e["event"] == "executing" for e in json.loads(cli("log", thread_id, "--json").stdout)):
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    # The interrupted call is not silently re-run: it is pending again, with the state intact.
+    again = cli("resume", thread_id, "--json")
+    assert again.returncode == 3, again.stderr
+    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c1"]
+    assert "interrupted" in [e["event"] for e in json.loads(cli("log", thread_id, "--json").stdout)]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    done = cli("resume", thread_id, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (home / "threads" / thread_id / "workspace" / "slow.txt").read_text() == "finished\n"
+
+
+def test_two_processes_resuming_one_thread_one_gets_busy(cli, llm, home: Path, repo: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "sleep 4"}, "c1")]}, {"content": "done"})
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+    cli("approve", thread_id, "--all")
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    procs = [subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    busy = [err for code, err in results if code == 1][0]
+    assert f"thread {thread_id} is busy" in busy
+
+
+def test_max_turns_saves_work_and_says_how_to_continue(cli, llm, home: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("write_file", {"path": "part1.txt", "content": "1"}, "w1")]},
+        {"tool_calls": [tool_call("write_file", {"path": "part2.txt", "content": "2"}, "w2")]},
+    )
+    result, _ = start(cli, llm, "--max-turns", "1")
+    assert result.returncode == 1
+    assert "devagent task --thread" in result.stderr and "Traceback" not in result.stderr
+    thread_id = json.loads(cli("threads", "--json").stdout)[0]["id"]
+    assert "part1.txt" in cli("diff", thread_id).stdout
+
+
+def test_model_api_error_is_one_line_and_the_thread_is_kept(cli) -> None:
+    result = cli("task", "x", "--base-url", "http://127.0.0.1:9/v1", "--model", "stub", "--no-input")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: model API error") and "Traceback" not in result.stderr
+    assert len(json.loads(cli("threads", "--json").stdout)) == 1
+
+
+def test_no_model_configured_is_a_clear_error(cli) -> None:
+    result = cli("task", "x", env={"OPENAI_API_KEY": ""})
+    assert result.returncode == 1
+    assert "set OPENAI_API_KEY" in result.stderr and "--base-url" in result.stderr
+
+
+def test_apply_merges_a_clean_branch_and_refuses_a_dirty_checkout(cli, llm, repo: Path) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "feature.txt", "content": "new\n"}, "w1")]},
+               {"content": "added"})
+    done, data = start(cli, llm)
+    assert done.returncode == 0, done.stderr
+    thread_id = data["thread"]
+    assert data["commit"]
+
+    (repo / "README.md").write_text("dirty\n")
+    refused = cli("apply", thread_id)
+    assert refused.returncode == 1 and "uncommitted changes" in refused.stderr
+    assert not (repo / "feature.txt").exists()
+
+    git(repo, "checkout", "README.md")
+    applied = cli("apply", thread_id)
+    assert applied.returncode == 0, applied.stderr
+    assert (repo / "feature.txt").read_text() == "new\n"
+    assert "Merge devagent thread" in git(repo, "log", "-1", "--format=%s")
+
+
+def test_usage_errors_exit_2_and_unknown_threads_exit_1(cli) -> None:
+    assert cli("approve").returncode == 2
+    unknown = cli("resume", "nope")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: no thread 'nope'")
