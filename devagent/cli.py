@@ -70,7 +70,7 @@ def _runner(interactive: bool, as_json: bool) -> Any:
     return ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
 
 
-def _run_turn(runner: Any, coro_factory: Any) -> Any:
+def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
     """Run a turn; Ctrl-C or SIGTERM kills the running command, keeps the saved state, exits 130."""
     import asyncio
     import signal
@@ -86,12 +86,18 @@ def _run_turn(runner: Any, coro_factory: Any) -> Any:
         return loop.run_until_complete(coro_factory())
     except KeyboardInterrupt:
         runner.abort()
-        raise
-    finally:
+        # Let the turn unwind (its finally blocks stop the container) before exiting 130.
+        tasks = asyncio.all_tasks(loop)
+        for pending_task in tasks:
+            pending_task.cancel()
         try:
-            loop.close()
-        except RuntimeError:
+            loop.run_until_complete(asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30))
+        except BaseException:
             pass
+        print(f"\ninterrupted; nothing is lost: continue with `devagent resume {thread_id}`", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        loop.close()
 
 
 def _report(outcome: Any, as_json: bool) -> None:
@@ -156,7 +162,7 @@ def task(
         created = runner.create_thread(repo, options)
         thread = created.id
         _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
-    outcome = _run_turn(runner, lambda: runner.run_task(thread, text))
+    outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text))
     _report(outcome, as_json)
 
 
@@ -168,7 +174,7 @@ def resume(
 ) -> None:
     """Resume a paused thread with the decisions recorded so far."""
     runner = _runner(_interactive(no_input), as_json)
-    outcome = _run_turn(runner, lambda: runner.resume(thread_id))
+    outcome = _run_turn(runner, thread_id, lambda: runner.resume(thread_id))
     _report(outcome, as_json)
 
 
@@ -443,11 +449,8 @@ def main() -> None:
     except UsageError as exc:
         exc.show()
         code = EXIT_USAGE
-    except typer.Abort:
-        print("interrupted; state saved", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("\ninterrupted; the run is saved: continue with `devagent resume <thread>`", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("\ninterrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except DevagentError as exc:
         if _debug:

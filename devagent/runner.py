@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SandboxLimits, devagent_home, sandbox_user
 from devagent.errors import ApprovalMismatch, DevagentError, StateCorrupted
+from devagent.migrations import bind_proposed_sql
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
 
@@ -169,12 +170,11 @@ class ThreadRunner:
 
     def abort(self) -> None:
         """Ctrl-C: kill whatever command is running and stop the container (the state is saved)."""
-        container = self._active
-        if container is not None:
-            import threading
-
-            container._kill_all(threading.Event(), mark=False)
-            container.stop()
+        runtime = self._active
+        if runtime is not None:
+            runtime.aborted = True
+            runtime.container.kill_processes()
+            runtime.container.stop()
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         thread = self.store.thread(thread_id)
@@ -195,6 +195,8 @@ class ThreadRunner:
                 self.store.set_thread_state(turn.thread.id, "paused")
                 for item in result.interruptions:
                     self.store.add_pending(turn.thread.id, item.call_id, item.name, item.arguments or "")
+                    # A path migration's file content is bound now, before anyone is shown it.
+                    bind_proposed_sql(turn.runtime, item.call_id, item.name, item.arguments or "")
                 result = await self._decide_and_continue(turn, blob)
             if isinstance(result, TurnOutcome):
                 return result
@@ -225,7 +227,7 @@ class ThreadRunner:
         from agents import ItemHelpers, RunConfig, Runner
         from agents.exceptions import AgentsException, MaxTurnsExceeded
 
-        self._active = turn.runtime.container
+        self._active = turn.runtime
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
         try:
             result = Runner.run_streamed(turn.agent, run_input, session=turn.session,

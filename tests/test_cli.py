@@ -169,6 +169,38 @@ def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, r
     assert (home / "threads" / thread_id / "workspace" / "slow.txt").read_text() == "finished\n"
 
 
+def test_ctrl_c_during_a_command_kills_it_saves_the_run_and_resume_asks_again(cli, llm, home: Path, repo: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "sleep 30; echo finished > slow.txt"}, "c1")]},
+        {"content": "done"},
+    )
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if any(e["event"] == "executing" for e in json.loads(cli("log", thread_id, "--json").stdout)):
+            break
+        time.sleep(0.3)
+    started = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.time() - started < 20  # the 30 s command was killed, not waited for
+    assert "devagent resume" in err and "Traceback" not in err
+    assert not (home / "threads" / thread_id / "workspace" / "slow.txt").exists()
+
+    again = cli("resume", thread_id, "--json")
+    assert again.returncode == 3, again.stderr
+    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c1"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    assert cli("resume", thread_id, timeout=120).returncode == 0
+    assert (home / "threads" / thread_id / "workspace" / "slow.txt").read_text() == "finished\n"
+
+
 def test_two_processes_resuming_one_thread_one_gets_busy(cli, llm, home: Path, repo: Path) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "sleep 4"}, "c1")]}, {"content": "done"})
     _, data = start(cli, llm)

@@ -70,3 +70,17 @@ def test_ctrl_c_at_the_prompt_runs_nothing_and_keeps_the_run(home: Path, repo: P
     assert not (home / "threads" / thread / "workspace" / "ran.txt").exists()
     pending = json.loads(cli("pending", thread, "--json").stdout)
     assert [p["call_id"] for p in pending] == ["s1"]
+
+
+def test_shell_opens_the_threads_container_for_the_user(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "made-by-agent.txt", "content": "x\n"}, "w1")]},
+               {"content": "done"})
+    started = cli("task", "write a file", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    thread_id = json.loads(started.stdout)["thread"]
+    child = spawn(home, repo, "shell", thread_id)
+    child.sendline("ls; echo shell-$((40+2)); exit 7")
+    child.expect("made-by-agent.txt")
+    child.expect("shell-42")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 7
