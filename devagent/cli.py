@@ -319,17 +319,10 @@ def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.
 def apply(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Merge the thread's branch into your current branch (refuses a dirty checkout)."""
     from devagent.runner import ThreadRunner
-    from devagent.store import ThreadLock
 
     store = _store()
-    thread = store.thread(thread_id)
-    runner = ThreadRunner(store)
-    with ThreadLock(store.home, thread_id):
-        ws = runner.workspace(thread_id)
-        ws.commit_turn("devagent: uncommitted work")
-        head = ws.apply_to(Path(thread.repo))
-    store.audit(thread_id, "applied", actor="user", detail={"repo": thread.repo, "commit": head})
-    print(f"merged devagent/{thread_id} into {thread.repo} ({head[:10]})")
+    head = ThreadRunner(store).apply(thread_id)
+    print(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
 
 
 @app.command()
@@ -337,20 +330,13 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID"),
             yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
     """Delete a thread: its container, checkout, branch and records."""
     from devagent.runner import ThreadRunner
-    from devagent.store import ThreadLock
 
     store = _store()
     store.thread(thread_id)
     if not yes and sys.stdin.isatty():
         if not typer.confirm(f"delete thread {thread_id}, its container, checkout and branch?"):
             raise typer.Exit(EXIT_USAGE)
-    runner = ThreadRunner(store)
-    with ThreadLock(store.home, thread_id):
-        from devagent.sandbox import remove_thread_resources
-
-        remove_thread_resources(runner.docker(), thread_id)
-        runner.workspace(thread_id).discard()
-        store.delete_thread(thread_id)
+    ThreadRunner(store).discard(thread_id)
     print(f"discarded thread {thread_id}")
 
 
@@ -360,21 +346,11 @@ def shell(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
     import os
     import subprocess
 
-    from devagent.runner import ThreadRunner, TaskOptions  # noqa: F401
-    from devagent.store import ThreadLock
+    from devagent.runner import ThreadRunner
 
-    store = _store()
-    store.thread(thread_id)
-    runner = ThreadRunner(store)
-    with ThreadLock(store.home, thread_id):
-        turn = runner._prepare(thread_id, "shell")
-        container = turn.runtime.ensure_container()
-        try:
-            code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
-                                    "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
-        finally:
-            container.stop()
-            store.set_thread_state(thread_id, "done" if not store.run(thread_id) else "paused")
+    with ThreadRunner(_store()).user_container(thread_id) as container:
+        code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
+                                "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
     raise typer.Exit(code)
 
 

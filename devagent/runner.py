@@ -17,6 +17,8 @@ are re-applied (and checked) at every resume.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -175,6 +177,42 @@ class ThreadRunner:
             runtime.aborted = True
             runtime.container.kill_processes()
             runtime.container.stop()
+
+    def apply(self, thread_id: str) -> str:
+        """Merge the thread's branch (with any uncommitted work) into the user's current branch."""
+        thread = self.store.thread(thread_id)
+        with ThreadLock(self.home, thread_id):
+            ws = self.workspace(thread_id)
+            ws.commit_turn("devagent: uncommitted work")
+            head = ws.apply_to(Path(thread.repo))
+        self.store.audit(thread_id, "applied", actor="user", detail={"repo": thread.repo, "commit": head})
+        return head
+
+    def discard(self, thread_id: str) -> None:
+        """Delete the thread: containers, networks, volumes, checkout, branch, rows, conversation."""
+        import asyncio
+
+        from agents import SQLiteSession
+
+        from devagent.sandbox import remove_thread_resources
+
+        self.store.thread(thread_id)
+        with ThreadLock(self.home, thread_id):
+            remove_thread_resources(self.docker(), thread_id)
+            self.workspace(thread_id).discard()
+            asyncio.run(SQLiteSession(thread_id, str(self.store.sessions_path)).clear_session())
+            self.store.delete_thread(thread_id)
+
+    @contextmanager
+    def user_container(self, thread_id: str) -> Iterator[Any]:
+        """The thread's running container for `devagent shell`; stopped again afterwards."""
+        with ThreadLock(self.home, thread_id):
+            turn = self._prepare(thread_id, "shell")
+            try:
+                yield turn.runtime.ensure_container()
+            finally:
+                turn.runtime.container.stop()
+                self.store.set_thread_state(thread_id, "paused" if self.store.run(thread_id) else "done")
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         thread = self.store.thread(thread_id)

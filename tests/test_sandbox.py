@@ -164,6 +164,10 @@ def test_discard_leaves_nothing_behind(cli, home: Path, repo: Path, docker_clien
     assert not (home / "threads" / thread_id).exists()
     assert f"devagent/{thread_id}" not in git(repo, "branch", "--all")
     assert thread_id not in cli("threads").stdout
+    import sqlite3
+
+    sessions = sqlite3.connect(home / "sessions.db")
+    assert sessions.execute("SELECT count(*) FROM agent_messages WHERE session_id=?", (thread_id,)).fetchone() == (0,)
 
 
 def test_docker_unreachable_is_one_clear_line(cli) -> None:
