@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from devagent.approvals import ApprovalRequest, build_request
-from devagent.config import SandboxLimits, devagent_home, sandbox_user
-from devagent.errors import ApprovalMismatch, DevagentError, StateCorrupted
+from devagent.config import SANDBOX_IMAGE, SandboxLimits, devagent_home, sandbox_user
+from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted
+from devagent.sandbox import image_exists
 from devagent.migrations import bind_proposed_sql
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
@@ -124,10 +125,7 @@ class ThreadRunner:
 
     def create_thread(self, repo: Path, options: TaskOptions) -> Thread:
         """A new thread: checkout + branch now; the container is created on first use."""
-        from devagent.agent import ModelChoice
-        from devagent.sandbox import image_exists
-        from devagent.config import SANDBOX_IMAGE
-        from devagent.errors import ImageMissing
+        from devagent.agent import ModelChoice  # imports the agent SDK: only when needed
 
         source = find_repo(repo)
         if not image_exists(self.docker(), SANDBOX_IMAGE):
@@ -146,12 +144,13 @@ class ThreadRunner:
 
     async def run_task(self, thread_id: str, task: str) -> TurnOutcome:
         with ThreadLock(self.home, thread_id):
-            turn = self._prepare(thread_id, task)
-            if self.store.run(thread_id) and self.store.run(thread_id)[1]:  # type: ignore[index]
+            saved = self.store.run(thread_id)
+            if saved is not None and saved[1] is not None:
                 raise DevagentError(
                     f"thread {thread_id} is paused waiting for approval; use `devagent pending {thread_id}`, "
                     f"then `devagent resume {thread_id}`"
                 )
+            turn = self._prepare(thread_id, task)
             self.store.save_run(thread_id, task, None)
             self.store.audit(thread_id, "task", actor="user", detail={"task": task})
             return await self._drive(turn, task)

@@ -123,8 +123,8 @@ async def test_path_escapes_are_refused_with_an_error_the_model_reads(home, repo
 
 async def test_file_tools_and_tool_errors_never_crash_the_run(home, repo) -> None:
     steps = [
+        [function_call("write_file", {"path": "src/app.py", "content": "print('hi')\n"}, call_id="w1")],
         [
-            function_call("write_file", {"path": "src/app.py", "content": "print('hi')\n"}, call_id="w1"),
             function_call("read_file", {"path": "src/app.py"}, call_id="r1"),
             function_call("list_files", {"pattern": "*.py"}, call_id="l1"),
             function_call("search", {"pattern": "print\\("}, call_id="g1"),
