@@ -153,3 +153,21 @@ async def test_conversation_is_remembered_across_turns_of_a_thread(home, repo) -
     await runner.run_task(thread.id, "what was the word?")
     second_input = json.dumps(model.calls[-1].input)
     assert "remember the word pelican" in second_input and "first answer" in second_input
+
+
+async def test_commands_of_one_model_turn_do_not_kill_each_other(home, repo) -> None:
+    # The SDK runs the calls of one turn in parallel; each command's clean-up must not stop the other.
+    approver = ScriptedApprover(Decision(True), Decision(True))
+    steps = [
+        [
+            function_call("run_shell", {"command": "sleep 2; echo first > first.txt"}, call_id="s1"),
+            function_call("run_shell", {"command": "sleep 1; echo second > second.txt"}, call_id="s2"),
+        ],
+        [assistant_message("both done")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    work = runner.workspace(thread.id).work_dir
+    assert (work / "first.txt").read_text() == "first\n"
+    assert (work / "second.txt").read_text() == "second\n"
+    outputs = tool_outputs(model)
+    assert "exit code 0" in outputs["s1"] and "exit code 0" in outputs["s2"]
