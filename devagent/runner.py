@@ -351,7 +351,7 @@ class ThreadRunner:
     def _apply_rules(self, thread: Thread) -> None:
         """Approve pending calls that an "approve always" rule of this thread covers exactly."""
         for approval in self.store.approvals(thread.id, "pending"):
-            if self.store.has_rule(thread.id, approval.tool, approval.sha256):
+            if self.store.has_rule(thread.id, approval.tool, approval.arguments):
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
                 self.events.notice(f"approved by your 'always' rule: {approval.call_id}")
 

@@ -100,6 +100,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def rule_digest(arguments: str) -> str:
+    """The identity of a call for "approve always": its arguments as canonical JSON, so the same
+    command re-sent with different key order or spacing matches, and nothing else does."""
+    try:
+        canonical = json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        canonical = arguments
+    return sha256_text(canonical)
+
+
 def new_thread_id() -> str:
     return secrets.token_hex(4)
 
@@ -285,7 +295,7 @@ class Store:
             if always and status == "approved":
                 db.execute(
                     "INSERT OR IGNORE INTO rules VALUES (?,?,?,?,?)",
-                    (thread_id, row["tool"], row["sha256"], row["arguments"], time.time()),
+                    (thread_id, row["tool"], rule_digest(row["arguments"]), row["arguments"], time.time()),
                 )
             detail = {"sha256": row["sha256"], "reason": reason, "always": always}
             self._audit(db, thread_id, status, call_id, row["tool"], actor, detail)
@@ -303,9 +313,11 @@ class Store:
         settings = self.thread(thread_id).settings
         self.update_settings(thread_id, {**settings, "exec_tree": tree})
 
-    def has_rule(self, thread_id: str, tool: str, digest: str) -> bool:
+    def has_rule(self, thread_id: str, tool: str, arguments: str) -> bool:
+        """Whether "approve always" covers this exact call (same tool, same arguments)."""
         row = self.db.execute(
-            "SELECT 1 FROM rules WHERE thread_id=? AND tool=? AND sha256=?", (thread_id, tool, digest)
+            "SELECT 1 FROM rules WHERE thread_id=? AND tool=? AND sha256=?",
+            (thread_id, tool, rule_digest(arguments)),
         ).fetchone()
         return row is not None
 
