@@ -13,6 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from devagent.config import SandboxLimits
 from devagent.store import Approval, sha256_text
 
 TOOLS_NEEDING_APPROVAL = ("run_shell", "run_migration")
@@ -77,6 +78,24 @@ class ApprovalRequest:
         return data
 
 
+def shell_timeout(value: Any, default: int, maximum: int = SandboxLimits.max_timeout_s) -> tuple[int, str | None]:
+    """The timeout a run_shell call runs with, read from the raw arguments exactly as the approval
+    screen shows it (no lenient coercion of "5", 5.0 or true)."""
+    if value is None:
+        return default, None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return default, f"timeout_s must be a positive whole number of seconds (got {value!r}); it cannot run"
+    return min(value, maximum), None
+
+
+def has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
     try:
         args = json.loads(raw)
@@ -107,11 +126,16 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
         if not error and not isinstance(command, str):
             req.error = "the run_shell call has no `command` string; it cannot run"
         req.command = command if isinstance(command, str) else ""
-        timeout = args.get("timeout_s")
-        req.timeout_s = timeout if isinstance(timeout, int) and timeout > 0 else default_timeout_s
+        req.timeout_s, timeout_error = shell_timeout(args.get("timeout_s"), default_timeout_s)
+        req.error = req.error or timeout_error
+        if not req.error and has_lone_surrogate(req.command):
+            req.error = "the command holds a lone surrogate (U+D800..U+DFFF), which cannot run as shown"
         req.migration_runner = detect_migration_runner(req.command)
     elif approval.tool == "run_migration":
-        req.database = args.get("database") or database
+        # The thread's database (engine, where, password masked), then the model's `database`
+        # argument, which picks a database of that same server (or SQLite file).
+        target = args.get("database")
+        req.database = f"{database} → {target}" if target and database else (target or database)
         req.sql_path = args.get("path") if isinstance(args.get("path"), str) else None
         if isinstance(args.get("sql"), str):
             req.sql = args["sql"]
@@ -126,46 +150,95 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
     return req
 
 
-_RUNNERS: list[tuple[str, re.Pattern[str], Any]] = [
-    ("alembic", re.compile(r"(^|[\s;&|])alembic\s+(.*\s)?upgrade\b"),
-     lambda words, cmd: _with_flag(cmd, "--sql")),
-    ("django", re.compile(r"manage\.py\s+migrate\b"),
-     lambda words, cmd: _django_preview(words)),
-    ("flyway", re.compile(r"(^|[\s;&|])flyway\s+(.*\s)?migrate\b"),
-     lambda words, cmd: cmd.replace("migrate", "info", 1)),
-    ("prisma", re.compile(r"prisma\s+migrate\s+(deploy|dev)\b"),
-     lambda words, cmd: "npx prisma migrate diff --from-migrations prisma/migrations --to-schema-datamodel prisma/schema.prisma --script"),
-    ("rails", re.compile(r"(rails|rake)\s+db:migrate\b"), lambda words, cmd: None),
-    ("goose", re.compile(r"(^|[\s;&|])goose\s+.*\bup\b"), lambda words, cmd: None),
-    ("sqlx", re.compile(r"sqlx\s+migrate\s+run\b"), lambda words, cmd: None),
-    ("knex", re.compile(r"knex\s+migrate:latest\b"), lambda words, cmd: None),
+_SHELL_OPERATOR = re.compile(r"[;&|\n]")
+
+
+def _segment_end(command: str, start: int) -> int:
+    """Where the simple command running at `start` ends (the next ;, &, | or newline)."""
+    m = _SHELL_OPERATOR.search(command, start)
+    return m.start() if m else len(command)
+
+
+def _segment(command: str, m: re.Match[str]) -> tuple[str, list[str]]:
+    """The command up to the end of the runner's own invocation, and that invocation's arguments."""
+    end = _segment_end(command, m.end())
+    try:
+        args = shlex.split(command[m.end():end])
+    except ValueError:
+        args = command[m.end():end].split()
+    return command[:end].rstrip(), args
+
+
+def _add_flag(flag: str) -> Any:
+    # Everything before the runner (`cd app &&`, `poetry run`) is kept; what follows it is not.
+    def preview(command: str, m: re.Match[str]) -> str | None:
+        head, args = _segment(command, m)
+        return None if flag in args else f"{head} {flag}"
+    return preview
+
+
+def _replace_verb(new: Any) -> Any:
+    """`new`: the replacement subcommand, or a function of the one used."""
+    def preview(command: str, m: re.Match[str]) -> str:
+        head, _args = _segment(command, m)
+        verb = new(m.group("verb")) if callable(new) else new
+        return head[:m.start("verb")] + verb + head[m.end("verb"):]
+    return preview
+
+
+def _no_preview(command: str, m: re.Match[str]) -> None:
+    return None
+
+
+# (name, pattern, preview, is-already-a-preview). A preview runs only when the user picks it, as a
+# separate command with its own approval.
+_RUNNERS: list[tuple[str, re.Pattern[str], Any, Any]] = [
+    ("alembic", re.compile(r"(^|[\s;&|(])alembic\s+(\S+\s+)*?(?P<verb>upgrade|downgrade)\b"),
+     _add_flag("--sql"), lambda args: "--sql" in args),
+    ("django", re.compile(r"manage\.py\s+(?P<verb>migrate)\b"),
+     lambda command, m: _django_preview(command, m), lambda args: "--plan" in args),
+    ("flyway", re.compile(r"(^|[\s;&|])flyway\s+(\S+\s+)*?(?P<verb>migrate|undo)\b"),
+     _replace_verb("info"), None),
+    ("liquibase", re.compile(r"(^|[\s;&|])liquibase\s+(\S+\s+)*?(?P<verb>update|rollback)\b(?![-\w])"),
+     _replace_verb(lambda verb: f"{verb}-sql"), None),
+    ("laravel", re.compile(r"artisan\s+(?P<verb>migrate(:rollback|:reset|:refresh|:fresh)?)(?![-:\w])"),
+     _add_flag("--pretend"), lambda args: "--pretend" in args),
+    ("prisma", re.compile(r"prisma\s+migrate\s+(?P<verb>deploy|dev|reset)\b"),
+     lambda command, m: "npx prisma migrate diff --from-migrations prisma/migrations "
+                        "--to-schema-datamodel prisma/schema.prisma --script", None),
+    ("rails", re.compile(r"(rails|rake)\s+db:(?P<verb>migrate|rollback)\b"), _no_preview, None),
+    ("goose", re.compile(r"(^|[\s;&|])goose\s+.*\b(?P<verb>up|down)\b"), _no_preview, None),
+    ("sqlx", re.compile(r"sqlx\s+migrate\s+(?P<verb>run|revert)\b"), _no_preview, None),
+    ("knex", re.compile(r"knex\s+migrate:(?P<verb>latest|up|down|rollback)\b"), _no_preview, None),
+    ("sequelize", re.compile(r"sequelize(-cli)?\s+db:(?P<verb>migrate)\b"), _no_preview, None),
+    ("typeorm", re.compile(r"typeorm\S*\s+migration:(?P<verb>run|revert)\b"), _no_preview, None),
+    ("diesel", re.compile(r"diesel\s+migration\s+(?P<verb>run|redo|revert)\b"), _no_preview, None),
+    ("dbmate", re.compile(r"(^|[\s;&|])dbmate\s+(\S+\s+)*?(?P<verb>up|migrate|rollback|down)\b"), _no_preview, None),
+    ("ecto", re.compile(r"mix\s+ecto\.(?P<verb>migrate|rollback)\b"), _no_preview, None),
 ]
 
 
 def detect_migration_runner(command: str) -> MigrationRunner | None:
-    """Spot a known migration runner so the screen can say so and offer a SQL preview."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    for name, pattern, preview in _RUNNERS:
-        if pattern.search(command):
-            return MigrationRunner(name=name, preview_command=preview(words, command))
+    """Spot a known migration runner so the screen can say so and offer a SQL preview.
+
+    A runner already invoked in its preview mode (`alembic upgrade head --sql`, `manage.py
+    migrate --plan`, `artisan migrate --pretend`) changes nothing and is not flagged.
+    """
+    for name, pattern, preview, is_preview in _RUNNERS:
+        m = pattern.search(command)
+        if m:
+            if is_preview is not None and is_preview(_segment(command, m)[1]):
+                return None
+            return MigrationRunner(name=name, preview_command=preview(command, m))
     return None
 
 
-def _with_flag(command: str, flag: str) -> str:
-    return command if flag in command.split() else f"{command.rstrip()} {flag}"
-
-
-def _django_preview(words: list[str]) -> str | None:
-    # `manage.py migrate app 0002` previews as `manage.py sqlmigrate app 0002`.
-    try:
-        i = next(i for i, w in enumerate(words) if w.endswith("manage.py"))
-    except StopIteration:
-        return None
-    rest = [w for w in words[i + 2:] if not w.startswith("-")]
-    prefix = " ".join(shlex.quote(w) for w in words[: i + 1])
+def _django_preview(command: str, m: re.Match[str]) -> str | None:
+    # `manage.py migrate app 0002` previews as `manage.py sqlmigrate app 0002`; without a target,
+    # `manage.py migrate --plan` lists what would be applied.
+    head, args = _segment(command, m)
+    prefix = head[:m.start("verb")]
+    rest = [w for w in args if not w.startswith("-")]
     if len(rest) >= 2:
-        return f"{prefix} sqlmigrate {shlex.quote(rest[0])} {shlex.quote(rest[1])}"
-    return f"{prefix} showmigrations --plan"
+        return f"{prefix}sqlmigrate {shlex.quote(rest[0])} {shlex.quote(rest[1])}"
+    return f"{head} --plan"

@@ -49,3 +49,8 @@ def sandbox_user() -> tuple[int, int]:
         fallback = int(os.environ.get("DEVAGENT_SANDBOX_UID", "1000"))
         return fallback, fallback
     return uid, gid
+
+
+def sandbox_runtime() -> str | None:
+    """The OCI runtime for thread containers (DEVAGENT_SANDBOX_RUNTIME, e.g. runsc); engine default if unset."""
+    return os.environ.get("DEVAGENT_SANDBOX_RUNTIME") or None

@@ -1,10 +1,636 @@
-"""SQL migrations: analysis for the approval screen, exact-bytes execution in the sandbox, history."""
+"""SQL migrations: the thread's database, exact-bytes execution in the sandbox, history.
+
+A thread's database is chosen when it starts (`devagent task --database ...`):
+
+* `sqlite` (default): a file `devagent.db` at the root of the thread's workspace, created on first
+  use and kept out of the branch (the thread's `info/exclude`).
+* `postgres`: a PostgreSQL server of the thread's own, a sidecar container built from Debian's
+  packages (Dockerfile.postgres), on a per-thread internal Docker network (no outside access),
+  its data in a volume kept across turns. It starts and stops with the thread's sandbox
+  container; `devagent discard` removes container, network and volume (all labelled).
+* a `postgresql://` URL: the user's own server, used as given (the thread needs `--network`).
+
+`run_migration` runs only what a human approved, byte for byte. Inline `sql` is bound by the
+approval itself (the SHA-256 of the call's arguments). For `path`, the file's SHA-256 is recorded
+when the call is proposed (`bind_proposed_sql`, called by the runner when it records the pending
+call, before anyone is shown the SQL); at execution the file is read once more and refused if its
+bytes differ. The bytes then go to `sandbox/migrate.py` inside the thread's container over stdin,
+which checks the SHA-256 again and runs them in one transaction, rolled back whole on the first
+error, with a row in the target database's `devagent_migrations` table in that same transaction.
+Every outcome (applied, failed, refused) is recorded in the store and the audit log.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from devagent.config import POSTGRES_IMAGE, THREAD_LABEL, SandboxLimits
+from devagent.errors import DevagentError, ImageMissing, UsageError
+from devagent.paths import FileToolError, PathOutsideWorkspace
+from devagent.sandbox import WORKDIR, ThreadContainer
+
+MIGRATE_PY = "/usr/local/lib/devagent/migrate.py"
+RESULT_MARKER = "DEVAGENT-MIGRATION-RESULT "
+BOUND_EVENT = "sql file bound"
+DEFAULT_SQLITE_FILE = "devagent.db"
+PG_HOST, PG_PORT, PG_USER, PG_DB = "postgres", 5432, "devagent", "devagent"
+PG_DATA = "/var/lib/postgresql/data"
+PG_BIN = "/usr/local/lib/postgresql-bin"
+PG_READY_TIMEOUT_S = 90
+SIDECAR_MEMORY = "1g"
+MASK = "****"
+
+# Statements that would end (or nest) the transaction devagent wraps around every migration;
+# ROLLBACK TO (a savepoint) stays inside it.
+_TX_CONTROL = re.compile(
+    r"(BEGIN|COMMIT|END|ABORT|START\s+TRANSACTION|PREPARE\s+TRANSACTION"
+    r"|ROLLBACK(?!\s+((WORK|TRANSACTION)\s+)?TO\b))\b",
+    re.IGNORECASE,
+)
+# Statements PostgreSQL refuses inside a transaction block: sent alone, as their own transaction.
+_PG_OUTSIDE_TX = re.compile(
+    r"(CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b.*\bCONCURRENTLY"
+    r"|VACUUM|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM|CREATE\s+TABLESPACE|DROP\s+TABLESPACE)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_LEADING_COMMENTS = re.compile(r"\A(\s+|--[^\n]*(\n|\Z)|/\*.*?\*/)*", re.DOTALL)
+_PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+
+
+class MigrationRefused(Exception):
+    """The approved migration cannot run as approved; nothing ran."""
+
+
+# --------------------------------------------------------------------------- the thread's database
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: str  # sqlite | postgres
+    kind: str  # workspace (sqlite file) | sidecar (thread's own PostgreSQL) | url (the user's server)
+    location: str  # workspace: relative file; url: the URL as given; sidecar: ""
+
+    @classmethod
+    def parse(cls, value: str | None) -> Database:
+        text = (value or "sqlite").strip()
+        lowered = text.lower()
+        if lowered in ("sqlite", "sqlite3"):
+            return cls("sqlite", "workspace", DEFAULT_SQLITE_FILE)
+        if lowered in ("postgres", "postgresql", "pg"):
+            return cls("postgres", "sidecar", "")
+        scheme = lowered.split(":", 1)[0]
+        if scheme in ("postgres", "postgresql") and "://" in text:
+            return cls("postgres", "url", text)
+        if scheme in ("sqlite", "sqlite3") and ":" in text:
+            # sqlite:///relative/file.db: a file in the thread's workspace.
+            rel = text.split(":", 1)[1]
+            rel = rel[3:] if rel.startswith("///") else rel.lstrip("/") if rel.startswith("//") else rel
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                raise UsageError(f"--database {text!r}: a SQLite database must be a file inside the "
+                                 "workspace, e.g. sqlite:///data/app.db")
+            return cls("sqlite", "workspace", rel)
+        raise UsageError(
+            f"--database {text!r} is not supported: use sqlite (the default: a file in the thread's "
+            "workspace), postgres (a PostgreSQL server for the thread), or a postgresql:// URL"
+        )
+
+    def display(self, network: bool, name: str | None = None) -> str:
+        """What the approval screen and the history show: engine, where, password masked."""
+        if self.kind == "workspace":
+            return f"sqlite: {name or self.location} (a file in the thread's workspace)"
+        if self.kind == "sidecar":
+            return (f"postgres: {PG_USER}:{MASK}@{PG_HOST}:{PG_PORT}/{name or PG_DB} "
+                    "(the thread's own PostgreSQL server, internal network)")
+        shown = mask_url(self.location) + (f" (database {name})" if name else "")
+        if network:
+            return f"{shown} (your database, reached over the network)"
+        return f"{shown} (your database: this thread has no network, so it cannot reach it; start the thread with --network)"
+
+    def label(self, name: str | None = None) -> str:
+        """Short name for the history and the model: engine and where, password masked."""
+        if self.kind == "workspace":
+            return f"sqlite:{name or self.location}"
+        if self.kind == "sidecar":
+            return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name or PG_DB} (thread server)"
+        return mask_url(self.location) + (f" (database {name})" if name else "")
+
+    def describe(self, network: bool) -> str:
+        """The database, as the agent's instructions present it."""
+        no_tx = ("Do not write BEGIN/COMMIT: each migration already runs in its own transaction and is "
+                 "recorded in the table devagent_migrations")
+        if self.kind == "workspace":
+            return (f"SQLite: the file {self.location} at the workspace root, created on first use and kept "
+                    f"out of git; the `database` argument may name another SQLite file in the workspace. "
+                    f"Inspect it with `sqlite3 {self.location}` in run_shell. {no_tx}")
+        if self.kind == "sidecar":
+            return (f"PostgreSQL 15, a server of this thread only: host {PG_HOST}, port {PG_PORT}, database "
+                    f"{PG_DB}, user {PG_USER}; in run_shell `psql -h {PG_HOST} -U {PG_USER} {PG_DB}` connects "
+                    f"(the password is in ~/.pgpass, so DATABASE_URL=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB} "
+                    f"works too); the `database` argument may name another database on it. {no_tx}")
+        reach = "" if network else (" This thread has no network access, so migrations cannot reach it: tell the "
+                                    "user to start a thread with --network.")
+        return (f"PostgreSQL at {mask_url(self.location)}, the user's own database (its password is not shown "
+                f"to you).{reach} {no_tx}")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the authority or a password= parameter) replaced by ****."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":" + MASK
+        netloc = f"{userinfo}@{host}"
+    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", rf"\1{MASK}", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def attach_migrations(runtime: Any, settings: dict[str, Any]) -> str:
-    """Wire run_migration for this thread; returns how the agent should think of its database."""
-    return "a SQLite file devagent.db in the workspace"
+    """Wire run_migration for this thread; returns how the agent should think of its database.
+
+    For `--database postgres` the runtime's container is replaced (before anything started it)
+    by one that joins the thread's internal network and starts/stops the PostgreSQL sidecar
+    together with the sandbox.
+    """
+    db = Database.parse(settings.get("database"))
+    updates: dict[str, Any] = {}
+    password: str | None = None
+    if db.kind == "sidecar":
+        password = settings.get("postgres_password") or secrets.token_hex(16)
+        if settings.get("postgres_password") != password:
+            updates["postgres_password"] = password
+        current = runtime.container
+        sidecar = PostgresSidecar(current.client, runtime.thread_id, password)
+        sidecar.check_image()
+        spec = replace(current.spec, internal_network=sidecar.network)
+        runtime.container = SidecarContainer(current.client, spec, sidecar)
+    elif db.kind == "workspace":
+        _exclude_from_git(runtime, db.location)
+    display = db.display(bool(runtime.network))
+    if settings.get("database_display") != display:
+        updates["database_display"] = display
+    if updates:
+        stored = runtime.store.thread(runtime.thread_id).settings
+        runtime.store.update_settings(runtime.thread_id, {**stored, **updates})
+        settings.update(updates)  # the runner shows this turn's approvals from the same dict
+    runtime.migrate = Migrator(db, password)
+    return db.describe(bool(runtime.network))
+
+
+# --------------------------------------------------------------------------- binding a file's content
+
+
+def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> None:
+    """Record the SHA-256 of a path migration's file as it is when the call is proposed.
+
+    The runner calls this when it records a pending call, before the SQL is shown to anyone;
+    execution refuses the file unless its bytes still have this digest. Recorded once per call.
+    """
+    if tool != "run_migration":
+        return
+    try:
+        args = json.loads(arguments)
+    except ValueError:
+        return
+    if not isinstance(args, dict) or isinstance(args.get("sql"), str) or not isinstance(args.get("path"), str):
+        return
+    store, tid = runtime.store, runtime.thread_id
+    if any(e["event"] == BOUND_EVENT and e["call_id"] == call_id for e in store.audit_log(tid)):
+        return
+    path = args["path"]
+    try:
+        data = runtime.paths.read_bytes(path)
+        detail: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    except (PathOutsideWorkspace, FileToolError, OSError) as exc:
+        detail = {"path": path, "error": str(exc)}
+    store.audit(tid, BOUND_EVENT, call_id=call_id, tool="run_migration", actor="devagent", detail=detail)
+
+
+def _approved_file_digests(store: Any, thread_id: str, call_id: str) -> tuple[set[str], str]:
+    """The file digests a human approved for this call, and by whom (the user, or their rule)."""
+    approval = store.approval(thread_id, call_id)
+    log = store.audit_log(thread_id)
+    bound: dict[str, str | None] = {}
+    for e in log:
+        if e["event"] == BOUND_EVENT and e["call_id"] not in bound:
+            bound[e["call_id"]] = e["detail"].get("sha256")
+    if approval is not None and (approval.decided_by or "").startswith("rule"):
+        # An "approve always" rule covers this exact path *and* the content approved back then.
+        from devagent.store import rule_digest
+
+        key = rule_digest(approval.arguments)
+        sources = {e["call_id"] for e in log if e["event"] == "approved" and e["detail"].get("always")
+                   and (row := store.approval(thread_id, e["call_id"])) is not None
+                   and rule_digest(row.arguments) == key}
+        return {d for c in sources if (d := bound.get(c))}, "the user's 'approve always' rule"
+    digest = bound.get(call_id)
+    return ({digest} if digest else set()), "the user"
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass(frozen=True)
+class Target:
+    engine: str
+    label: str
+    sqlite_path: str | None = None  # inside the container
+    connect: tuple[tuple[str, str], ...] = ()  # libpq keywords (the first dbname may be a URL)
+
+
+class Migrator:
+    """`runtime.migrate`: runs one approved migration and says what happened, for the model."""
+
+    def __init__(self, db: Database, password: str | None) -> None:
+        self.db = db
+        self.password = password
+
+    def __call__(self, rt: Any, call_id: str, *, sql: str | None = None, path: str | None = None,
+                 database: str | None = None) -> str:
+        store, tid = rt.store, rt.thread_id
+        display = self.db.label()
+        digest, statements = "", 0
+        try:
+            target = self.target(rt, database)
+            display = target.label
+            data, source = self.approved_bytes(rt, call_id, sql, path)
+            digest = hashlib.sha256(data).hexdigest()
+            text = data.decode("utf-8")
+            statements, outside_tx, starts = self.check_script(text, target.engine)
+        except MigrationRefused as exc:
+            return self._refuse(rt, call_id, str(exc), display, digest, path, statements)
+
+        store.mark_status(tid, call_id, "running")
+        store.audit(tid, "executing", call_id=call_id, tool="run_migration", actor="devagent",
+                    detail={"sha256": digest, "database": display, "path": path, "statements": statements,
+                            "outside_transaction": outside_tx})
+        header = {"engine": target.engine, "target": target.sqlite_path,
+                  "connect": [list(kv) for kv in target.connect], "sha256": digest, "call_id": call_id,
+                  "thread_id": tid, "source": source, "outside_transaction": outside_tx}
+        started = time.monotonic()
+        try:
+            # -I -S: nothing the agent installed (user site-packages, .pth files, PYTHON* variables)
+            # is loaded into the process that runs the approved SQL.
+            result = rt.ensure_container().exec(
+                f"devagent-migrate {target.engine} ({source})", argv=["python3", "-I", "-S", MIGRATE_PY],
+                stdin=json.dumps(header).encode() + b"\n" + data, timeout_s=SandboxLimits().default_timeout_s,
+            )
+            outcome = _parse_outcome(result)
+            if getattr(rt, "aborted", False) and outcome.get("unreported"):
+                # Ctrl-C killed it before it reported: the open transaction is rolled back by the
+                # database. Left "running", so `devagent resume` asks for the call again.
+                store.audit(tid, "interrupted", call_id=call_id, tool="run_migration", actor="user",
+                            detail={"note": "killed by Ctrl-C while running; not committed", "sha256": digest},
+                            duration_s=round(time.monotonic() - started, 3))
+                return "interrupted by the user; the migration was killed before it committed"
+        except Exception as exc:  # Docker trouble: reported like any failure (Ctrl-C still propagates)
+            reason = str(exc) if isinstance(exc, DevagentError) else f"{type(exc).__name__}: {exc}"
+            outcome = {"result": "failed", "statements": 0, "rolled_back": True,
+                       "error": f"the migration could not run in the sandbox: {reason}"}
+        duration = round(time.monotonic() - started, 3)
+        status = outcome.get("result", "failed")
+        message = _for_model(outcome, display, digest, text, statements, starts)
+        # Applied: the statements that ran; otherwise: the statements the migration holds.
+        count = int(outcome.get("statements") or 0) if status == "applied" else statements
+        store.record_migration(tid, call_id, display, digest, count, status, _summary(outcome),
+                               outcome.get("duration_s") or duration)
+        store.audit(tid, "executed", call_id=call_id, tool="run_migration", actor="devagent",
+                    detail={"result": status, "sha256": digest, "database": display,
+                            "statements": outcome.get("statements"), "error": outcome.get("error"),
+                            "history_id": outcome.get("history_id")},
+                    exit_code=0 if status == "applied" else 1, duration_s=duration)
+        store.mark_status(tid, call_id, "done")
+        return message
+
+    # -- steps
+
+    def target(self, rt: Any, database: str | None) -> Target:
+        name = database.strip() if isinstance(database, str) and database.strip() else None
+        if name and "://" in name:
+            raise MigrationRefused("`database` names a database of this thread's server, not a URL; "
+                                   "migrations cannot be pointed at another server")
+        network = bool(rt.network)
+        if self.db.engine == "sqlite":
+            rel = name or self.db.location
+            try:
+                real = rt.paths.resolve(rel)
+                rel = rt.paths.relative(real)
+            except PathOutsideWorkspace as exc:
+                raise MigrationRefused(f"database file: {exc}") from None
+            _exclude_from_git(rt, rel)
+            return Target("sqlite", self.db.label(rel),
+                          sqlite_path=f"{WORKDIR}/{rel}")
+        if name and not _PG_NAME.fullmatch(name):
+            raise MigrationRefused(f"`database` must be a plain database name, not {name!r}")
+        common = (("application_name", "devagent-migrate"), ("client_encoding", "UTF8"),
+                  ("connect_timeout", "15"))
+        if self.db.kind == "sidecar":
+            connect = (("dbname", name or PG_DB), ("host", PG_HOST), ("port", str(PG_PORT)),
+                       ("user", PG_USER), ("password", self.password or ""), *common)
+            return Target("postgres", self.db.label(name), connect=connect)
+        if not network:
+            raise MigrationRefused(
+                f"this thread has no network (it was started without --network), so "
+                f"{mask_url(self.db.location)} cannot be reached; start a thread with --network"
+            )
+        connect = (("dbname", self.db.location), *((("dbname", name),) if name else ()), *common)
+        return Target("postgres", self.db.label(name), connect=connect)
+
+    def approved_bytes(self, rt: Any, call_id: str, sql: Any, path: Any) -> tuple[bytes, str]:
+        """The bytes to run: inline SQL (bound by the approval), or the file if it is unchanged."""
+        if isinstance(sql, str) and path is None:
+            try:
+                return sql.encode("utf-8"), "inline"
+            except UnicodeEncodeError:
+                raise MigrationRefused("the SQL is not valid UTF-8 text") from None
+        if not isinstance(path, str) or sql is not None:
+            raise MigrationRefused("pass exactly one of `sql` (the SQL text) or `path` (a .sql file in the workspace)")
+        if not path.lower().endswith(".sql"):
+            raise MigrationRefused(f"{path!r} is not a .sql file")
+        try:
+            data = rt.paths.read_bytes(path)
+        except (PathOutsideWorkspace, FileToolError) as exc:
+            raise MigrationRefused(f"cannot read the migration file: {exc}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        approved, by = _approved_file_digests(rt.store, rt.thread_id, call_id)
+        if not approved:
+            raise MigrationRefused(
+                f"the content of {path} was not recorded when the migration was proposed, so it cannot be "
+                "verified; propose the migration again"
+            )
+        if digest not in approved:
+            raise MigrationRefused(
+                f"{path} changed after it was shown for approval (approved by {by}: sha256 "
+                f"{', '.join(sorted(d[:16] for d in approved))}…, now {digest[:16]}…). "
+                "Propose the migration again so the user can approve the current content"
+            )
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MigrationRefused(f"{path} is not UTF-8 text") from None
+        return data, path
+
+    def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int]]:
+        """Statement count, whether it must run outside a transaction (PostgreSQL only), and
+        where each statement starts (to name the one an error position points at)."""
+        from devagent.sql_analysis import analyze_sql
+
+        analysis = analyze_sql(text, engine)
+        if not analysis.statements:
+            raise MigrationRefused("the migration contains no SQL statement")
+        heads = [_LEADING_COMMENTS.sub("", st.text, count=1) for st in analysis.statements]
+        for st, head in zip(analysis.statements, heads):
+            if _TX_CONTROL.match(head):
+                raise MigrationRefused(
+                    f"statement {st.index} ({st.kind}) controls the transaction; devagent runs every migration "
+                    "in one transaction of its own, so remove BEGIN/COMMIT/ROLLBACK and propose it again"
+                )
+        outside = False
+        if engine == "postgres":
+            flagged = [st for st, head in zip(analysis.statements, heads) if _PG_OUTSIDE_TX.match(head)]
+            if flagged and len(analysis.statements) > 1:
+                raise MigrationRefused(
+                    f"statement {flagged[0].index} ({flagged[0].kind}) cannot run inside a transaction on "
+                    "PostgreSQL; propose it as a migration of its own (it then runs alone, outside a transaction)"
+                )
+            outside = bool(flagged)
+        return len(analysis.statements), outside, [st.start for st in analysis.statements]
+
+    def _refuse(self, rt: Any, call_id: str, reason: str, display: str, digest: str, path: Any,
+                statements: int) -> str:
+        store, tid = rt.store, rt.thread_id
+        message = f"refused: {reason}. Nothing ran."
+        store.audit(tid, "refused", call_id=call_id, tool="run_migration", actor="devagent",
+                    detail={"reason": message, "sha256": digest, "path": path, "database": display})
+        store.record_migration(tid, call_id, display, digest, statements, "refused", reason[:300], 0.0)
+        store.mark_status(tid, call_id, "done")
+        return message
+
+
+def _parse_outcome(result: Any) -> dict[str, Any]:
+    for line in reversed(result.output.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            try:
+                return json.loads(line[len(RESULT_MARKER):])
+            except ValueError:
+                break
+    if result.timed_out:
+        return {"result": "failed", "statements": 0, "rolled_back": True, "unreported": True,
+                "error": f"timed out after {result.duration_s:.0f}s and was killed before it committed; "
+                         "the database rolls the open transaction back"}
+    tail = result.output.strip()[-800:] or "no output"
+    return {"result": "failed", "statements": 0, "unreported": True,
+            "error": f"the migration runner failed (exit code "
+            f"{result.exit_code}): {tail}"}
+
+
+def _summary(outcome: dict[str, Any]) -> str:
+    """One short line for `devagent migrations`."""
+    if outcome.get("result") == "applied":
+        how = "alone, outside a transaction" if outcome.get("outside_transaction") else "one transaction"
+        return f"{how}; devagent_migrations id {outcome.get('history_id')}"
+    error = (outcome.get("error") or "unknown error").strip().splitlines()[0]
+    where = f"statement {outcome['failed_statement']}: " if outcome.get("failed_statement") else ""
+    return f"{where}{error}"[:300]
+
+
+def _for_model(outcome: dict[str, Any], display: str, digest: str, sql: str, planned: int,
+               starts: list[int]) -> str:
+    notices = "".join(f"\nnotice: {n}" for n in outcome.get("notices") or [])
+    if outcome.get("result") == "applied":
+        how = ("alone, outside a transaction (PostgreSQL cannot run it inside one)"
+               if outcome.get("outside_transaction") else "in one transaction")
+        text = (f"applied: {outcome.get('statements')} statement(s) {how} to {display} in "
+                f"{outcome.get('duration_s', 0):.2f}s; sha256 {digest}; recorded in devagent_migrations "
+                f"(id {outcome.get('history_id')})")
+        if outcome.get("warning"):
+            text += f"\nwarning: {outcome['warning']}"
+        return text + notices
+    where = ""
+    failed = outcome.get("failed_statement")
+    position = outcome.get("position")
+    if isinstance(position, int) and 0 < position <= len(sql) + 1:
+        # PostgreSQL points at a character of the whole script: a syntax error there means the
+        # server rejected the script before running any of it.
+        failed = max([i for i, start in enumerate(starts, 1) if start <= position - 1] or [1])
+    if failed:
+        where = f" at statement {failed} of {planned}"
+        if isinstance(position, int) and position > 0:
+            where += f" (line {sql[:position - 1].count(chr(10)) + 1})"
+    text = f"failed{where}: {outcome.get('error') or 'unknown error'}"
+    if outcome.get("failed_sql"):
+        text += f"\nstatement: {outcome['failed_sql']}"
+    if outcome.get("rolled_back", True):
+        text += f"\nThe whole migration was rolled back: nothing changed in {display}."
+    else:
+        text += f"\nWARNING: the transaction was ended early; earlier statements may be committed in {display}."
+    return text + notices
+
+
+def _exclude_from_git(runtime: Any, rel: str) -> None:
+    """Keep a SQLite database (and its journals) out of the thread's commits."""
+    exclude = runtime.workspace.git_dir / "info" / "exclude"
+    escaped = re.sub(r"([*?\[\\])", r"\\\1", rel)
+    wanted = [f"/{escaped}{suffix}" for suffix in ("", "-journal", "-wal", "-shm")]
+    try:
+        existing = exclude.read_text().splitlines() if exclude.exists() else []
+        missing = [line for line in wanted if line not in existing]
+        if missing:
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            with exclude.open("a") as f:
+                if existing and not any(line.startswith("# devagent") for line in existing):
+                    f.write("\n")
+                if not any(line.startswith("# devagent") for line in existing):
+                    f.write("# devagent: the thread's SQLite databases stay out of the branch\n")
+                f.write("".join(f"{line}\n" for line in missing))
+    except OSError:
+        pass  # at worst the database file is committed with the turn
+
+
+# --------------------------------------------------------------------------- PostgreSQL sidecar
+
+
+class PostgresSidecar:
+    """The thread's PostgreSQL server: container, internal network and data volume (all labelled)."""
+
+    def __init__(self, client: Any, thread_id: str, password: str) -> None:
+        self.client, self.api = client, client.api
+        self.thread_id = thread_id
+        self.password = password
+        self.name = f"devagent-{thread_id}-postgres"
+        self.network = f"devagent-{thread_id}-net"
+        self.volume = f"devagent-{thread_id}-pgdata"
+        self.labels = {THREAD_LABEL: thread_id}
+
+    def check_image(self) -> None:
+        from devagent.sandbox import image_exists
+
+        if not image_exists(self.client, POSTGRES_IMAGE):
+            raise ImageMissing(f"the PostgreSQL image {POSTGRES_IMAGE} is missing; build it with "
+                               "`devagent sandbox build`")
+
+    def ensure_network(self) -> None:
+        import docker
+
+        try:
+            self.client.networks.get(self.network)
+        except docker.errors.NotFound:
+            # internal: containers on it reach each other, nothing outside (no gateway, no NAT).
+            self.client.networks.create(self.network, driver="bridge", internal=True, labels=self.labels)
+
+    def start(self) -> None:
+        import docker
+
+        self.ensure_network()
+        try:
+            self.api.start(self.name)
+        except docker.errors.NotFound:
+            self._create()
+            self.api.start(self.name)
+        except docker.errors.APIError as exc:
+            raise DevagentError(f"cannot start the thread's PostgreSQL container: {exc.explanation or exc}") from None
+
+    def _create(self) -> None:
+        import docker
+        from docker.types import Mount
+
+        self.check_image()
+        try:
+            self.client.volumes.get(self.volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(self.volume, labels=self.labels)
+        limits = SandboxLimits()
+        try:
+            self.client.containers.create(
+                POSTGRES_IMAGE,
+                name=self.name,
+                labels={**self.labels, "org.devagent.role": "postgres"},
+                environment={"DEVAGENT_PG_PASSWORD": self.password},
+                hostname=PG_HOST,
+                user="postgres",
+                mounts=[Mount(PG_DATA, self.volume, type="volume")],
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=limits.pids,
+                mem_limit=SIDECAR_MEMORY,
+                memswap_limit=SIDECAR_MEMORY,
+                nano_cpus=int(limits.cpus * 1e9),
+                network=self.network,
+                networking_config={self.network: self.api.create_endpoint_config(aliases=[PG_HOST])},
+                stop_signal="SIGINT",
+            )
+        except docker.errors.APIError as exc:
+            raise DevagentError(f"cannot create the thread's PostgreSQL container: {exc.explanation or exc}") from None
+
+    def attach(self, container: str) -> None:
+        """Make sure the sandbox container is on the thread's internal network."""
+        networks = self.api.inspect_container(container)["NetworkSettings"]["Networks"] or {}
+        if self.network not in networks:
+            self.api.connect_container_to_network(container, self.network)
+
+    def wait_ready(self, timeout_s: float = PG_READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.api.inspect_container(self.name)["State"]
+            if not state.get("Running"):
+                logs = self.api.logs(self.name, tail=5).decode("utf-8", "replace").strip().splitlines()
+                raise DevagentError(f"the thread's PostgreSQL server stopped: {logs[-1] if logs else 'no output'}")
+            exec_id = self.api.exec_create(self.name, [f"{PG_BIN}/pg_isready", "-q", "-h", "127.0.0.1"],
+                                           user="postgres")["Id"]
+            self.api.exec_start(exec_id)
+            if self.api.exec_inspect(exec_id).get("ExitCode") == 0:
+                return
+            if time.monotonic() > deadline:
+                raise DevagentError(f"the thread's PostgreSQL server did not become ready in {timeout_s:.0f}s")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        import docker
+
+        try:
+            self.api.stop(self.name, timeout=10)
+        except docker.errors.NotFound:
+            pass
+
+
+class SidecarContainer(ThreadContainer):
+    """The thread's sandbox container, with its PostgreSQL sidecar started and stopped alongside."""
+
+    def __init__(self, client: Any, spec: Any, sidecar: PostgresSidecar) -> None:
+        super().__init__(client, spec)
+        self.sidecar = sidecar
+
+    def ensure_running(self) -> None:
+        self.sidecar.start()
+        super().ensure_running()
+        self.sidecar.attach(self.spec.name)
+        self.sidecar.wait_ready()
+        self._write_pgpass()
+
+    def _write_pgpass(self) -> None:
+        # libpq reads ~/.pgpass, so `psql -h postgres -U devagent devagent` needs no password typed.
+        pw = self.sidecar.password.replace("\\", "\\\\").replace(":", "\\:")
+        lines = "".join(f"{host}:{PG_PORT}:*:{PG_USER}:{pw}\n" for host in (PG_HOST, self.sidecar.name))
+        self.exec("write ~/.pgpass", argv=["sh", "-c", 'umask 077 && cat > "$HOME/.pgpass"'],
+                  stdin=lines.encode(), timeout_s=30)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.sidecar.stop()
+
+
+__all__ = ["attach_migrations", "bind_proposed_sql", "Database", "Migrator", "PostgresSidecar",
+           "SidecarContainer", "mask_url"]

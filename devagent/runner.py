@@ -290,6 +290,13 @@ class ThreadRunner:
                 f"{turn.workspace.branch}. Continue with: devagent task --thread {turn.thread.id} \"continue\" "
                 "(raise --max-turns for long tasks)"
             ) from None
+        except UnicodeEncodeError:
+            # The SDK cannot even fingerprint a tool call holding a lone surrogate; nothing ran.
+            self._checkpoint(turn)
+            raise DevagentError(
+                "the model sent a tool call that is not valid Unicode text (a lone surrogate); nothing ran. "
+                f"Continue with: devagent task --thread {turn.thread.id} \"...\""
+            ) from None
         except AgentsException as exc:
             self._checkpoint(turn)
             raise DevagentError(f"the model misbehaved: {exc}") from None

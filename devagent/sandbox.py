@@ -23,10 +23,12 @@ from typing import Any
 
 from devagent.config import (
     BASE_IMAGE,
+    POSTGRES_IMAGE,
     SANDBOX_IMAGE,
     THREAD_LABEL,
     SandboxLimits,
     project_root,
+    sandbox_runtime,
     sandbox_user,
 )
 from devagent.errors import DevagentError, DockerUnavailable, ImageMissing
@@ -131,22 +133,26 @@ class ExecResult:
 # --------------------------------------------------------------------------- image
 
 
-def _context_files(root: Path) -> list[Path]:
-    return [root / "Dockerfile.sandbox", *sorted((root / "sandbox").glob("*"))]
+def _context_files(root: Path, dockerfile: str = "Dockerfile.sandbox") -> list[Path]:
+    # sandbox/postgres-* belong to the database sidecar's image (Dockerfile.postgres) only.
+    files = sorted((root / "sandbox").glob("*"))
+    if dockerfile == "Dockerfile.postgres":
+        return [root / dockerfile, *[f for f in files if f.name.startswith("postgres")]]
+    return [root / dockerfile, *[f for f in files if not f.name.startswith("postgres")]]
 
 
-def context_digest(root: Path | None = None) -> str:
+def context_digest(root: Path | None = None, dockerfile: str = "Dockerfile.sandbox") -> str:
     root = root or project_root()
     h = hashlib.sha256()
-    for path in _context_files(root):
+    for path in _context_files(root, dockerfile):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def _context_tar(root: Path) -> io.BytesIO:
+def _context_tar(root: Path, dockerfile: str = "Dockerfile.sandbox") -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in _context_files(root):
+        for path in _context_files(root, dockerfile):
             tar.add(path, arcname=path.relative_to(root).as_posix())
     buf.seek(0)
     return buf
@@ -163,7 +169,8 @@ def image_exists(client: Any, tag: str) -> bool:
 
 
 def build_images(client: Any, progress: Progress = _quiet, *, force: bool = False) -> str:
-    """Build the base image (debootstrap) and the sandbox image, reusing what is current."""
+    """Build the base image (debootstrap), the sandbox image and the PostgreSQL sidecar image,
+    reusing what is current."""
     root = project_root()
     if not (root / "Dockerfile.sandbox").is_file():
         raise DevagentError(
@@ -176,17 +183,26 @@ def build_images(client: Any, progress: Progress = _quiet, *, force: bool = Fals
     else:
         progress(f"base image {BASE_IMAGE} present, reused")
 
-    digest = context_digest(root)
-    if not force and image_exists(client, SANDBOX_IMAGE):
-        if client.images.get(SANDBOX_IMAGE).labels.get(CONTEXT_LABEL) == digest:
-            progress(f"sandbox image {SANDBOX_IMAGE} is up to date")
-            return SANDBOX_IMAGE
-    progress(f"building {SANDBOX_IMAGE} from Dockerfile.sandbox")
+    _build_image(client, root, "Dockerfile.sandbox", SANDBOX_IMAGE, "sandbox image", progress, force)
+    # The PostgreSQL sidecar of `devagent task --database postgres` (Debian's packages, same base).
+    _build_image(client, root, "Dockerfile.postgres", POSTGRES_IMAGE, "postgres image", progress, force)
+    return SANDBOX_IMAGE
+
+
+def _build_image(client: Any, root: Path, dockerfile: str, tag: str, what: str, progress: Progress,
+                 force: bool) -> None:
+    """Build `tag` from `dockerfile` unless an image of the same context digest exists."""
+    digest = context_digest(root, dockerfile)
+    if not force and image_exists(client, tag):
+        if client.images.get(tag).labels.get(CONTEXT_LABEL) == digest:
+            progress(f"{what} {tag} is up to date")
+            return
+    progress(f"building {tag} from {dockerfile}")
     stream = client.api.build(
-        fileobj=_context_tar(root),
+        fileobj=_context_tar(root, dockerfile),
         custom_context=True,
-        dockerfile="Dockerfile.sandbox",
-        tag=SANDBOX_IMAGE,
+        dockerfile=dockerfile,
+        tag=tag,
         labels={CONTEXT_LABEL: digest},
         rm=True,
         pull=False,
@@ -194,12 +210,11 @@ def build_images(client: Any, progress: Progress = _quiet, *, force: bool = Fals
     )
     for event in stream:
         if "error" in event:
-            raise DevagentError(f"sandbox image build failed: {event['error'].strip()}")
+            raise DevagentError(f"{what} build failed: {event['error'].strip()}")
         line = (event.get("stream") or "").strip()
         if line:
             progress(line)
-    progress(f"built {SANDBOX_IMAGE}")
-    return SANDBOX_IMAGE
+    progress(f"built {tag}")
 
 
 def _run_streaming(argv: list[str], progress: Progress) -> None:
@@ -239,6 +254,9 @@ class ThreadContainer:
         self.client, self.spec = client, spec
         self.api = client.api
         self.uid, self.gid = sandbox_user()
+        # One command at a time: each command's clean-up kills every process it finds, so two
+        # calls of one model turn (run in parallel by the SDK) must not overlap.
+        self._exec_lock = threading.Lock()
 
     # -- lifecycle
 
@@ -246,13 +264,14 @@ class ThreadContainer:
         """Start the thread's container, creating it on first use. One API call when it exists."""
         import docker
 
-        try:
-            self.api.start(self.spec.name)
-        except docker.errors.NotFound:
-            self._create()
-            self.api.start(self.spec.name)
-        except docker.errors.APIError as exc:
-            raise DevagentError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
+        with self._exec_lock:
+            try:
+                self.api.start(self.spec.name)
+            except docker.errors.NotFound:
+                self._create()
+                self.api.start(self.spec.name)
+            except docker.errors.APIError as exc:
+                raise DevagentError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
 
     def _create(self) -> None:
         import docker
@@ -286,6 +305,8 @@ class ThreadContainer:
                 memswap_limit=lim.memory,
                 nano_cpus=int(lim.cpus * 1e9),
                 network_mode=network_mode,
+                # e.g. runsc (gVisor) where installed: a user-space kernel between agent and host.
+                runtime=sandbox_runtime(),
                 stdin_open=False,
                 tty=False,
             )
@@ -334,6 +355,12 @@ class ThreadContainer:
         `argv` runs a program directly instead (used for devagent's own helpers in the image).
         `on_output` receives decoded text as it arrives.
         """
+        with self._exec_lock:
+            return self._exec(command, timeout_s=timeout_s, on_output=on_output, workdir=workdir,
+                              stdin=stdin, argv=argv)
+
+    def _exec(self, command: str, *, timeout_s: float | None, on_output: Callable[[str], None] | None,
+              workdir: str, stdin: bytes | None, argv: list[str] | None) -> ExecResult:
         lim = self.spec.limits
         timeout = min(float(timeout_s or lim.default_timeout_s), float(lim.max_timeout_s))
         cmd = argv if argv is not None else ["/usr/local/bin/devagent-run", command]
@@ -395,6 +422,10 @@ class ThreadContainer:
         for _stream_id, data in frames_iter(sock, tty=False):
             yield data
         sock.close()
+
+    def kill_processes(self) -> None:
+        """Kill every command running in the container (Ctrl-C); the container stays up."""
+        self._kill_all(threading.Event(), mark=False)
 
     def _kill_all(self, flag: threading.Event, mark: bool = True) -> None:
         """Kill every process of the sandbox user except PID 1 (the container stays up)."""

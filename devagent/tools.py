@@ -9,7 +9,7 @@ can run, whatever a saved run blob claims.
 from __future__ import annotations
 
 import os
-import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from typing import Any
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
 
+from devagent.approvals import has_lone_surrogate, parse_arguments, shell_timeout
 from devagent.paths import FileToolError, PathOutsideWorkspace, WorkspacePaths
 from devagent.sandbox import ThreadContainer
 from devagent.store import Store, sha256_text
@@ -26,6 +27,7 @@ from devagent.workspace import ThreadWorkspace
 READ_LIMIT = 64 * 1024
 SEARCH_MATCH_LIMIT = 200
 SEARCH_FILE_LIMIT = 2 * 1024 * 1024
+SEARCH_TIME_LIMIT_S = 5.0
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ToolRuntime:
     # Set by the migrations part: runs approved SQL in the thread's database.
     migrate: Callable[..., str] | None = None
     started: bool = field(default=False, init=False)
+    aborted: bool = field(default=False, init=False)  # set by Ctrl-C: results are not trusted
+    git_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
     def paths(self) -> WorkspacePaths:
@@ -119,10 +123,15 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         """Search workspace files for a regular expression; returns path:line: text for each match."""
 
         def grep() -> str:
+            # `regex` (not `re`) because it can time out: a pathological pattern from the model
+            # such as (a+)+$ must not hang the turn.
+            import regex
+
             try:
-                regex = re.compile(pattern)
-            except re.error as exc:
+                compiled = regex.compile(pattern)
+            except regex.error as exc:
                 return f"error: invalid regular expression: {exc}"
+            deadline = time.monotonic() + SEARCH_TIME_LIMIT_S
             matches: list[str] = []
             files = rt.paths.iter_files(path)
             for rel in files[:-1] if files.omitted else files:
@@ -133,7 +142,12 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
                 if b"\0" in data[:8192]:
                     continue  # binary
                 for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-                    if regex.search(line[:4096]):
+                    try:
+                        found = compiled.search(line[:4096], timeout=max(0.001, deadline - time.monotonic()))
+                    except TimeoutError:
+                        return "\n".join(matches + [f"[... search stopped after {SEARCH_TIME_LIMIT_S:.0f}s: "
+                                                     "simplify the pattern or narrow the path]"])
+                    if found:
                         matches.append(f"{rel}:{number}: {line[:300]}")
                         if len(matches) >= SEARCH_MATCH_LIMIT:
                             return "\n".join(matches) + f"\n[... stopped at {SEARCH_MATCH_LIMIT} matches]"
@@ -172,7 +186,19 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
             rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_shell",
                            actor="devagent", detail={"reason": refusal})
             return refusal
-        return execute_command(rt, ctx.tool_call_id, command, timeout_s)
+        # The raw arguments are what the human saw: take the timeout from them, not from the
+        # leniently coerced parameter (which would turn "5" or true into a number).
+        args, error = parse_arguments(ctx.tool_arguments)
+        timeout, timeout_error = shell_timeout(args.get("timeout_s"), rt.container.spec.limits.default_timeout_s)
+        if has_lone_surrogate(command):
+            # Docker would pass a lone surrogate on as U+FFFD: not the bytes that were approved.
+            error = "the command holds a lone surrogate (U+D800..U+DFFF), which cannot run byte for byte as approved"
+        if error or timeout_error:
+            refusal = f"refused: {error or timeout_error}; nothing ran"
+            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_shell",
+                           actor="devagent", detail={"reason": refusal})
+            return refusal
+        return execute_command(rt, ctx.tool_call_id, command, timeout)
 
     @function_tool(needs_approval=True, failure_error_function=_error_to_model)
     def run_migration(ctx: ToolContext, sql: str | None = None, path: str | None = None,
@@ -199,13 +225,19 @@ def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int 
                 detail={"command": command, "sha256": sha256_text(command)})
     started = time.monotonic()
     result = rt.ensure_container().exec(command, timeout_s=timeout_s, on_output=rt.on_output)
+    if rt.aborted:
+        # Ctrl-C killed it part-way: leave the call "running" so `resume` asks again.
+        store.audit(rt.thread_id, "interrupted", call_id=call_id, tool="run_shell", actor="user",
+                    detail={"note": "killed by Ctrl-C while running"}, duration_s=round(time.monotonic() - started, 3))
+        return "interrupted by the user; the command was killed"
     store.audit(
         rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
         detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out},
         exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
     )
     store.mark_status(rt.thread_id, call_id, "done")
-    store.set_exec_tree(rt.thread_id, rt.workspace.snapshot())
+    with rt.git_lock:  # parallel calls of one turn share the snapshot index
+        store.set_exec_tree(rt.thread_id, rt.workspace.snapshot())
     return result.for_model()
 
 

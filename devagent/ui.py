@@ -98,6 +98,10 @@ def approval_panel(req: ApprovalRequest, *, verbose: bool = False) -> Panel:
         parts.append(Panel(Syntax(render_exact(payload), "sql", line_numbers=True, word_wrap=True),
                            title="SQL (exact bytes)", title_align="left", border_style="yellow"))
         parts.extend(_sql_statements(req))
+        note = "runs in the thread's sandbox as one transaction, rolled back whole on the first error"
+        if req.sql_path:
+            note += f"; {render_exact(req.sql_path)} is read again before it runs, and refused if its sha256 is no longer the one above"
+        parts.append(Text(note, style="dim"))
 
     warnings = _warnings(req)
     if warnings:
@@ -167,7 +171,7 @@ class TerminalApprover:
             choices = "[y] approve  [n] reject  [a] approve always (this exact command, this thread)  [m] show more"
             if req.migration_runner and req.migration_runner.preview_command:
                 choices += "  [p] preview SQL (as a separate command)"
-            self.console.print(choices)
+            self.console.print(choices, markup=False, highlight=False)  # "[y]" is text, not a style
             answer = self.console.input("approve? ").strip().lower()
             if answer in ("y", "yes"):
                 return self._confirm_destructive(req)
@@ -192,7 +196,9 @@ class TerminalApprover:
         word = analyze_sql(req.sql or "", "postgres" if "postgres" in (req.database or "") else "sqlite").confirmation_word
         if word is None:
             return Decision(True)
-        typed = self.console.input(f"this SQL destroys or locks data; type [bold]{word}[/bold] to approve: ")
+        # The word comes from the model's SQL: shown escaped, never read as markup.
+        typed = self.console.input(Text.assemble("this SQL destroys or locks data; type ",
+                                                 (render_exact(word), "bold"), " to approve: "))
         if typed.strip() == word:
             return Decision(True)
         self.console.print("confirmation did not match; not approved", style="red")

@@ -170,7 +170,7 @@ class ThreadWorkspace:
 
     def commit_turn(self, message: str) -> str | None:
         """Commit everything the turn changed. Returns the new commit, or None if nothing changed."""
-        self.git("add", "--all", "--", ".")
+        self._add_all()
         # Never look inside nested repositories the sandbox created: their config is its to write.
         if not self.git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=dirty").strip():
             return None
@@ -180,8 +180,18 @@ class ThreadWorkspace:
     def snapshot(self) -> str:
         """A tree id for the current state of the work tree, without touching the real index."""
         env = {"GIT_INDEX_FILE": str(self.root / "snapshot.index")}
-        self.git("add", "--all", "--", ".", extra_env=env)
+        self._add_all(env)
         return self.git("write-tree", extra_env=env).strip()
+
+    def _add_all(self, env: dict[str, str] | None = None) -> None:
+        """Stage the whole work tree except repositories nested in it (tracked gitlinks, and any
+        repository a command created): `git add` would run `git status` inside them, under
+        config (filters, fsmonitor) that the sandbox wrote."""
+        staged = self.git("ls-files", "-z", "--stage", extra_env=env).split("\0")
+        nested = [e.split("\t", 1)[1] for e in staged if e.startswith("160000 ")]
+        untracked = self.git("ls-files", "-z", "--others", "--exclude-standard", extra_env=env).split("\0")
+        nested += [path.rstrip("/") for path in untracked if path.endswith("/")]
+        self.git("add", "--all", "--", ".", *[f":(exclude,literal){path}" for path in nested], extra_env=env)
 
     def changed_between(self, old_tree: str, new_tree: str) -> list[str]:
         if old_tree == new_tree:

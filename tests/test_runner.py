@@ -171,3 +171,28 @@ async def test_commands_of_one_model_turn_do_not_kill_each_other(home, repo) -> 
     assert (work / "second.txt").read_text() == "second\n"
     outputs = tool_outputs(model)
     assert "exit code 0" in outputs["s1"] and "exit code 0" in outputs["s2"]
+
+
+async def test_a_catastrophic_search_pattern_cannot_hang_the_turn(home, repo) -> None:
+    steps = [
+        [function_call("write_file", {"path": "big.txt", "content": "a" * 4000 + "!\n"}, call_id="w1")],
+        [function_call("search", {"pattern": "(a+)+$"}, call_id="g1")],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    assert outcome.status == "done"
+    assert "search stopped after" in tool_outputs(model)["g1"]
+
+
+async def test_the_timeout_that_runs_is_the_one_shown(home, repo) -> None:
+    approver = ScriptedApprover(Decision(True), Decision(True))
+    steps = [
+        [function_call("run_shell", {"command": "echo a", "timeout_s": 99999}, call_id="s1")],
+        [function_call("run_shell", {"command": "touch lenient.txt", "timeout_s": "5"}, call_id="s2")],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    assert approver.shown[0].timeout_s == 3600  # capped, and shown capped
+    assert "positive whole number" in approver.shown[1].error
+    assert "refused" in tool_outputs(model)["s2"]
+    assert not (runner.workspace(thread.id).work_dir / "lenient.txt").exists()

@@ -1,0 +1,120 @@
+"""The SQL shown on the approval screen, in a real pseudo-terminal, is the SQL the database ran.
+
+`devagent task "add an index on users.email" --database postgres` against the OpenAI-compatible
+stub: the model proposes a migration, the human approves it on the terminal (typing the
+confirmation word, since CREATE INDEX without CONCURRENTLY locks the table), and then the SQL read
+back off the screen is compared with what PostgreSQL itself recorded: the history row written
+in the same transaction, and the server's statement log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pexpect
+
+from llm_stub import tool_call
+
+SQL = (
+    "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL);\n"
+    "-- lookups by email; the agent's reason\n"
+    "CREATE INDEX users_email_idx ON users (email);\n"
+    "INSERT INTO users (email) VALUES ('ada@example.com'), ('grace@example.com');\n"
+)
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][A-Z0-9])")
+SQL_LINE = re.compile(r"^\s*│ │\s*(\d+) ?(.*?)\s*│ │\s*$")
+
+
+def screen_sql(screen: str) -> str:
+    """The numbered lines of the "SQL (exact bytes)" panel, without frame and line numbers."""
+    lines = screen.splitlines()
+    start = next(i for i, line in enumerate(lines) if "SQL (exact bytes)" in line)
+    out: list[str] = []
+    for line in lines[start + 1:]:
+        if "╰" in line:
+            break
+        match = SQL_LINE.match(line)
+        assert match, f"unexpected line in the SQL panel: {line!r}"
+        assert int(match.group(1)) == len(out) + 1
+        out.append(match.group(2))
+    return "\n".join(out)
+
+
+def psql(container: Any, query: str) -> str:
+    code, output = container.exec_run(["psql", "-X", "-U", "devagent", "-d", "devagent", "-At", "-c", query],
+                                      user="postgres")
+    assert code == 0, output
+    return output.decode()
+
+
+def test_the_sql_on_screen_is_the_sql_the_database_ran(
+        sandbox_image: str, docker_client: Any, home: Path, repo: Path, llm: Any, cli: Any) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": SQL}, "call_index")]},
+        {"content": "Added the index users_email_idx on users.email."},
+    )
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-key", "TERM": "xterm-256color"}
+    env.pop("OPENAI_BASE_URL", None)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "devagent", "task", "add an index on users.email", "--database", "postgres",
+         "--base-url", llm.url, "--model", "stub-model"],
+        cwd=str(repo), env=env, encoding="utf-8", timeout=180, dimensions=(60, 200),
+    )
+    log = io.StringIO()
+    child.logfile_read = log
+    try:
+        child.expect(r"approve\? ")
+        child.sendline("y")
+        # CREATE INDEX without CONCURRENTLY locks writes: a single key is not enough.
+        child.expect(r"type .*users.* to approve: ")
+        child.sendline("users")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    screen = ANSI.sub("", log.getvalue()).replace("\r", "")
+    assert child.exitstatus == 0, screen[-3000:]
+
+    # What the human saw.
+    shown = screen_sql(screen)
+    assert shown == SQL
+    digest = hashlib.sha256(SQL.encode()).hexdigest()
+    assert digest in screen
+    assert "postgres: devagent:****@postgres:5432/devagent" in screen
+    assert "DESTROYS/LOCKS DATA: CREATE INDEX without CONCURRENTLY" in screen
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", screen).group(1)
+
+    # What the database ran: its history row (same transaction) and its own statement log.
+    sidecar = docker_client.containers.get(f"devagent-{thread_id}-postgres")
+    sidecar.start()
+    deadline = time.monotonic() + 60
+    while sidecar.exec_run(["pg_isready", "-q", "-h", "127.0.0.1"], user="postgres").exit_code != 0:
+        assert time.monotonic() < deadline, "the sidecar did not come back"
+        time.sleep(0.3)
+    history = psql(sidecar, "SELECT call_id, sha256, statements, encode(convert_to(sql, 'UTF8'), 'hex') "
+                            "FROM devagent_migrations ORDER BY id").split()
+    assert len(history) == 1
+    call_id, recorded_sha, statements, sql_hex = history[0].split("|")
+    assert bytes.fromhex(sql_hex).decode() == shown
+    assert (call_id, recorded_sha, statements) == ("call_index", digest, "3")
+    assert psql(sidecar, "SELECT indexname FROM pg_indexes WHERE tablename = 'users' ORDER BY 1").split() == [
+        "users_email_idx", "users_pkey"]
+    # log_statement=all: the server logged the query it received (continuation lines tab-indented).
+    server_log = sidecar.logs().decode()
+    assert "LOG:  statement: " + shown.replace("\n", "\n\t") in server_log
+
+    # The model was told; `devagent migrations` lists it.
+    assert llm.tool_outputs()["call_index"].startswith("applied: 3 statement(s) in one transaction")
+    listed = cli("migrations", thread_id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["call_id"], row["sha256"], row["statements"], row["result"]) == ("call_index", digest, 3, "applied")
+    assert row["database"] == "postgres://devagent@postgres:5432/devagent (thread server)"
