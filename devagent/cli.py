@@ -368,13 +368,18 @@ def migrations(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool
     if not rows:
         print("no migrations in this thread")
         return
-    from rich.table import Table
+    from rich.text import Text
 
-    table = Table("when", "database", "sha256", "statements", "result", "duration", "detail")
+    from devagent.display import render_exact
+
+    console = _console()
     for r in rows:
-        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])), r["database"], r["sha256"][:16],
-                      str(r["statements"]), r["result"], f"{r['duration_s'] or 0:.2f}s", (r["detail"] or "")[:80])
-    _console().print(table)
+        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ")
+        line.append(f"{r['result']:<8}", style="bold green" if r["result"] == "applied" else "bold red")
+        line.append(f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
+                    style="dim")
+        line.append(render_exact(f"{r['database']}  {r['detail'] or ''}"))
+        console.print(line, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- sandbox

@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 
-from devagent.config import BASE_IMAGE, SANDBOX_IMAGE
+from devagent.config import BASE_IMAGE, POSTGRES_IMAGE, SANDBOX_IMAGE
 
 
 def diagnose() -> Iterator[tuple[bool, str]]:
@@ -29,7 +29,8 @@ def diagnose() -> Iterator[tuple[bool, str]]:
         yield False, f"cannot talk to the Docker engine at {host}: {str(exc).splitlines()[0][:200]}"
         return
     yield True, f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')}) at {host}"
-    for tag, what in ((BASE_IMAGE, "base image"), (SANDBOX_IMAGE, "sandbox image")):
+    for tag, what in ((BASE_IMAGE, "base image"), (SANDBOX_IMAGE, "sandbox image"),
+                      (POSTGRES_IMAGE, "PostgreSQL image (--database postgres)")):
         try:
             client.images.get(tag)
             yield True, f"{what} {tag} present"

@@ -127,6 +127,9 @@ class ThreadRunner:
         """A new thread: checkout + branch now; the container is created on first use."""
         from devagent.agent import ModelChoice  # imports the agent SDK: only when needed
 
+        from devagent.migrations import Database
+
+        Database.parse(options.database)  # a bad --database is a usage error before anything exists
         source = find_repo(repo)
         if not image_exists(self.docker(), SANDBOX_IMAGE):
             raise ImageMissing(f"the sandbox image {SANDBOX_IMAGE} is missing; build it with `devagent sandbox build`")

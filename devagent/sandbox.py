@@ -158,6 +158,12 @@ def _context_tar(root: Path, dockerfile: str = "Dockerfile.sandbox") -> io.Bytes
     return buf
 
 
+def docker_errors() -> Any:
+    import docker
+
+    return docker.errors
+
+
 def image_exists(client: Any, tag: str) -> bool:
     import docker
 
@@ -193,10 +199,10 @@ def _build_image(client: Any, root: Path, dockerfile: str, tag: str, what: str, 
                  force: bool) -> None:
     """Build `tag` from `dockerfile` unless an image of the same context digest exists."""
     digest = context_digest(root, dockerfile)
-    if not force and image_exists(client, tag):
-        if client.images.get(tag).labels.get(CONTEXT_LABEL) == digest:
-            progress(f"{what} {tag} is up to date")
-            return
+    previous = client.images.get(tag) if image_exists(client, tag) else None
+    if not force and previous is not None and previous.labels.get(CONTEXT_LABEL) == digest:
+        progress(f"{what} {tag} is up to date")
+        return
     progress(f"building {tag} from {dockerfile}")
     stream = client.api.build(
         fileobj=_context_tar(root, dockerfile),
@@ -215,6 +221,12 @@ def _build_image(client: Any, root: Path, dockerfile: str, tag: str, what: str, 
         if line:
             progress(line)
     progress(f"built {tag}")
+    if previous is not None and previous.id != client.images.get(tag).id:
+        # The replaced image is dead weight unless a thread's container still uses it.
+        try:
+            client.images.remove(previous.id)
+        except docker_errors().APIError:
+            pass
 
 
 def _run_streaming(argv: list[str], progress: Progress) -> None:

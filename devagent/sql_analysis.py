@@ -8,11 +8,16 @@ never look safe.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
+
+# sqlglot warns on stderr when it falls back to a generic Command; that would land in the middle
+# of the approval screen, which already flags such statements as not analysed.
+logging.getLogger("sqlglot").setLevel(logging.CRITICAL)
 
 DIALECTS = ("sqlite", "postgres")
 FALLBACK_CONFIRMATION = "yes-destroy"

@@ -89,6 +89,29 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def thread_box(docker_client: Any, sandbox_image: str, home: Path, repo: Path) -> Any:
+    """A workspace + container for a made-up thread id, removed afterwards."""
+    made = []
+
+    def make(thread_id: str | None = None, network: bool = False) -> Any:
+        from devagent.config import sandbox_user
+        from devagent.sandbox import ContainerSpec, ThreadContainer
+        from devagent.workspace import ThreadWorkspace
+
+        thread_id = thread_id or "sbx" + os.urandom(3).hex()
+        ws = ThreadWorkspace(thread_id, home / "threads" / thread_id)
+        ws.create(repo, owner=sandbox_user())
+        box = ThreadContainer(docker_client, ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=network))
+        made.append(box)
+        box.ensure_running()
+        return box
+
+    yield make
+    for box in made:
+        box.remove()
+
+
+@pytest.fixture
 def llm() -> StubLLM:
     stub = StubLLM()
     yield stub

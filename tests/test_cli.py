@@ -102,6 +102,16 @@ def test_partial_approval_then_rejection_reason_reaches_the_model(cli, llm, home
     assert (workspace / "three.txt").exists() and (workspace / "README.md").exists()
 
 
+def wait_until_executing(cli, thread_id: str) -> None:
+    """Until the audit log shows the approved command running in the container."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if any(e["event"] == "executing" for e in json.loads(cli("log", thread_id, "--json").stdout)):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the command never started")
+
+
 def _tamper(home: Path, thread_id: str, edit) -> None:
     db = sqlite3.connect(home / "devagent.db")
     (blob,) = db.execute("SELECT state_blob FROM runs WHERE thread_id=?", (thread_id,)).fetchone()
@@ -150,11 +160,7 @@ def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, r
     env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
     proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if any(e["event"] == "executing" for e in json.loads(cli("log", thread_id, "--json").stdout)):
-            break
-        time.sleep(0.3)
+    wait_until_executing(cli, thread_id)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -180,11 +186,7 @@ def test_ctrl_c_during_a_command_kills_it_saves_the_run_and_resume_asks_again(cl
     env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
     proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if any(e["event"] == "executing" for e in json.loads(cli("log", thread_id, "--json").stdout)):
-            break
-        time.sleep(0.3)
+    wait_until_executing(cli, thread_id)
     started = time.time()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

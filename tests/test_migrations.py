@@ -27,19 +27,7 @@ from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.store import Store
 from devagent.ui import approval_panel
 
-
-class RecordingApprover:
-    """Approves (or rejects) every call and keeps the requests it was shown."""
-
-    def __init__(self, approve: bool = True, always: bool = False) -> None:
-        self.approve, self.always = approve, always
-        self.requests: list[ApprovalRequest] = []
-
-    def decide(self, request: ApprovalRequest) -> Decision:
-        self.requests.append(request)
-        if self.approve:
-            return Decision(True, always=self.always)
-        return Decision(False, "not today")
+from agent_helpers import ScriptedApprover, tool_outputs
 
 
 def sha(text: str) -> str:
@@ -56,17 +44,7 @@ def new_runner(home: Path, docker_client: Any, script: list[Any], approver: Any 
     return ThreadRunner(Store(home), model=model, approver=approver, docker_client=docker_client), model
 
 
-def tool_outputs(model: ScriptedModel) -> dict[str, str]:
-    """Every tool result the model was sent, by call id."""
-    out: dict[str, str] = {}
-    for call in model.calls:
-        for item in call.input if isinstance(call.input, list) else []:
-            if isinstance(item, dict) and item.get("type") == "function_call_output":
-                output = item["output"]
-                if isinstance(output, list):
-                    output = "".join(part.get("text", "") for part in output)
-                out[item["call_id"]] = str(output)
-    return out
+
 
 
 def render(request: ApprovalRequest) -> str:
@@ -120,7 +98,7 @@ MIXED = (
 
 async def test_approval_shows_every_statement_and_flags_destructive_ones(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
-    approver = RecordingApprover(approve=False)
+    approver = ScriptedApprover(then=Decision(False, "not today"))
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": MIXED}, call_id="mixed"),
         assistant_message("ok, not applied"),
@@ -129,7 +107,7 @@ async def test_approval_shows_every_statement_and_flags_destructive_ones(
     outcome = await runner.run_task(thread.id, "clean up the schema")
     assert outcome.status == "done"
 
-    [request] = approver.requests
+    [request] = approver.shown
     assert request.tool == "run_migration" and request.sql == MIXED
     assert request.sha256 == sha(MIXED)
     screen = render(request)
@@ -167,7 +145,7 @@ TRICKY = (
 
 async def test_sqlite_runs_the_exact_sql_in_the_sandbox_and_records_history(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
-    approver = RecordingApprover()
+    approver = ScriptedApprover(then=Decision(True))
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": TRICKY}, call_id="m1"),
         assistant_message("users table created"),
@@ -208,7 +186,7 @@ async def test_a_failing_statement_rolls_back_the_whole_migration(
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": failing}, call_id="bad"),
         assistant_message("it failed"),
-    ], RecordingApprover())
+    ], ScriptedApprover(then=Decision(True)))
     thread = runner.create_thread(repo, TaskOptions())
     await runner.run_task(thread.id, "migrate")
 
@@ -245,7 +223,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
 
     # The file changes after the approval, before the call runs.
     (runner.workspace(thread.id).work_dir / "migrations" / "001_init.sql").write_text(edited)
-    runner.approver = approver = RecordingApprover()
+    runner.approver = approver = ScriptedApprover(then=Decision(True))
     outcome = await runner.resume(thread.id)
     assert outcome.status == "done"
 
@@ -258,7 +236,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
     assert bound["detail"]["sha256"] == sha(original)
 
     # The second proposal showed the edited file (flagged) and ran exactly that.
-    [second] = approver.requests
+    [second] = approver.shown
     assert second.sql == edited and "DESTROYS/LOCKS DATA" in render(second)
     assert tool_outputs(model)["m2"].startswith("applied: 2 statement(s)")
     with sqlite3.connect(sqlite_db(runner, thread.id)) as conn:
@@ -281,7 +259,7 @@ async def test_an_always_rule_covers_the_file_content_it_was_given_for(
         # Transaction control inside a migration is refused before anything runs.
         function_call("run_migration", {"sql": "BEGIN;\nCREATE TABLE t (x INTEGER);\nCOMMIT;"}, call_id="m3"),
         assistant_message("done"),
-    ], RecordingApprover(always=True))
+    ], ScriptedApprover(then=Decision(True, always=True)))
     thread = runner.create_thread(repo, TaskOptions())
     await runner.run_task(thread.id, "migrate")
 
@@ -324,7 +302,7 @@ def labelled(docker_client: Any, thread_id: str) -> dict[str, list[str]]:
 
 async def test_postgres_sidecar_keeps_data_across_turns_and_is_removed_by_discard(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path, cli: Any) -> None:
-    approver = RecordingApprover()
+    approver = ScriptedApprover(then=Decision(True))
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": PG_SCHEMA}, call_id="pg1"),
         function_call("run_migration", {"sql": PG_FAILING}, call_id="pg2"),
@@ -337,7 +315,7 @@ async def test_postgres_sidecar_keeps_data_across_turns_and_is_removed_by_discar
     # The approval showed the server with its password masked, and flagged the locking index.
     settings = runner.store.thread(tid).settings
     password = settings["postgres_password"]
-    request = approver.requests[0]
+    request = approver.shown[0]
     assert request.database.startswith("postgres: devagent:****@postgres:5432/devagent")
     screen = render(request)
     assert password not in screen and "****" in screen
@@ -495,15 +473,15 @@ async def test_a_database_url_is_used_as_given_and_needs_network(
         url = f"postgresql://devagent:{password}@{server.attrs['NetworkSettings']['IPAddress']}:5432/devagent"
 
         # Without --network the thread cannot reach it: refused, and the screen says why.
-        approver = RecordingApprover()
+        approver = ScriptedApprover(then=Decision(True))
         runner, model = new_runner(home, docker_client, [
             function_call("run_migration", {"sql": "CREATE TABLE t (x int);"}, call_id="u0"),
             assistant_message("no network"),
         ], approver)
         offline = runner.create_thread(repo, TaskOptions(database=url))
         await runner.run_task(offline.id, "migrate")
-        assert "start the thread with --network" in approver.requests[0].database
-        assert password not in render(approver.requests[0])
+        assert "start the thread with --network" in approver.shown[0].database
+        assert password not in render(approver.shown[0])
         assert tool_outputs(model)["u0"].startswith("refused: this thread has no network")
 
         # With --network: applied on that server (the `database` argument picks another database of it).
@@ -513,7 +491,7 @@ async def test_a_database_url_is_used_as_given_and_needs_network(
             function_call("run_migration", {"sql": "SELECT 1;", "database": "postgresql://evil@elsewhere/db"},
                           call_id="u3"),
             assistant_message("done"),
-        ], RecordingApprover())
+        ], ScriptedApprover(then=Decision(True)))
         online = runner.create_thread(repo, TaskOptions(database=url, network=True))
         await runner.run_task(online.id, "migrate")
         outputs = tool_outputs(model)

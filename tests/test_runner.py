@@ -8,32 +8,12 @@ from pathlib import Path
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from devagent.approvals import ApprovalRequest
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.store import Store
 
+from agent_helpers import ScriptedApprover, tool_outputs
+
 pytestmark = pytest.mark.usefixtures("sandbox_image")
-
-
-class ScriptedApprover:
-    """Answers approval requests from a list, recording what it was shown."""
-
-    def __init__(self, *answers: Decision | None) -> None:
-        self.answers = list(answers)
-        self.shown: list[ApprovalRequest] = []
-
-    def decide(self, request: ApprovalRequest) -> Decision | None:
-        self.shown.append(request)
-        return self.answers.pop(0) if self.answers else None
-
-
-def tool_outputs(model: ScriptedModel) -> dict[str, str]:
-    out = {}
-    for call in model.calls:
-        for item in call.input if isinstance(call.input, list) else []:
-            if isinstance(item, dict) and item.get("type") == "function_call_output":
-                out[item["call_id"]] = item["output"]
-    return out
 
 
 async def start(home: Path, repo: Path, steps: list, approver: ScriptedApprover, task: str = "do it"):

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from devagent.config import THREAD_LABEL, sandbox_user
-from devagent.sandbox import ContainerSpec, OutputCap, ThreadContainer
-from devagent.workspace import ThreadWorkspace
-
-
-@pytest.fixture
-def thread_box(docker_client, sandbox_image, home: Path, repo: Path):
-    """A workspace + container for a made-up thread id, removed afterwards."""
-    made = []
-
-    def make(thread_id: str = "sbx" + os.urandom(3).hex(), network: bool = False) -> ThreadContainer:
-        ws = ThreadWorkspace(thread_id, home / "threads" / thread_id)
-        ws.create(repo, owner=sandbox_user())
-        box = ThreadContainer(docker_client, ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=network))
-        made.append(box)
-        box.ensure_running()
-        return box
-
-    yield make
-    for box in made:
-        box.remove()
+from devagent.sandbox import OutputCap
 
 
 def test_files_and_installed_tools_persist_across_stop_start_and_processes(thread_box, home: Path) -> None:

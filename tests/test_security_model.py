@@ -27,28 +27,9 @@ from devagent.store import Store, sha256_text
 from devagent.tools import ToolRuntime, build_tools
 from devagent.ui import TerminalApprover, approval_panel
 
+from agent_helpers import ScriptedApprover, tool_outputs
+
 pytestmark = pytest.mark.usefixtures("sandbox_image")
-
-
-class Approver:
-    """Records every approval screen; answers with `decision` (None: nobody there, pause)."""
-
-    def __init__(self, decision: Decision | None) -> None:
-        self.decision = decision
-        self.shown: list[ApprovalRequest] = []
-
-    def decide(self, request: ApprovalRequest) -> Decision | None:
-        self.shown.append(request)
-        return self.decision
-
-
-def tool_outputs(model: ScriptedModel) -> dict[str, str]:
-    out = {}
-    for call in model.calls:
-        for item in call.input if isinstance(call.input, list) else []:
-            if isinstance(item, dict) and item.get("type") == "function_call_output":
-                out[item["call_id"]] = item["output"]
-    return out
 
 
 def screen(request: ApprovalRequest, width: int = 120) -> str:
@@ -62,7 +43,7 @@ def events(runner: ThreadRunner, thread_id: str, kind: str) -> list[dict]:
     return [e for e in runner.store.audit_log(thread_id) if e["event"] == kind]
 
 
-async def run(home: Path, repo: Path, steps: list, approver: Approver, task: str = "do it"):
+async def run(home: Path, repo: Path, steps: list, approver: ScriptedApprover, task: str = "do it"):
     model = ScriptedModel(steps)
     runner = ThreadRunner(Store(home), model=model, approver=approver)
     thread = runner.create_thread(repo, TaskOptions())
@@ -81,7 +62,7 @@ async def test_malformed_arguments_never_run_even_if_approved(home: Path, repo: 
         "no-command": '{"cmd": "touch pwned-4.txt"}',
         "empty": "",
     }
-    approver = Approver(Decision(True))  # a careless human approves whatever is shown
+    approver = ScriptedApprover(then=Decision(True))  # a careless human approves whatever is shown
     steps = [[function_call("run_shell", args, call_id=cid) for cid, args in calls.items()],
              [assistant_message("gave up")]]
     runner, model, thread, outcome = await run(home, repo, steps, approver)
@@ -110,7 +91,7 @@ async def test_unknown_tools_get_an_error_and_nothing_runs(home: Path, repo: Pat
          function_call("local_shell", {"action": {"command": ["touch", "pwned.txt"]}}, call_id="u4")],
         [assistant_message("ok")],
     ]
-    approver = Approver(Decision(True))
+    approver = ScriptedApprover(then=Decision(True))
     runner, model, thread, outcome = await run(home, repo, steps, approver)
     assert outcome.status == "done"
     assert approver.shown == []  # nothing even reached the approval screen
@@ -129,7 +110,7 @@ async def test_huge_arguments_get_clear_errors(home: Path, repo: Path) -> None:
          function_call("run_shell", {"command": too_long}, call_id="s1")],
         [assistant_message("ok")],
     ]
-    approver = Approver(Decision(True))
+    approver = ScriptedApprover(then=Decision(True))
     runner, model, thread, outcome = await run(home, repo, steps, approver)
     assert outcome.status == "done"
     outputs = tool_outputs(model)
@@ -148,7 +129,7 @@ async def test_huge_arguments_get_clear_errors(home: Path, repo: Path) -> None:
 
 async def test_a_100_kb_command_is_shown_whole_and_runs_byte_for_byte(home: Path, repo: Path) -> None:
     command = "echo START; : '" + "A" * 100_000 + "'; touch hidden-at-the-end.txt"
-    approver = Approver(Decision(True))
+    approver = ScriptedApprover(then=Decision(True))
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
     runner, model, thread, outcome = await run(home, repo, steps, approver)
 
@@ -177,7 +158,7 @@ async def test_a_100_kb_command_is_shown_whole_and_runs_byte_for_byte(home: Path
 ])
 async def test_a_newline_hidden_second_command_is_shown_and_rejecting_runs_nothing(
         home: Path, repo: Path, command: str, lines: list[str]) -> None:
-    approver = Approver(Decision(False, "no deleting"))
+    approver = ScriptedApprover(then=Decision(False, "no deleting"))
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
     runner, model, thread, outcome = await run(home, repo, steps, approver)
 
@@ -201,7 +182,7 @@ async def test_a_newline_hidden_second_command_is_shown_and_rejecting_runs_nothi
 
 
 async def test_look_alike_characters_are_pointed_out(home: Path, repo: Path) -> None:
-    approver = Approver(None)
+    approver = ScriptedApprover(then=None)
     steps = [[function_call("run_shell", {"command": "cаt README.md | ѕh"}, call_id="s1")]]
     runner, model, thread, outcome = await run(home, repo, steps, approver)
     assert outcome.status == "paused"
@@ -215,7 +196,7 @@ async def test_a_command_with_a_nul_byte_is_shown_and_cannot_run_altered(home: P
     container: bash would stop reading at it. The command must fail whole, not run truncated."""
     steps = [[function_call("run_shell", '{"command": "touch nul.txt\\u0000rm -rf /workspace"}', call_id="s1")],
              [assistant_message("ok")]]
-    approver = Approver(Decision(True))
+    approver = ScriptedApprover(then=Decision(True))
     runner, model, thread, outcome = await run(home, repo, steps, approver)
     assert outcome.status == "done"
     [request] = approver.shown
@@ -233,7 +214,7 @@ async def test_a_lone_surrogate_in_arguments_runs_nothing(home: Path, repo: Path
     already fails the turn on such arguments; whatever happens, nothing may run."""
     steps = [[function_call("run_shell", SURROGATE_CALL, call_id="s1")], [assistant_message("ok")]]
     model = ScriptedModel(steps)
-    runner = ThreadRunner(Store(home), model=model, approver=Approver(Decision(True)))
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(then=Decision(True)))
     thread = runner.create_thread(repo, TaskOptions())
     try:
         await runner.run_task(thread.id, "do it")
@@ -247,7 +228,7 @@ async def test_a_lone_surrogate_in_arguments_is_a_clear_error(home: Path, repo: 
     from devagent.errors import DevagentError
 
     steps = [[function_call("run_shell", SURROGATE_CALL, call_id="s1")], [assistant_message("ok")]]
-    runner = ThreadRunner(Store(home), model=ScriptedModel(steps), approver=Approver(Decision(True)))
+    runner = ThreadRunner(Store(home), model=ScriptedModel(steps), approver=ScriptedApprover(then=Decision(True)))
     thread = runner.create_thread(repo, TaskOptions())
     with pytest.raises(DevagentError):
         await runner.run_task(thread.id, "do it")
@@ -258,7 +239,7 @@ async def test_a_lone_surrogate_in_arguments_is_a_clear_error(home: Path, repo: 
 
 async def pause(home: Path, repo: Path, command: str):
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
-    runner, model, thread, outcome = await run(home, repo, steps, Approver(None))
+    runner, model, thread, outcome = await run(home, repo, steps, ScriptedApprover(then=None))
     assert outcome.status == "paused"
     return runner, thread
 
@@ -294,7 +275,7 @@ async def test_a_saved_run_that_carries_decisions_nobody_made_is_refused(home: P
     runner, thread = await pause(home, repo, "touch pwned.txt")
     edit_blob(home, thread.id, TAMPERING[tampering])
 
-    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=Approver(None))
+    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=ScriptedApprover(then=None))
     with pytest.raises(ApprovalMismatch):
         await resumer.resume(thread.id)
     assert not (runner.workspace(thread.id).work_dir / "pwned.txt").exists()
@@ -306,7 +287,7 @@ async def test_a_saved_run_whose_command_was_changed_after_approval_is_refused(h
     runner.store.decide(thread.id, "s1", "approved", actor="user")
     edit_blob(home, thread.id, lambda blob: blob.replace("echo approved-command", "touch pwned-by-edit"))
 
-    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=Approver(None))
+    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=ScriptedApprover(then=None))
     with pytest.raises(ApprovalMismatch, match="sha256"):
         await resumer.resume(thread.id)
     assert not (runner.workspace(thread.id).work_dir / "pwned-by-edit").exists()
@@ -317,7 +298,7 @@ async def test_an_untampered_saved_run_resumes_and_runs_what_was_approved(home: 
     """The control for the refusals above: the same flow, unedited, does run."""
     runner, thread = await pause(home, repo, "touch approved.txt")
     runner.store.decide(thread.id, "s1", "approved", actor="user")
-    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=Approver(None))
+    resumer = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("ok")]]), approver=ScriptedApprover(then=None))
     outcome = await resumer.resume(thread.id)
     assert outcome.status == "done"
     assert (runner.workspace(thread.id).work_dir / "approved.txt").exists()

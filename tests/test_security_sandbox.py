@@ -22,6 +22,8 @@ from devagent.sandbox import ContainerSpec, ThreadContainer
 from devagent.store import Store
 from devagent.workspace import ThreadWorkspace
 
+from agent_helpers import ScriptedApprover, tool_outputs
+
 LIMITS = SandboxLimits()
 
 
@@ -191,20 +193,6 @@ def test_nothing_survives_the_turn_either(box: ThreadContainer) -> None:
 # ------------------------------------------------------------------ symlinks made in the sandbox
 
 
-class Approve:
-    def decide(self, request):
-        return Decision(True)
-
-
-def tool_outputs(model: ScriptedModel) -> dict[str, str]:
-    out = {}
-    for call in model.calls:
-        for item in call.input if isinstance(call.input, list) else []:
-            if isinstance(item, dict) and item.get("type") == "function_call_output":
-                out[item["call_id"]] = item["output"]
-    return out
-
-
 async def test_symlinks_made_by_an_approved_command_never_lead_file_tools_outside(
         home: Path, repo: Path, tmp_path: Path, docker_client, sandbox_image) -> None:
     outside = tmp_path / "outside"
@@ -244,7 +232,7 @@ async def test_symlinks_made_by_an_approved_command_never_lead_file_tools_outsid
         [assistant_message("done")],
     ]
     model = ScriptedModel(steps)
-    runner = ThreadRunner(Store(home), model=model, approver=Approve())
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(then=Decision(True)))
     thread = runner.create_thread(repo, TaskOptions())
     outcome = await runner.run_task(thread.id, "follow the links")
     assert outcome.status == "done"

@@ -4,44 +4,23 @@ the API key never reaches the audit log, the saved state or `--json` output."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from conftest import git
-from devagent.config import sandbox_user
-from devagent.sandbox import CONTAINER_ENV, ContainerSpec, ThreadContainer
-from devagent.workspace import ThreadWorkspace
+from devagent.sandbox import CONTAINER_ENV
 from llm_stub import tool_call
 
 CANARY = "sk-secret-canary-5d1e"
 API_KEY = "sk-test-secret-key"  # what the `cli` fixture puts in OPENAI_API_KEY
 
 
-@pytest.fixture
-def make_box(docker_client, sandbox_image, home: Path, repo: Path):
-    made = []
-
-    def make() -> ThreadContainer:
-        thread_id = "secret" + os.urandom(3).hex()
-        ws = ThreadWorkspace(thread_id, home / "threads" / thread_id)
-        ws.create(repo, owner=sandbox_user())
-        box = ThreadContainer(docker_client, ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=False))
-        made.append(box)
-        box.ensure_running()
-        return box
-
-    yield make
-    for box in made:
-        box.remove()
-
-
-def test_no_host_environment_variable_is_visible_inside(make_box, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_host_environment_variable_is_visible_inside(thread_box, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN",
                  "DATABASE_URL", "SSH_AUTH_SOCK", "DEVAGENT_CANARY"):
         monkeypatch.setenv(name, f"{CANARY}-{name}")
-    box = make_box()
+    box = thread_box()
     result = box.exec(
         "env; echo ---; cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'; echo ---;"
         " grep -l canary /proc/[0-9]*/environ 2>/dev/null; echo ---; echo \"$OPENAI_API_KEY$SSH_AUTH_SOCK\"",
@@ -56,8 +35,8 @@ def test_no_host_environment_variable_is_visible_inside(make_box, monkeypatch: p
     assert names <= allowed, names - allowed
 
 
-def test_no_docker_socket_inside(make_box, docker_client) -> None:
-    box = make_box()
+def test_no_docker_socket_inside(thread_box, docker_client) -> None:
+    box = thread_box()
     probe = box.exec("ls -la /var/run/docker.sock /run/docker.sock /run/containerd/containerd.sock", timeout_s=30)
     assert probe.exit_code != 0 and probe.output.count("No such file or directory") == 3, probe.output
     sockets = box.exec("grep -c -E 'docker|containerd' /proc/mounts; find / -xdev -type s 2>/dev/null; "
@@ -73,7 +52,7 @@ def test_no_docker_socket_inside(make_box, docker_client) -> None:
     ])
 
 
-def test_no_host_credential_file_is_visible_inside(make_box, repo: Path, tmp_path: Path,
+def test_no_host_credential_file_is_visible_inside(thread_box, repo: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     fake_home = tmp_path / "user-home"
     files = {
@@ -95,7 +74,7 @@ def test_no_host_credential_file_is_visible_inside(make_box, repo: Path, tmp_pat
     git(repo, "remote", "add", "origin", f"https://user:{CANARY}@github.com/org/project.git")
     git(repo, "config", "http.extraHeader", f"Authorization: Bearer {CANARY}")
 
-    box = make_box()
+    box = thread_box()
     result = box.exec(
         "ls -A ~; echo ---; git config --list --show-origin; git remote -v; echo ---;"
         " grep -rIl --exclude-dir=proc --exclude-dir=sys -e canary / 2>/dev/null; echo ---end",
