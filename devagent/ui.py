@@ -168,7 +168,8 @@ class TerminalApprover:
             self.console.print(Text(f"this call cannot run; it is rejected ({reason})", style="red"))
             return Decision(False, reason)
         while True:
-            choices = "[y] approve  [n] reject  [a] approve always (this exact command, this thread)  [m] show more"
+            what = "command" if req.tool == "run_shell" else "SQL"
+            choices = f"[y] approve  [n] reject  [a] approve always (this exact {what}, this thread)  [m] show more"
             if req.migration_runner and req.migration_runner.preview_command:
                 choices += "  [p] preview SQL (as a separate command)"
             self.console.print(choices, markup=False, highlight=False)  # "[y]" is text, not a style
