@@ -244,11 +244,16 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
     """List threads: id, repo, branch, state, pending approvals, last activity."""
     import time
 
+    from devagent.store import ThreadLock
+
     store = _store()
     rows = []
     for t in store.threads():
+        state = t.state
+        if state == "running" and not ThreadLock(store.home, t.id).held():
+            state = "interrupted"  # its process died mid-turn: `devagent resume` continues it
         rows.append({
-            "id": t.id, "repo": t.repo, "branch": t.branch, "state": t.state,
+            "id": t.id, "repo": t.repo, "branch": t.branch, "state": state,
             "pending": len(store.approvals(t.id, "pending")),
             "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
         })

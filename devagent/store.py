@@ -387,3 +387,16 @@ class ThreadLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def held(self) -> bool:
+        """Whether a live process holds this thread right now (without taking it)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)

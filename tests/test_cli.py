@@ -163,6 +163,7 @@ def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, r
     wait_until_executing(cli, thread_id)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "interrupted"
 
     # The interrupted call is not silently re-run: it is pending again, with the state intact.
     again = cli("resume", thread_id, "--json")
