@@ -149,7 +149,7 @@ def task(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (Chat Completions)."),
     network: bool = typer.Option(False, "--network/--no-network", help="Give the sandbox network access."),
     database: str = typer.Option("sqlite", "--database", help="sqlite (default), postgres, or a database URL."),
-    max_turns: int = typer.Option(50, "--max-turns", min=1, help="Model round-trips allowed per turn."),
+    max_turns: Optional[int] = typer.Option(None, "--max-turns", min=1, help="Model round-trips allowed per turn (default 50)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ) -> None:
@@ -158,10 +158,14 @@ def task(
 
     runner = _runner(_interactive(no_input), as_json)
     if thread is None:
-        options = TaskOptions(model=model, base_url=base_url, network=network, database=database, max_turns=max_turns)
+        options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
+                              max_turns=max_turns or 50)
         created = runner.create_thread(repo, options)
         thread = created.id
         _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
+    else:
+        # The sandbox (network, database) is the thread's for good; the model settings may change.
+        runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_turns)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text))
     _report(outcome, as_json)
 

@@ -145,6 +145,13 @@ class ThreadRunner:
         self.store.audit(thread_id, "created", actor="user", detail={"repo": str(source), "base": base})
         return thread
 
+    def update_thread(self, thread_id: str, **changes: Any) -> None:
+        """Change a thread's model settings (model, base_url, max_turns) for its next turns."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        if given:
+            settings = self.store.thread(thread_id).settings
+            self.store.update_settings(thread_id, {**settings, **given})
+
     async def run_task(self, thread_id: str, task: str) -> TurnOutcome:
         with ThreadLock(self.home, thread_id):
             saved = self.store.run(thread_id)
@@ -288,6 +295,7 @@ class ThreadRunner:
             return result
         except MaxTurnsExceeded:
             self._checkpoint(turn)
+            self._end_turn(turn)  # continuing is a new task on the thread (its memory is kept)
             raise DevagentError(
                 f"the agent used its {turn.thread.settings.get('max_turns')} turns; work so far is committed on "
                 f"{turn.workspace.branch}. Continue with: devagent task --thread {turn.thread.id} \"continue\" "
@@ -296,6 +304,7 @@ class ThreadRunner:
         except UnicodeEncodeError:
             # The SDK cannot even fingerprint a tool call holding a lone surrogate; nothing ran.
             self._checkpoint(turn)
+            self._end_turn(turn)
             raise DevagentError(
                 "the model sent a tool call that is not valid Unicode text (a lone surrogate); nothing ran. "
                 f"Continue with: devagent task --thread {turn.thread.id} \"...\""
@@ -426,6 +435,10 @@ class ThreadRunner:
                 f"the saved run of thread {thread_id} carries approvals that devagent never recorded "
                 "(it was edited); refusing to resume"
             )
+
+    def _end_turn(self, turn: _Turn) -> None:
+        self.store.clear_run(turn.thread.id)
+        self.store.set_thread_state(turn.thread.id, "done")
 
     def _checkpoint(self, turn: _Turn) -> None:
         try:

@@ -230,6 +230,10 @@ def test_max_turns_saves_work_and_says_how_to_continue(cli, llm, home: Path) -> 
     assert "devagent task --thread" in result.stderr and "Traceback" not in result.stderr
     thread_id = json.loads(cli("threads", "--json").stdout)[0]["id"]
     assert "part1.txt" in cli("diff", thread_id).stdout
+    llm.script({"content": "continued"})  # after the write of part2.txt still queued
+    again = cli("task", "continue", "--thread", thread_id, "--no-input", "--max-turns", "5")
+    assert again.returncode == 0, again.stderr
+    assert "part2.txt" in cli("diff", thread_id).stdout
 
 
 def test_model_api_error_is_one_line_and_the_thread_is_kept(cli) -> None:
