@@ -33,7 +33,7 @@ def median_ms(fn, runs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     client = docker.from_env()
     build_images(client)
