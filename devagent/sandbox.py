@@ -12,6 +12,8 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import os
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -185,7 +187,11 @@ def build_images(client: Any, progress: Progress = _quiet, *, force: bool = Fals
         )
     if force or not image_exists(client, BASE_IMAGE):
         progress(f"building base image {BASE_IMAGE} from Debian packages (debootstrap, ~1 min)")
-        _run_streaming(["sh", str(root / "sandbox" / "build-base.sh"), BASE_IMAGE], progress)
+        argv = ["sh", str(root / "sandbox" / "build-base.sh"), BASE_IMAGE]
+        if os.getuid() != 0 and shutil.which("sudo"):
+            progress("debootstrap needs root: running the base build through sudo")
+            argv = ["sudo", *argv]
+        _run_streaming(argv, progress)
     else:
         progress(f"base image {BASE_IMAGE} present, reused")
 
