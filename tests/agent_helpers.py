@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from agents.testing import ScriptedModel
 
 from devagent.approvals import ApprovalRequest
-from devagent.runner import Decision
+from devagent.runner import Decision, TaskOptions, ThreadRunner
+from devagent.store import Store
 
 
 class ScriptedApprover:
@@ -33,3 +37,13 @@ def tool_outputs(model: ScriptedModel) -> dict[str, str]:
                     output = "".join(part.get("text", "") for part in output)
                 out[item["call_id"]] = str(output)
     return out
+
+
+async def run_new_thread(home: Path, repo: Path, steps: list, approver: Any, task: str = "do it",
+                         options: TaskOptions | None = None) -> tuple[ThreadRunner, ScriptedModel, Any, Any]:
+    """Create a thread on `repo` and run one turn with a scripted model: (runner, model, thread, outcome)."""
+    model = ScriptedModel(steps)
+    runner = ThreadRunner(Store(home), model=model, approver=approver)
+    thread = runner.create_thread(repo, options or TaskOptions())
+    outcome = await runner.run_task(thread.id, task)
+    return runner, model, thread, outcome

@@ -112,6 +112,22 @@ def wait_until_executing(cli, thread_id: str) -> None:
     raise AssertionError("the command never started")
 
 
+def resume_a_slow_approved_command(cli, llm, home: Path, repo: Path) -> tuple[str, subprocess.Popen]:
+    """A thread whose approved 30 s command is running in a `devagent resume` process."""
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "sleep 30; echo finished > slow.txt"}, "c1")]},
+        {"content": "done"},
+    )
+    _, data = start(cli, llm)
+    thread_id = data["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until_executing(cli, thread_id)
+    return thread_id, proc
+
+
 def _tamper(home: Path, thread_id: str, edit) -> None:
     db = sqlite3.connect(home / "devagent.db")
     (blob,) = db.execute("SELECT state_blob FROM runs WHERE thread_id=?", (thread_id,)).fetchone()
@@ -150,17 +166,7 @@ def test_a_saved_run_that_marks_a_call_approved_is_refused(cli, llm, home: Path)
 
 
 def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, repo: Path) -> None:
-    llm.script(
-        {"tool_calls": [tool_call("run_shell", {"command": "sleep 30; echo finished > slow.txt"}, "c1")]},
-        {"content": "done"},
-    )
-    _, data = start(cli, llm)
-    thread_id = data["thread"]
-    assert cli("approve", thread_id, "--all").returncode == 0
-    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
-    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until_executing(cli, thread_id)
+    thread_id, proc = resume_a_slow_approved_command(cli, llm, home, repo)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "interrupted"
@@ -177,17 +183,7 @@ def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, r
 
 
 def test_ctrl_c_during_a_command_kills_it_saves_the_run_and_resume_asks_again(cli, llm, home: Path, repo: Path) -> None:
-    llm.script(
-        {"tool_calls": [tool_call("run_shell", {"command": "sleep 30; echo finished > slow.txt"}, "c1")]},
-        {"content": "done"},
-    )
-    _, data = start(cli, llm)
-    thread_id = data["thread"]
-    assert cli("approve", thread_id, "--all").returncode == 0
-    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
-    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread_id], cwd=repo, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until_executing(cli, thread_id)
+    thread_id, proc = resume_a_slow_approved_command(cli, llm, home, repo)
     started = time.time()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

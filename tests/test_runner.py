@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
@@ -11,17 +10,11 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.store import Store
 
-from agent_helpers import ScriptedApprover, tool_outputs
+from agent_helpers import ScriptedApprover, run_new_thread, tool_outputs
 
 pytestmark = pytest.mark.usefixtures("sandbox_image")
 
 
-async def start(home: Path, repo: Path, steps: list, approver: ScriptedApprover, task: str = "do it"):
-    model = ScriptedModel(steps)
-    runner = ThreadRunner(Store(home), model=model, approver=approver)
-    thread = runner.create_thread(repo, TaskOptions())
-    outcome = await runner.run_task(thread.id, task)
-    return runner, model, thread, outcome
 
 
 async def test_edit_then_approved_command_runs_in_the_container_and_lands_on_the_branch(home, repo) -> None:
@@ -31,7 +24,7 @@ async def test_edit_then_approved_command_runs_in_the_container_and_lands_on_the
         [function_call("run_shell", {"command": "make test > result.txt; id -u >> result.txt"}, call_id="s1")],
         [assistant_message("Makefile updated and tests run.")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, approver, task="update the Makefile")
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver, task="update the Makefile")
     assert outcome.status == "done" and outcome.final_output == "Makefile updated and tests run."
     # The screen saw the exact command and that the Makefile changed before `make` runs.
     [shown] = approver.shown
@@ -54,7 +47,7 @@ async def test_rejection_reason_reaches_the_model_and_nothing_runs(home, repo) -
         [function_call("run_shell", {"command": "touch rejected.txt"}, call_id="s1")],
         [assistant_message("ok")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "done"
     assert "use the Makefile target instead" in tool_outputs(model)["s1"]
     assert not (runner.workspace(thread.id).work_dir / "rejected.txt").exists()
@@ -70,7 +63,7 @@ async def test_approve_always_is_asked_once_for_identical_commands(home, repo) -
         [function_call("run_shell", {"command": "echo y >> count.txt"}, call_id="s3")],
         [assistant_message("done")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "done"
     # Asked for s1 (answered "always"), not for the identical s2, and again for the different s3.
     assert [r.call_id for r in approver.shown] == ["s1", "s3"]
@@ -91,7 +84,7 @@ async def test_path_escapes_are_refused_with_an_error_the_model_reads(home, repo
         ],
         [assistant_message("could not")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, ScriptedApprover())
     outputs = tool_outputs(model)
     assert "outside the workspace" in outputs["r1"]
     assert "absolute paths are not allowed" in outputs["r2"]
@@ -114,7 +107,7 @@ async def test_file_tools_and_tool_errors_never_crash_the_run(home, repo) -> Non
         ],
         [assistant_message("done")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, ScriptedApprover())
     assert outcome.status == "done"
     outputs = tool_outputs(model)
     assert outputs["r1"] == "print('hi')\n"
@@ -145,7 +138,7 @@ async def test_commands_of_one_model_turn_do_not_kill_each_other(home, repo) -> 
         ],
         [assistant_message("both done")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     work = runner.workspace(thread.id).work_dir
     assert (work / "first.txt").read_text() == "first\n"
     assert (work / "second.txt").read_text() == "second\n"
@@ -159,7 +152,7 @@ async def test_a_catastrophic_search_pattern_cannot_hang_the_turn(home, repo) ->
         [function_call("search", {"pattern": "(a+)+$"}, call_id="g1")],
         [assistant_message("done")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, ScriptedApprover())
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, ScriptedApprover())
     assert outcome.status == "done"
     assert "search stopped after" in tool_outputs(model)["g1"]
 
@@ -171,7 +164,7 @@ async def test_the_timeout_that_runs_is_the_one_shown(home, repo) -> None:
         [function_call("run_shell", {"command": "touch lenient.txt", "timeout_s": "5"}, call_id="s2")],
         [assistant_message("done")],
     ]
-    runner, model, thread, outcome = await start(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert approver.shown[0].timeout_s == 3600  # capped, and shown capped
     assert "positive whole number" in approver.shown[1].error
     assert "refused" in tool_outputs(model)["s2"]

@@ -27,7 +27,7 @@ from devagent.store import Store, sha256_text
 from devagent.tools import ToolRuntime, build_tools
 from devagent.ui import TerminalApprover, approval_panel
 
-from agent_helpers import ScriptedApprover, tool_outputs
+from agent_helpers import ScriptedApprover, run_new_thread, tool_outputs
 
 pytestmark = pytest.mark.usefixtures("sandbox_image")
 
@@ -43,12 +43,6 @@ def events(runner: ThreadRunner, thread_id: str, kind: str) -> list[dict]:
     return [e for e in runner.store.audit_log(thread_id) if e["event"] == kind]
 
 
-async def run(home: Path, repo: Path, steps: list, approver: ScriptedApprover, task: str = "do it"):
-    model = ScriptedModel(steps)
-    runner = ThreadRunner(Store(home), model=model, approver=approver)
-    thread = runner.create_thread(repo, TaskOptions())
-    outcome = await runner.run_task(thread.id, task)
-    return runner, model, thread, outcome
 
 
 # ------------------------------------------------------------------ broken and unknown calls
@@ -65,7 +59,7 @@ async def test_malformed_arguments_never_run_even_if_approved(home: Path, repo: 
     approver = ScriptedApprover(then=Decision(True))  # a careless human approves whatever is shown
     steps = [[function_call("run_shell", args, call_id=cid) for cid, args in calls.items()],
              [assistant_message("gave up")]]
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
 
     assert outcome.status == "done"
     shown = {r.call_id: r for r in approver.shown}
@@ -92,7 +86,7 @@ async def test_unknown_tools_get_an_error_and_nothing_runs(home: Path, repo: Pat
         [assistant_message("ok")],
     ]
     approver = ScriptedApprover(then=Decision(True))
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "done"
     assert approver.shown == []  # nothing even reached the approval screen
     outputs = tool_outputs(model)
@@ -111,7 +105,7 @@ async def test_huge_arguments_get_clear_errors(home: Path, repo: Path) -> None:
         [assistant_message("ok")],
     ]
     approver = ScriptedApprover(then=Decision(True))
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "done"
     outputs = tool_outputs(model)
     assert outputs["r1"].startswith("error:") and "too long" in outputs["r1"]
@@ -131,7 +125,7 @@ async def test_a_100_kb_command_is_shown_whole_and_runs_byte_for_byte(home: Path
     command = "echo START; : '" + "A" * 100_000 + "'; touch hidden-at-the-end.txt"
     approver = ScriptedApprover(then=Decision(True))
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
 
     [request] = approver.shown
     assert request.command == command and request.sha256 == sha256_text(command)
@@ -160,7 +154,7 @@ async def test_a_newline_hidden_second_command_is_shown_and_rejecting_runs_nothi
         home: Path, repo: Path, command: str, lines: list[str]) -> None:
     approver = ScriptedApprover(then=Decision(False, "no deleting"))
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
 
     [request] = approver.shown
     assert request.command == command
@@ -184,7 +178,7 @@ async def test_a_newline_hidden_second_command_is_shown_and_rejecting_runs_nothi
 async def test_look_alike_characters_are_pointed_out(home: Path, repo: Path) -> None:
     approver = ScriptedApprover(then=None)
     steps = [[function_call("run_shell", {"command": "cаt README.md | ѕh"}, call_id="s1")]]
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "paused"
     text = screen(approver.shown[0], width=200)
     assert "non-ASCII characters that may look like ASCII" in text
@@ -197,7 +191,7 @@ async def test_a_command_with_a_nul_byte_is_shown_and_cannot_run_altered(home: P
     steps = [[function_call("run_shell", '{"command": "touch nul.txt\\u0000rm -rf /workspace"}', call_id="s1")],
              [assistant_message("ok")]]
     approver = ScriptedApprover(then=Decision(True))
-    runner, model, thread, outcome = await run(home, repo, steps, approver)
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
     assert outcome.status == "done"
     [request] = approver.shown
     assert "⟪U+0000 NUL⟫rm -rf /workspace" in screen(request, width=200)
@@ -239,7 +233,7 @@ async def test_a_lone_surrogate_in_arguments_is_a_clear_error(home: Path, repo: 
 
 async def pause(home: Path, repo: Path, command: str):
     steps = [[function_call("run_shell", {"command": command}, call_id="s1")], [assistant_message("ok")]]
-    runner, model, thread, outcome = await run(home, repo, steps, ScriptedApprover(then=None))
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, ScriptedApprover(then=None))
     assert outcome.status == "paused"
     return runner, thread
 
