@@ -86,13 +86,15 @@ def approval_panel(req: ApprovalRequest, *, verbose: bool = False) -> Panel:
     lines = render_exact(payload).split("\n")
     if req.tool == "run_shell":
         title = "command" if len(lines) == 1 else f"command ({len(lines)} lines: every line runs)"
-        body = Text()
-        for n, line in enumerate(lines, 1):
-            if len(lines) > 1:
-                body.append(f"{n:>3} │ ", style="dim")
-            body.append(line, style="bold")
-            if n < len(lines):
-                body.append("\n")
+        # Numbered lines in a grid, so a long line wraps inside its own row and can never pass
+        # for a separate line of the command.
+        body: Table | Text = Text(lines[0], style="bold", overflow="fold")
+        if len(lines) > 1:
+            body = Table.grid(padding=(0, 1))
+            body.add_column(style="dim", justify="right", no_wrap=True)
+            body.add_column(overflow="fold")
+            for n, line in enumerate(lines, 1):
+                body.add_row(f"{n:>3} │", Text(line, style="bold"))
         parts.append(Panel(body, title=title, title_align="left", border_style="yellow"))
     else:
         parts.append(Panel(Syntax(render_exact(payload), "sql", line_numbers=True, word_wrap=True),
