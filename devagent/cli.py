@@ -295,7 +295,8 @@ def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = type
         detail = e["detail"]
         text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
         if not text and detail:
-            text = json.dumps(detail, ensure_ascii=False)
+            # The output the model read is in `log --json`; one line per event here.
+            text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
         line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ")
         line.append(f"{e['event']:<14}", style="bold")
         for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),

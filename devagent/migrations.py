@@ -302,7 +302,7 @@ class Migrator:
         store.record_migration(tid, call_id, display, digest, count, status, _summary(outcome),
                                outcome.get("duration_s") or duration)
         store.audit(tid, "executed", call_id=call_id, tool="run_migration", actor="devagent",
-                    detail={"result": status, "sha256": digest, "database": display,
+                    detail={"result": status, "output": message, "sha256": digest, "database": display,
                             "statements": outcome.get("statements"), "error": outcome.get("error"),
                             "history_id": outcome.get("history_id")},
                     exit_code=0 if status == "applied" else 1, duration_s=duration)

@@ -77,6 +77,11 @@ class ToolRuntime:
         if row is None or row.tool != tool or row.sha256 != digest:
             return f"refused: this {tool} call was never approved by a human; nothing ran"
         if row.status == "done":
+            # Replaying a saved run after a crash: the call ran already; give back what it said.
+            recorded = [e["detail"].get("output") for e in self.store.audit_log(self.thread_id)
+                        if e["event"] == "executed" and e["call_id"] == ctx.tool_call_id]
+            if recorded and recorded[-1]:
+                return f"[this call already ran once and is not run again; its result was:]\n{recorded[-1]}"
             return "refused: this call was already executed once; propose it again to re-run it"
         if row.status != "approved":
             return f"refused: this call is {row.status}, not approved; nothing ran"
@@ -230,15 +235,16 @@ def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int 
         store.audit(rt.thread_id, "interrupted", call_id=call_id, tool="run_shell", actor="user",
                     detail={"note": "killed by Ctrl-C while running"}, duration_s=round(time.monotonic() - started, 3))
         return "interrupted by the user; the command was killed"
+    for_model = result.for_model()
     store.audit(
         rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
-        detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out},
+        detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out, "output": for_model},
         exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
     )
     store.mark_status(rt.thread_id, call_id, "done")
     with rt.git_lock:  # parallel calls of one turn share the snapshot index
         store.set_exec_tree(rt.thread_id, rt.workspace.snapshot())
-    return result.for_model()
+    return for_model
 
 
 def changed_files_since_last_command(store: Store, workspace: ThreadWorkspace, thread_id: str) -> list[str]:

@@ -169,3 +169,24 @@ async def test_the_timeout_that_runs_is_the_one_shown(home, repo) -> None:
     assert "positive whole number" in approver.shown[1].error
     assert "refused" in tool_outputs(model)["s2"]
     assert not (runner.workspace(thread.id).work_dir / "lenient.txt").exists()
+
+
+async def test_after_a_model_error_resume_never_runs_a_call_twice_and_replays_its_result(home, repo) -> None:
+    import openai
+
+    from devagent.errors import DevagentError
+
+    broken = openai.APIConnectionError(request=None)  # the provider went away mid-turn
+    steps = [[function_call("run_shell", {"command": "echo ran >> ran.txt; echo marker-$((6*7))"}, call_id="s1")], broken]
+    model = ScriptedModel(steps)
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(Decision(True)))
+    thread = runner.create_thread(repo, TaskOptions())
+    with pytest.raises(DevagentError, match="model API error"):
+        await runner.run_task(thread.id, "do it")
+
+    again = ScriptedModel([[assistant_message("recovered")]])
+    resumed = await ThreadRunner(Store(home), model=again, approver=ScriptedApprover()).resume(thread.id)
+    assert resumed.status == "done"
+    assert (runner.workspace(thread.id).work_dir / "ran.txt").read_text() == "ran\n"  # ran exactly once
+    replayed = tool_outputs(again)["s1"]
+    assert "already ran once" in replayed and "marker-42" in replayed
