@@ -70,7 +70,10 @@ class FileList(list):
 
 
 class WorkspacePaths:
-    def __init__(self, root: os.PathLike | str):
+    def __init__(self, root: os.PathLike | str, owner: tuple[int, int] | None = None):
+        # `owner`: uid/gid given to every file and directory this writes (devagent running as
+        # root hands what it writes to the sandbox's unprivileged uid).
+        self._owner = owner
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
             raise ValueError(f"workspace root is not a directory: {root}")
@@ -122,12 +125,16 @@ class WorkspacePaths:
         fd = os.open(self._root, _DIR)
         try:
             for part in parts:
+                created = False
                 if create:
                     with suppress(FileExistsError):
                         os.mkdir(part, 0o777, dir_fd=fd)
+                        created = True
                 nxt = os.open(part, _DIR, dir_fd=fd)
                 os.close(fd)
                 fd = nxt
+                if created and self._owner is not None:
+                    os.fchown(fd, *self._owner)
             return fd
         except BaseException:
             os.close(fd)
@@ -184,6 +191,8 @@ class WorkspacePaths:
             try:
                 mode = self._existing_mode(dfd, rel, name)
                 fd = os.open(tmp, _NEW, 0o666 if mode is None else 0o600, dir_fd=dfd)
+                if self._owner is not None:
+                    os.fchown(fd, *self._owner)  # by descriptor: no path a command could swap
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     if mode is not None:

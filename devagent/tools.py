@@ -49,26 +49,14 @@ class ToolRuntime:
 
     @property
     def paths(self) -> WorkspacePaths:
-        return WorkspacePaths(self.workspace.work_dir)
+        # Files the host writes as root must stay writable by the sandbox's uid.
+        return WorkspacePaths(self.workspace.work_dir, owner=self.sandbox_owner if os.getuid() == 0 else None)
 
     def ensure_container(self) -> ThreadContainer:
         if not self.started:
             self.container.ensure_running()
             self.started = True
         return self.container
-
-    def hand_to_sandbox(self, rel: str) -> None:
-        """Files the host writes as root must stay writable by the sandbox's uid."""
-        if os.getuid() != 0:
-            return
-        uid, gid = self.sandbox_owner
-        root = self.workspace.work_dir
-        path = self.paths.resolve(rel)
-        while path != root and root in path.parents:
-            if path.stat().st_uid == uid:
-                break
-            os.lchown(path, uid, gid)
-            path = path.parent
 
     def authorize(self, ctx: ToolContext, tool: str) -> str | None:
         """None if this exact call was approved; otherwise the refusal the model reads."""
@@ -166,7 +154,6 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
 
         def write() -> str:
             rt.paths.write_text(path, content)
-            rt.hand_to_sandbox(path)
             return f"wrote {len(content.encode())} bytes to {path}"
 
         return _result_or_error(write)
@@ -177,7 +164,6 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
 
         def edit() -> str:
             rt.paths.edit_text(path, old, new)
-            rt.hand_to_sandbox(path)
             return f"edited {path}"
 
         return _result_or_error(edit)

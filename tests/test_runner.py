@@ -190,3 +190,22 @@ async def test_after_a_model_error_resume_never_runs_a_call_twice_and_replays_it
     assert (runner.workspace(thread.id).work_dir / "ran.txt").read_text() == "ran\n"  # ran exactly once
     replayed = tool_outputs(again)["s1"]
     assert "already ran once" in replayed and "marker-42" in replayed
+
+
+async def test_files_the_tools_write_belong_to_the_sandbox_user(home, repo) -> None:
+    # devagent may run as root; what its file tools create must stay writable inside the sandbox.
+    from devagent.config import sandbox_user
+
+    steps = [
+        [function_call("write_file", {"path": "deep/new/dir/notes.txt", "content": "one\n"}, call_id="w1")],
+        [function_call("run_shell", {"command": "echo two >> deep/new/dir/notes.txt && mkdir deep/new/dir/sub"},
+                       call_id="s1")],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, ScriptedApprover(Decision(True)))
+    assert "exit code 0" in tool_outputs(model)["s1"]
+    work = runner.workspace(thread.id).work_dir
+    assert (work / "deep/new/dir/notes.txt").read_text() == "one\ntwo\n"
+    uid = sandbox_user()[0]
+    for path in ("deep", "deep/new", "deep/new/dir", "deep/new/dir/notes.txt"):
+        assert (work / path).stat().st_uid == uid, path
