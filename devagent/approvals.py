@@ -108,7 +108,7 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
 
 def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
                   changed_files: list[str] | None = None, database: str | None = None,
-                  sql_loader: Any = None) -> ApprovalRequest:
+                  sql_loader: Any = None, sql_bound_sha256: str | None = None) -> ApprovalRequest:
     args, error = parse_arguments(approval.arguments)
     req = ApprovalRequest(
         thread_id=approval.thread_id,
@@ -145,6 +145,9 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
             except Exception as exc:  # shown on the screen; the call cannot run
                 req.error = f"cannot read {req.sql_path}: {exc}"
                 req.sql = ""
+            if req.sql and sql_bound_sha256 and sha256_text(req.sql) != sql_bound_sha256:
+                req.error = (f"{req.sql_path} changed after the call was proposed (it had sha256 "
+                             f"{sql_bound_sha256}); it would be refused: reject it and let the agent propose it again")
         elif not error:
             req.error = "the run_migration call has neither `sql` nor `path`; it cannot run"
     return req

@@ -213,6 +213,14 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
     store.audit(tid, BOUND_EVENT, call_id=call_id, tool="run_migration", actor="devagent", detail=detail)
 
 
+def bound_sql_digest(store: Any, thread_id: str, call_id: str) -> str | None:
+    """The SHA-256 a path migration's file had when the call was proposed (None if not bound)."""
+    for e in store.audit_log(thread_id):
+        if e["event"] == BOUND_EVENT and e["call_id"] == call_id:
+            return e["detail"].get("sha256")
+    return None
+
+
 def _approved_file_digests(store: Any, thread_id: str, call_id: str) -> tuple[set[str], str]:
     """The file digests a human approved for this call, and by whom (the user, or their rule)."""
     approval = store.approval(thread_id, call_id)

@@ -27,7 +27,7 @@ from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SANDBOX_IMAGE, SandboxLimits, devagent_home, sandbox_user
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted
 from devagent.sandbox import image_exists
-from devagent.migrations import bind_proposed_sql
+from devagent.migrations import Database, attach_migrations, bind_proposed_sql, bound_sql_digest
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
 
@@ -126,8 +126,6 @@ class ThreadRunner:
     def create_thread(self, repo: Path, options: TaskOptions) -> Thread:
         """A new thread: checkout + branch now; the container is created on first use."""
         from devagent.agent import ModelChoice  # imports the agent SDK: only when needed
-
-        from devagent.migrations import Database
 
         Database.parse(options.database)  # a bad --database is a usage error before anything exists
         source = find_repo(repo)
@@ -328,7 +326,6 @@ class ThreadRunner:
         from agents import SQLiteSession
 
         from devagent.agent import ModelChoice, build_agent
-        from devagent.migrations import attach_migrations
         from devagent.sandbox import ContainerSpec, ThreadContainer
         from devagent.tools import ToolRuntime, build_tools
 
@@ -365,6 +362,7 @@ class ThreadRunner:
             default_timeout_s=SandboxLimits().default_timeout_s, changed_files=changed,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=WorkspacePaths(ws.work_dir).read_text,
+            sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
         )
 
     def _apply_rules(self, thread: Thread) -> None:

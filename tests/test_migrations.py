@@ -200,6 +200,21 @@ async def test_a_failing_statement_rolls_back_the_whole_migration(
     assert executed["exit_code"] == 1 and "no_such_table" in executed["detail"]["error"]
 
 
+async def test_a_migration_file_edited_before_the_screen_is_flagged_and_cannot_be_approved(
+        sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
+    runner, model = new_runner(home, docker_client, [
+        function_call("write_file", {"path": "m.sql", "content": "CREATE TABLE t (x INTEGER);\n"}, call_id="w1"),
+        function_call("run_migration", {"path": "m.sql"}, call_id="m1"),
+    ])
+    thread = runner.create_thread(repo, TaskOptions())
+    assert (await runner.run_task(thread.id, "add t")).status == "paused"
+    (runner.workspace(thread.id).work_dir / "m.sql").write_text("DROP TABLE precious;\n")
+    [pending] = runner.pending_requests(thread.id)
+    assert pending.sql == "DROP TABLE precious;\n"  # the screen shows what is there now...
+    assert "changed after the call was proposed" in pending.error  # ...and says it cannot run
+    assert "changed after the call was proposed" in render(pending)
+
+
 async def test_a_migration_file_edited_after_approval_is_refused(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
     original = "CREATE TABLE approved_table (x INTEGER);\n"
