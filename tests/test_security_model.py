@@ -339,7 +339,7 @@ async def test_the_tool_itself_refuses_a_call_without_a_matching_approval(home: 
     # The control: approved exactly, it runs once; replaying the same call is refused.
     record("c6", "echo run >> once.txt", "approved")
     assert "exit code 0" in await invoke("run_shell", "c6", "echo run >> once.txt")
-    assert "already executed" in await invoke("run_shell", "c6", "echo run >> once.txt")
+    assert "already ran once and is not run again" in await invoke("run_shell", "c6", "echo run >> once.txt")
 
     # Approved exactly, but holding a lone surrogate: it cannot reach bash byte for byte.
     record("c7", "touch pwned-7 # \ud800", "approved")
