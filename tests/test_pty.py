@@ -84,3 +84,20 @@ def test_shell_opens_the_threads_container_for_the_user(home: Path, repo: Path, 
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 7
+
+
+def test_resume_on_a_terminal_asks_for_what_ci_left_pending(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo later > later.txt"}, "s1")]},
+               {"content": "finished later"})
+    paused = cli("task", "do it later", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert paused.returncode == 3
+    thread_id = json.loads(paused.stdout)["thread"]
+    child = spawn(home, repo, "resume", thread_id)
+    child.expect("approve\\? ")
+    assert "echo later > later.txt" in child.before
+    child.sendline("y")
+    child.expect("finished later")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert (home / "threads" / thread_id / "workspace" / "later.txt").read_text() == "later\n"
