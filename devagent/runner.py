@@ -26,8 +26,9 @@ from typing import Any, Protocol
 from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SANDBOX_IMAGE, SandboxLimits, devagent_home, sandbox_user
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted
-from devagent.sandbox import image_exists
 from devagent.migrations import Database, attach_migrations, bind_proposed_sql, bound_sql_digest
+from devagent.paths import WorkspacePaths
+from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
 
@@ -325,8 +326,7 @@ class ThreadRunner:
     def _prepare(self, thread_id: str, task: str) -> _Turn:
         from agents import SQLiteSession
 
-        from devagent.agent import ModelChoice, build_agent
-        from devagent.sandbox import ContainerSpec, ThreadContainer
+        from devagent.agent import ModelChoice, build_agent  # the agent SDK: imported when a turn runs
         from devagent.tools import ToolRuntime, build_tools
 
         thread = self.store.thread(thread_id)
@@ -355,8 +355,6 @@ class ThreadRunner:
             changed = changed_files_since_last_command(self.store, ws, thread.id)
         except DevagentError:
             changed = []
-        from devagent.paths import WorkspacePaths
-
         return build_request(
             approval, network=bool(thread.settings.get("network")),
             default_timeout_s=SandboxLimits().default_timeout_s, changed_files=changed,
@@ -448,8 +446,7 @@ class ThreadRunner:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
         diffstat = turn.workspace.git("show", "--stat", "--format=", commit) if commit else ""
-        self.store.clear_run(tid)
-        self.store.set_thread_state(tid, "done")
+        self._end_turn(turn)
         commands = sum(1 for e in self.store.audit_log(tid) if e["event"] == "executed" and e["at"] >= self._turn_start(tid))
         self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit})
         return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
