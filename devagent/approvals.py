@@ -40,6 +40,7 @@ class ApprovalRequest:
     sql: str | None = None  # run_migration: exactly the bytes that will run
     sql_path: str | None = None
     database: str | None = None
+    sql_dialect: str = "sqlite"  # how the SQL is analysed for the screen: "sqlite" | "postgres"
     workdir: str = "/workspace"
     network: bool = False
     changed_files: list[str] = field(default_factory=list)
@@ -106,9 +107,33 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
     return args, None
 
 
+@dataclass(frozen=True)
+class ShellCall:
+    """A run_shell call read from its raw arguments: what the screen shows is what runs."""
+
+    command: str
+    timeout_s: int
+    error: str | None  # set when the call cannot run exactly as shown
+
+
+def read_shell_call(raw_arguments: str, default_timeout_s: int) -> ShellCall:
+    args, error = parse_arguments(raw_arguments)
+    command = args.get("command")
+    if not error and not isinstance(command, str):
+        error = "the run_shell call has no `command` string; it cannot run"
+    command = command if isinstance(command, str) else ""
+    timeout_s, timeout_error = shell_timeout(args.get("timeout_s"), default_timeout_s)
+    error = error or timeout_error
+    if not error and has_lone_surrogate(command):
+        # Docker would pass a lone surrogate on as U+FFFD: not the bytes that were approved.
+        error = "the command holds a lone surrogate (U+D800..U+DFFF), which cannot run byte for byte as shown"
+    return ShellCall(command, timeout_s, error)
+
+
 def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
                   changed_files: list[str] | None = None, database: str | None = None,
-                  sql_loader: Any = None, sql_bound_sha256: str | None = None) -> ApprovalRequest:
+                  sql_loader: Any = None, sql_bound_sha256: str | None = None,
+                  sql_dialect: str = "sqlite") -> ApprovalRequest:
     args, error = parse_arguments(approval.arguments)
     req = ApprovalRequest(
         thread_id=approval.thread_id,
@@ -122,16 +147,11 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
         error=error,
     )
     if approval.tool == "run_shell":
-        command = args.get("command")
-        if not error and not isinstance(command, str):
-            req.error = "the run_shell call has no `command` string; it cannot run"
-        req.command = command if isinstance(command, str) else ""
-        req.timeout_s, timeout_error = shell_timeout(args.get("timeout_s"), default_timeout_s)
-        req.error = req.error or timeout_error
-        if not req.error and has_lone_surrogate(req.command):
-            req.error = "the command holds a lone surrogate (U+D800..U+DFFF), which cannot run as shown"
+        call = read_shell_call(approval.arguments, default_timeout_s)
+        req.command, req.timeout_s, req.error = call.command, call.timeout_s, call.error
         req.migration_runner = detect_migration_runner(req.command)
     elif approval.tool == "run_migration":
+        req.sql_dialect = sql_dialect
         # The thread's database (engine, where, password masked), then the model's `database`
         # argument, which picks a database of that same server (or SQLite file).
         target = args.get("database")

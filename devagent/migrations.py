@@ -202,7 +202,7 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
     if not isinstance(args, dict) or isinstance(args.get("sql"), str) or not isinstance(args.get("path"), str):
         return
     store, tid = runtime.store, runtime.thread_id
-    if any(e["event"] == BOUND_EVENT and e["call_id"] == call_id for e in store.audit_log(tid)):
+    if call_id in _bound_digests(store.audit_log(tid)):
         return
     path = args["path"]
     try:
@@ -215,20 +215,23 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
 
 def bound_sql_digest(store: Any, thread_id: str, call_id: str) -> str | None:
     """The SHA-256 a path migration's file had when the call was proposed (None if not bound)."""
-    for e in store.audit_log(thread_id):
-        if e["event"] == BOUND_EVENT and e["call_id"] == call_id:
-            return e["detail"].get("sha256")
-    return None
+    return _bound_digests(store.audit_log(thread_id)).get(call_id)
+
+
+def _bound_digests(log: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Call id -> the file digest bound when it was proposed (the first binding counts)."""
+    bound: dict[str, str | None] = {}
+    for e in log:
+        if e["event"] == BOUND_EVENT and e["call_id"] not in bound:
+            bound[e["call_id"]] = e["detail"].get("sha256")
+    return bound
 
 
 def _approved_file_digests(store: Any, thread_id: str, call_id: str) -> tuple[set[str], str]:
     """The file digests a human approved for this call, and by whom (the user, or their rule)."""
     approval = store.approval(thread_id, call_id)
     log = store.audit_log(thread_id)
-    bound: dict[str, str | None] = {}
-    for e in log:
-        if e["event"] == BOUND_EVENT and e["call_id"] not in bound:
-            bound[e["call_id"]] = e["detail"].get("sha256")
+    bound = _bound_digests(log)
     if approval is not None and (approval.decided_by or "").startswith("rule"):
         # An "approve always" rule covers this exact path *and* the content approved back then.
         from devagent.store import rule_digest

@@ -361,6 +361,7 @@ class ThreadRunner:
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=WorkspacePaths(ws.work_dir).read_text,
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
+            sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
 
     def _apply_rules(self, thread: Thread) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
 
-from devagent.approvals import has_lone_surrogate, parse_arguments, shell_timeout
+from devagent.approvals import read_shell_call
 from devagent.paths import FileToolError, PathOutsideWorkspace, WorkspacePaths
 from devagent.sandbox import ThreadContainer
 from devagent.store import Store, sha256_text
@@ -74,6 +74,12 @@ class ToolRuntime:
         if row.status != "approved":
             return f"refused: this call is {row.status}, not approved; nothing ran"
         return None
+
+    def refuse(self, ctx: ToolContext, tool: str, reason: str) -> str:
+        """Record that a call did not run, and tell the model why."""
+        self.store.audit(self.thread_id, "refused", call_id=ctx.tool_call_id, tool=tool,
+                         actor="devagent", detail={"reason": reason})
+        return reason
 
 
 def _error_to_model(_ctx: Any, error: Exception) -> str:
@@ -174,22 +180,13 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         every command first. Output is capped (head and tail kept)."""
         refusal = rt.authorize(ctx, "run_shell")
         if refusal:
-            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_shell",
-                           actor="devagent", detail={"reason": refusal})
-            return refusal
-        # The raw arguments are what the human saw: take the timeout from them, not from the
-        # leniently coerced parameter (which would turn "5" or true into a number).
-        args, error = parse_arguments(ctx.tool_arguments)
-        timeout, timeout_error = shell_timeout(args.get("timeout_s"), rt.container.spec.limits.default_timeout_s)
-        if has_lone_surrogate(command):
-            # Docker would pass a lone surrogate on as U+FFFD: not the bytes that were approved.
-            error = "the command holds a lone surrogate (U+D800..U+DFFF), which cannot run byte for byte as approved"
-        if error or timeout_error:
-            refusal = f"refused: {error or timeout_error}; nothing ran"
-            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_shell",
-                           actor="devagent", detail={"reason": refusal})
-            return refusal
-        return execute_command(rt, ctx.tool_call_id, command, timeout)
+            return rt.refuse(ctx, "run_shell", refusal)
+        # The raw arguments are what the human saw, read the same way the screen read them (not
+        # the leniently coerced parameters, which would turn a timeout of "5" into a number).
+        call = read_shell_call(ctx.tool_arguments, rt.container.spec.limits.default_timeout_s)
+        if call.error:
+            return rt.refuse(ctx, "run_shell", f"refused: {call.error}; nothing ran")
+        return execute_command(rt, ctx.tool_call_id, call.command, call.timeout_s)
 
     @function_tool(needs_approval=True, failure_error_function=_error_to_model)
     def run_migration(ctx: ToolContext, sql: str | None = None, path: str | None = None,
@@ -198,9 +195,7 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         thread's database, in one transaction. A human approves the exact SQL first."""
         refusal = rt.authorize(ctx, "run_migration")
         if refusal:
-            rt.store.audit(rt.thread_id, "refused", call_id=ctx.tool_call_id, tool="run_migration",
-                           actor="devagent", detail={"reason": refusal})
-            return refusal
+            return rt.refuse(ctx, "run_migration", refusal)
         if rt.migrate is None:
             return "error: migrations are not available in this thread"
         return rt.migrate(rt, ctx.tool_call_id, sql=sql, path=path, database=database)

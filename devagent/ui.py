@@ -129,7 +129,7 @@ def approval_panel(req: ApprovalRequest, *, verbose: bool = False) -> Panel:
 def _sql_statements(req: ApprovalRequest) -> list:
     from devagent.sql_analysis import analyze_sql
 
-    analysis = analyze_sql(req.sql or "", "postgres" if "postgres" in (req.database or "") else "sqlite")
+    analysis = analyze_sql(req.sql or "", req.sql_dialect)
     table = Table(title="statements", title_justify="left", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("kind")
@@ -196,7 +196,7 @@ class TerminalApprover:
             return Decision(True)
         from devagent.sql_analysis import analyze_sql
 
-        word = analyze_sql(req.sql or "", "postgres" if "postgres" in (req.database or "") else "sqlite").confirmation_word
+        word = analyze_sql(req.sql or "", req.sql_dialect).confirmation_word
         if word is None:
             return Decision(True)
         # The word comes from the model's SQL: shown escaped, never read as markup.
