@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SANDBOX_IMAGE = "devagent/sandbox:latest"
+# The tags can be overridden, e.g. to try a changed Dockerfile beside the images in use.
+SANDBOX_IMAGE = os.environ.get("DEVAGENT_SANDBOX_IMAGE", "devagent/sandbox:latest")
 BASE_IMAGE = "devagent/base:bookworm"
-POSTGRES_IMAGE = "devagent/postgres:latest"
+POSTGRES_IMAGE = os.environ.get("DEVAGENT_POSTGRES_IMAGE", "devagent/postgres:latest")
 THREAD_LABEL = "org.devagent.thread"
 
 
