@@ -67,9 +67,11 @@ class ModelChoice:
         return OpenAIResponsesModel(model=self.name, openai_client=AsyncOpenAI(api_key=key))
 
 
-def build_agent(tools: list[FunctionTool], model: Model, *, network: bool, database: str) -> Agent:
+def build_agent(tools: list[FunctionTool], model: Model, *, network: bool, database: str,
+                project_instructions: str = "") -> Agent:
+    # str.format only on our own template: project text may hold braces.
     instructions = INSTRUCTIONS.format(
         network="network on" if network else "no network access",
         database=database,
-    )
+    ) + project_instructions
     return Agent(name=AGENT_NAME, instructions=instructions, tools=tools, model=model)

@@ -152,10 +152,15 @@ def task(
     max_turns: Optional[int] = typer.Option(None, "--max-turns", min=1, help="Model round-trips allowed per turn (default 50)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    instructions: Optional[Path] = typer.Option(
+        None, "--instructions", metavar="FILE",
+        help="More instructions for this task, added to the repository's AGENTS.md files."),
 ) -> None:
     """Start a thread (prints its id) or continue one with --thread; runs the agent."""
+    from devagent.instructions import extra_instructions
     from devagent.runner import TaskOptions
 
+    extra = extra_instructions(instructions) if instructions else None  # a bad file fails before anything starts
     runner = _runner(_interactive(no_input), as_json)
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
@@ -166,7 +171,7 @@ def task(
     else:
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_turns)
-    outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text))
+    outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SANDBOX_IMAGE, SandboxLimits, devagent_home, sandbox_user
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted
+from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
 from devagent.migrations import Database, attach_migrations, bind_proposed_sql, bound_sql_digest
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
@@ -99,6 +100,7 @@ class _Turn:
     session: Any
     runtime: Any
     task: str
+    instruction_files: list[str] = field(default_factory=list)
 
 
 class ThreadRunner:
@@ -151,7 +153,8 @@ class ThreadRunner:
             settings = self.store.thread(thread_id).settings
             self.store.update_settings(thread_id, {**settings, **given})
 
-    async def run_task(self, thread_id: str, task: str) -> TurnOutcome:
+    async def run_task(self, thread_id: str, task: str, instructions: Any = None) -> TurnOutcome:
+        """`instructions`: an extra InstructionFile (`--instructions FILE`) for this task only."""
         with ThreadLock(self.home, thread_id):
             saved = self.store.run(thread_id)
             if saved is not None and saved[1] is not None:
@@ -159,7 +162,12 @@ class ThreadRunner:
                     f"thread {thread_id} is paused waiting for approval; use `devagent pending {thread_id}`, "
                     f"then `devagent resume {thread_id}`"
                 )
+            # Kept with the thread so a resume of this task rebuilds the same instructions.
+            extra = {"label": instructions.label, "text": instructions.text} if instructions else None
+            self.update_thread(thread_id, extra_instructions=extra or {})
             turn = self._prepare(thread_id, task)
+            if turn.instruction_files:
+                self.events.notice("instructions: " + ", ".join(turn.instruction_files))
             self.store.save_run(thread_id, task, None)
             self.store.audit(thread_id, "task", actor="user", detail={"task": task})
             return await self._drive(turn, task)
@@ -342,10 +350,15 @@ class ThreadRunner:
                               on_output=self.events.command_output)
         database = attach_migrations(runtime, settings)
         model = self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build()
-        agent = build_agent(build_tools(runtime), model, network=spec.network, database=database)
+        files = project_instruction_files(ws.work_dir)
+        extra = settings.get("extra_instructions") or {}
+        if extra.get("text"):
+            files.append(InstructionFile(extra["label"], "", extra["text"]))
+        agent = build_agent(build_tools(runtime), model, network=spec.network, database=database,
+                            project_instructions=instructions_block(files))
         session = SQLiteSession(thread_id, str(self.store.sessions_path))
         self.store.set_thread_state(thread_id, "running")
-        return _Turn(thread, ws, agent, session, runtime, task)
+        return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
     def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
         from devagent.tools import changed_files_since_last_command
