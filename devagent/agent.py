@@ -75,3 +75,77 @@ def build_agent(tools: list[FunctionTool], model: Model, *, network: bool, datab
         database=database,
     ) + project_instructions
     return Agent(name=AGENT_NAME, instructions=instructions, tools=tools, model=model)
+
+
+class ThreadUniqueCallIds(Model):
+    """Gives every tool call an id that the thread's conversation has not used before.
+
+    OpenAI-compatible servers often number tool calls per conversation or per request
+    (`call_1_0` in one turn and again in the next). Approvals, the audit log and the SDK's saved
+    run all identify a call by its id, so a repeated id would make a later turn's call look like an
+    earlier one. A colliding id is renamed (`call_1_0` → `call_1_0.2`) before anything sees it; the
+    server only ever gets back ids that came from here, so the conversation stays consistent.
+    """
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+
+    async def get_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
+        response = await self.inner.get_response(system_instructions, input, *args, **kwargs)
+        renamer = _CallIdRenamer(_used_call_ids(input))
+        for item in response.output:
+            renamer.rename(item, final=True)
+        return response
+
+    async def stream_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
+        renamer = _CallIdRenamer(_used_call_ids(input))
+        async for event in self.inner.stream_response(system_instructions, input, *args, **kwargs):
+            item = getattr(event, "item", None)
+            if item is not None:
+                renamer.rename(item)
+            response = getattr(event, "response", None)
+            for item in getattr(response, "output", None) or ():
+                renamer.rename(item, final=True)
+            yield event
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def get_retry_advice(self, request):  # type: ignore[override]
+        return self.inner.get_retry_advice(request)
+
+
+def _call_id_of(item: object) -> str | None:
+    value = item.get("call_id") if isinstance(item, dict) else getattr(item, "call_id", None)
+    return value if isinstance(value, str) else None
+
+
+def _used_call_ids(input: object) -> set[str]:
+    if not isinstance(input, list):
+        return set()
+    return {cid for cid in map(_call_id_of, input) if cid}
+
+
+class _CallIdRenamer:
+    def __init__(self, used: set[str]) -> None:
+        self.used = used
+        self.renamed: dict[str, str] = {}  # original id -> id given out, for this one response
+        self.final_seen: set[str] = set()
+
+    def rename(self, item: object, *, final: bool = False) -> None:
+        original = _call_id_of(item)
+        if original is None or isinstance(item, dict):
+            return
+        new = self.renamed.get(original)
+        if new is None or (final and new in self.final_seen):
+            new = original
+            n = 1
+            while new in self.used:
+                n += 1
+                new = f"{original}.{n}"
+            self.used.add(new)
+            self.renamed[original] = new
+        if final:
+            self.final_seen.add(new)
+        if new != original:
+            item.call_id = new  # type: ignore[attr-defined]

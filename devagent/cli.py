@@ -180,9 +180,27 @@ def resume(
     thread_id: str = typer.Argument(..., metavar="ID"),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: stop again at an undecided approval."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    model: Optional[str] = typer.Option(None, "--model", help="Continue with this model (default: the thread's)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Continue with this OpenAI-compatible server."),
+    abandon_turn: bool = typer.Option(
+        False, "--abandon-turn",
+        help="Drop the paused or failed run instead (its pending calls are not run); the branch and "
+             "the conversation are kept and the thread takes a new task."),
 ) -> None:
     """Resume a paused thread with the decisions recorded so far."""
     runner = _runner(_interactive(no_input), as_json)
+    if abandon_turn:
+        import asyncio
+
+        dropped = asyncio.run(runner.abandon_turn(thread_id))
+        print(f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+              f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        return
+    import os
+
+    # Flags, else the environment as `task` reads it, else the thread's saved choice.
+    runner.update_thread(thread_id, model=model or os.environ.get("DEVAGENT_MODEL"),
+                         base_url=base_url or os.environ.get("OPENAI_BASE_URL"))
     outcome = _run_turn(runner, thread_id, lambda: runner.resume(thread_id))
     _report(outcome, as_json)
 
@@ -261,8 +279,9 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
         state = t.state
         if state == "running" and not ThreadLock(store.home, t.id).held():
             state = "interrupted"  # its process died mid-turn: `devagent resume` continues it
+        error = t.settings.get("last_error") if state == "failed" else None
         rows.append({
-            "id": t.id, "repo": t.repo, "branch": t.branch, "state": state,
+            "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
             "pending": len(store.approvals(t.id, "pending")),
             "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
         })
@@ -274,9 +293,12 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     from rich.table import Table
 
+    from devagent.display import render_exact
+
     table = Table("id", "state", "pending", "branch", "repo", "last activity")
     for r in rows:
-        table.add_row(r["id"], r["state"], str(r["pending"]), r["branch"], r["repo"], r["last_activity"])
+        state = r["state"] if not r["error"] else f"{r['state']}: {render_exact(r['error'])[:60]}"
+        table.add_row(r["id"], state, str(r["pending"]), r["branch"], render_exact(r["repo"]), r["last_activity"])
     _console().print(table)
 
 

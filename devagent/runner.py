@@ -160,7 +160,7 @@ class ThreadRunner:
             if saved is not None and saved[1] is not None:
                 raise DevagentError(
                     f"thread {thread_id} is paused waiting for approval; use `devagent pending {thread_id}`, "
-                    f"then `devagent resume {thread_id}`"
+                    f"then `devagent resume {thread_id}` (or drop that run: `devagent resume {thread_id} --abandon-turn`)"
                 )
             # Kept with the thread so a resume of this task rebuilds the same instructions.
             extra = {"label": instructions.label, "text": instructions.text} if instructions else None
@@ -181,10 +181,55 @@ class ThreadRunner:
             turn = self._prepare(thread_id, task)
             self._requeue_interrupted(thread_id)
             if blob is None:
-                # The process died before the first pause: start the turn again.
+                # The process died (or the model API failed) before the first pause: start the
+                # turn again. The session may already hold the task: then it is not sent twice.
                 self.events.notice("no approval was pending; restarting the interrupted turn")
-                return await self._drive(turn, task)
-            return await self._drive(turn, blob=blob)
+                return await self._drive(turn, [] if await self._task_in_session(turn) else task)
+            try:
+                return await self._drive(turn, blob=blob)
+            except (StateCorrupted, ApprovalMismatch) as exc:
+                raise type(exc)(f"{exc}. To drop this run and keep the branch and the conversation: "
+                                f"devagent resume {thread_id} --abandon-turn") from None
+
+    async def abandon_turn(self, thread_id: str) -> int:
+        """The way out of a run that cannot be resumed: drop it, keep the branch and the conversation.
+
+        Calls the model proposed and nobody ran are answered in the conversation ("not run: the
+        user abandoned the turn"), so the next task starts from a consistent history. Returns how
+        many pending calls were dropped.
+        """
+        from agents import SQLiteSession
+
+        with ThreadLock(self.home, thread_id):
+            if self.store.run(thread_id) is None:
+                raise DevagentError(f"thread {thread_id} has no run to abandon (state: {self.store.thread(thread_id).state})")
+            dropped = [a for status in ("pending", "approved", "running")
+                       for a in self.store.approvals(thread_id, status)]
+            for approval in dropped:
+                self.store.mark_status(thread_id, approval.call_id, "rejected")
+            session = SQLiteSession(thread_id, str(self.store.sessions_path))
+            answered = {_call_id(i) for i in await session.get_items() if _item_type(i) == "function_call_output"}
+            unanswered = [i for i in await session.get_items()
+                          if _item_type(i) == "function_call" and _call_id(i) not in answered]
+            if unanswered:
+                await session.add_items([{"type": "function_call_output", "call_id": _call_id(i),
+                                          "output": "not run: the user abandoned this turn"} for i in unanswered])
+            ws = self.workspace(thread_id)
+            try:
+                ws.commit_turn(f"{self.store.run(thread_id)[0]}\n\n(devagent: turn abandoned)")
+            except DevagentError:
+                pass  # the branch is kept as it is; `devagent diff` still shows it
+            self.store.clear_run(thread_id)
+            self.store.set_thread_state(thread_id, "done")
+            self.store.audit(thread_id, "turn abandoned", actor="user",
+                             detail={"dropped_calls": [a.call_id for a in dropped]})
+            return len(dropped)
+
+    async def _task_in_session(self, turn: _Turn) -> bool:
+        """True when the conversation's last user message is this turn's task (already sent)."""
+        items = await turn.session.get_items()
+        users = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        return bool(users) and users[-1].get("content") == turn.task
 
     def abort(self) -> None:
         """Ctrl-C: kill whatever command is running and stop the container (the state is saved)."""
@@ -322,10 +367,16 @@ class ThreadRunner:
         except Exception as exc:
             if type(exc).__module__.startswith(("openai", "httpx")):
                 self._checkpoint(turn)
+                tid = turn.thread.id
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                where = turn.thread.settings.get("base_url") or "the OpenAI API"
+                error = f"model API error ({type(exc).__name__}) from {where}: {first}"
+                # `threads` says why the thread stopped; the next successful turn clears it.
+                self.update_thread(tid, last_error=error)
+                self.store.set_thread_state(tid, "failed")
                 raise DevagentError(
-                    f"model API error ({type(exc).__name__}): {first}; the thread is saved, "
-                    f"retry with `devagent resume {turn.thread.id}`"
+                    f"{error}; the thread is saved: retry with `devagent resume {tid}` "
+                    f"(or another server: `devagent resume {tid} --base-url URL --model NAME`)"
                 ) from None
             raise
 
@@ -334,7 +385,7 @@ class ThreadRunner:
     def _prepare(self, thread_id: str, task: str) -> _Turn:
         from agents import SQLiteSession
 
-        from devagent.agent import ModelChoice, build_agent  # the agent SDK: imported when a turn runs
+        from devagent.agent import ModelChoice, ThreadUniqueCallIds, build_agent  # the agent SDK: imported when a turn runs
         from devagent.tools import ToolRuntime, build_tools
 
         thread = self.store.thread(thread_id)
@@ -349,7 +400,7 @@ class ThreadRunner:
                               network=spec.network, sandbox_owner=sandbox_user(),
                               on_output=self.events.command_output)
         database = attach_migrations(runtime, settings)
-        model = self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build()
+        model = ThreadUniqueCallIds(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build())
         files = project_instruction_files(ws.work_dir)
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):
@@ -358,6 +409,8 @@ class ThreadRunner:
                             project_instructions=instructions_block(files))
         session = SQLiteSession(thread_id, str(self.store.sessions_path))
         self.store.set_thread_state(thread_id, "running")
+        if settings.get("last_error"):
+            self.update_thread(thread_id, last_error="")
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
     def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
@@ -469,6 +522,14 @@ class ThreadRunner:
     def _turn_start(self, thread_id: str) -> float:
         starts = [e["at"] for e in self.store.audit_log(thread_id) if e["event"] == "task"]
         return starts[-1] if starts else 0.0
+
+
+def _item_type(item: Any) -> str | None:
+    return item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
+
+
+def _call_id(item: Any) -> str | None:
+    return item.get("call_id") if isinstance(item, dict) else getattr(item, "call_id", None)
 
 
 __all__ = ["ThreadRunner", "TaskOptions", "TurnOutcome", "Decision", "Approver", "TurnEvents", "NoApprover"]

@@ -35,6 +35,8 @@ class StubLLM:
                 with stub.lock:
                     stub.requests.append(body)
                     step = stub.steps.pop(0) if stub.steps else {"content": "(script exhausted)"}
+                if step.get("delay"):
+                    time.sleep(step["delay"])  # a slow model: the client may give up meanwhile
                 if body.get("stream"):
                     self._stream(step)
                 else:
@@ -100,6 +102,12 @@ class StubLLM:
                         content = "".join(part.get("text", "") for part in content)
                     out[message["tool_call_id"]] = content
         return out
+
+    def user_messages(self) -> list[str]:
+        """The user messages of the last request: the conversation's tasks as the model saw them."""
+        if not self.requests:
+            return []
+        return [m["content"] for m in self.requests[-1]["messages"] if m.get("role") == "user"]
 
     def close(self) -> None:
         self.server.shutdown()
