@@ -7,9 +7,10 @@ is what the SDK needs to restore a saved RunState in another process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from agents import Agent, FunctionTool
+from agents import Agent, FunctionTool, ModelSettings
 from agents.models.interface import Model
 
 from devagent.errors import DevagentError
@@ -74,27 +75,58 @@ def build_agent(tools: list[FunctionTool], model: Model, *, network: bool, datab
         network="network on" if network else "no network access",
         database=database,
     ) + project_instructions
-    return Agent(name=AGENT_NAME, instructions=instructions, tools=tools, model=model)
+    # include_usage: OpenAI-compatible servers report token usage in a stream only when asked.
+    return Agent(name=AGENT_NAME, instructions=instructions, tools=tools, model=model,
+                 model_settings=ModelSettings(include_usage=True))
 
 
-class ThreadUniqueCallIds(Model):
-    """Gives every tool call an id that the thread's conversation has not used before.
+@dataclass
+class TokenUsage:
+    """Tokens as the API reports them; fields the API leaves out stay 0."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, other: TokenUsage) -> None:
+        for name in ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @classmethod
+    def of(cls, usage: object) -> TokenUsage:
+        """From the SDK's Usage (get_response) or the Responses API's ResponseUsage (streaming)."""
+        def number(obj: object, *names: str) -> int:
+            for name in names:
+                obj = getattr(obj, name, None)
+            return obj if isinstance(obj, int) else 0
+
+        return cls(1, number(usage, "input_tokens"), number(usage, "input_tokens_details", "cached_tokens"),
+                   number(usage, "output_tokens"), number(usage, "output_tokens_details", "reasoning_tokens"))
+
+
+class ThreadModel(Model):
+    """The model as a thread sees it: tool-call ids unique in the thread, and usage counted.
 
     OpenAI-compatible servers often number tool calls per conversation or per request
     (`call_1_0` in one turn and again in the next). Approvals, the audit log and the SDK's saved
     run all identify a call by its id, so a repeated id would make a later turn's call look like an
     earlier one. A colliding id is renamed (`call_1_0` → `call_1_0.2`) before anything sees it; the
     server only ever gets back ids that came from here, so the conversation stays consistent.
+    Every response's usage goes to `on_usage` (one call per model request).
     """
 
-    def __init__(self, inner: Model) -> None:
+    def __init__(self, inner: Model, on_usage: Callable[[TokenUsage], None] = lambda _usage: None) -> None:
         self.inner = inner
+        self.on_usage = on_usage
 
     async def get_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
         response = await self.inner.get_response(system_instructions, input, *args, **kwargs)
         renamer = _CallIdRenamer(_used_call_ids(input))
         for item in response.output:
             renamer.rename(item, final=True)
+        self.on_usage(TokenUsage.of(response.usage))
         return response
 
     async def stream_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
@@ -106,6 +138,8 @@ class ThreadUniqueCallIds(Model):
             response = getattr(event, "response", None)
             for item in getattr(response, "output", None) or ():
                 renamer.rename(item, final=True)
+            if getattr(event, "type", None) == "response.completed":
+                self.on_usage(TokenUsage.of(getattr(response, "usage", None)))
             yield event
 
     async def close(self) -> None:

@@ -112,6 +112,7 @@ def _report(outcome: Any, as_json: bool) -> None:
             "status": outcome.status,
             "final_output": outcome.final_output,
             "commit": outcome.commit,
+            "usage": outcome.usage,
             "pending": [p.to_json() for p in outcome.pending],
         })
     else:
@@ -130,11 +131,25 @@ def _report(outcome: Any, as_json: bool) -> None:
             summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             console.print(Text(summary, style="bold green"))
+            if outcome.usage:
+                console.print(Text(usage_line(outcome.usage), style="dim"))
             if outcome.diffstat:
                 console.print(Text(render_exact(outcome.diffstat), style="dim"))
             console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
+
+
+def usage_line(usage: dict[str, int]) -> str:
+    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 requests`; what the API did
+    not report is left out, and no cost is made up."""
+    line = f"tokens: {usage.get('input_tokens', 0):,} in"
+    if usage.get("cached_tokens"):
+        line += f" ({usage['cached_tokens']:,} cached)"
+    line += f" · {usage.get('output_tokens', 0):,} out"
+    if usage.get("reasoning_tokens"):
+        line += f" ({usage['reasoning_tokens']:,} reasoning)"
+    return line + f" · {usage.get('requests', 0)} model request(s)"
 
 
 # ---------------------------------------------------------------------------- agent commands
@@ -147,8 +162,9 @@ def task(
     repo: Path = typer.Option(Path("."), "--repo", help="The git repository to work on (new threads)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (default: $DEVAGENT_MODEL or gpt-4.1)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (Chat Completions)."),
-    network: bool = typer.Option(False, "--network/--no-network", help="Give the sandbox network access."),
-    database: str = typer.Option("sqlite", "--database", help="sqlite (default), postgres, or a database URL."),
+    network: Optional[bool] = typer.Option(None, "--network/--no-network",
+                                           help="Give the sandbox network access (default: off)."),
+    database: Optional[str] = typer.Option(None, "--database", help="sqlite (default), postgres, or a database URL."),
     max_turns: Optional[int] = typer.Option(None, "--max-turns", min=1, help="Model round-trips allowed per turn (default 50)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
@@ -164,7 +180,7 @@ def task(
     runner = _runner(_interactive(no_input), as_json)
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
-                              max_turns=max_turns or 50)
+                              max_turns=max_turns)
         created = runner.create_thread(repo, options)
         thread = created.id
         _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
@@ -417,6 +433,41 @@ def migrations(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool
                     style="dim")
         line.append(render_exact(f"{r['database']}  {r['detail'] or ''}"))
         console.print(line, soft_wrap=True)
+
+
+@app.command("config")
+def config_cmd(
+    repo: Path = typer.Option(Path("."), "--repo", help="Whose project config to include (default: here)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The effective settings for new threads, and where each came from."""
+    from devagent.config import KEYS, ConfigError, config_files, load_config
+    from devagent.workspace import find_repo
+
+    try:
+        root: Path | None = find_repo(repo)
+    except DevagentError:
+        root = None  # outside a repository: the user's file and the environment only
+    try:
+        config = load_config(root)
+    except ConfigError as exc:
+        raise DevagentError(str(exc)) from None
+    rows = [{"key": key, "value": config[key], "source": config.source(key)} for key in KEYS]
+    if as_json:
+        _emit_json({"files": [str(f) for f in config_files(root)], "settings": rows})
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from devagent.display import render_exact
+
+    table = Table("setting", "value", "from", box=None, pad_edge=False)
+    for row in rows:
+        value = "" if row["value"] is None else json.dumps(row["value"]) if isinstance(row["value"], (list, bool)) else str(row["value"])
+        table.add_row(row["key"], Text(render_exact(value)), Text(render_exact(row["source"]), style="dim"))
+    console = _console()
+    console.print(table)
+    console.print(Text(render_exact("files: " + ", ".join(str(f) for f in config_files(root))), style="dim"))
 
 
 # ---------------------------------------------------------------------------- sandbox

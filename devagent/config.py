@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # The tags can be overridden, e.g. to try a changed Dockerfile beside the images in use.
 SANDBOX_IMAGE = os.environ.get("DEVAGENT_SANDBOX_IMAGE", "devagent/sandbox:latest")
@@ -55,3 +56,180 @@ def sandbox_user() -> tuple[int, int]:
 def sandbox_runtime() -> str | None:
     """The OCI runtime for thread containers (DEVAGENT_SANDBOX_RUNTIME, e.g. runsc); engine default if unset."""
     return os.environ.get("DEVAGENT_SANDBOX_RUNTIME") or None
+
+
+# --------------------------------------------------------------------------- effective settings
+#
+# Each setting comes from, in rising precedence: its default, the user's file
+# (~/.config/devagent/config.toml), the project's file (.devagent/config.toml in the user's
+# checkout, reviewed like any code), the environment, a command-line flag. `devagent config`
+# prints every value with where it came from.
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: type
+    default: Any
+    env: str | None
+    help: str
+
+
+KEYS: dict[str, Key] = {
+    "model": Key(str, "gpt-4.1", "DEVAGENT_MODEL", "model name"),
+    "base_url": Key(str, None, "OPENAI_BASE_URL", "OpenAI-compatible server (Chat Completions)"),
+    "network": Key(bool, False, "DEVAGENT_NETWORK", "new threads' sandboxes get network access"),
+    "database": Key(str, "sqlite", "DEVAGENT_DATABASE", "sqlite, postgres, or a postgresql:// URL"),
+    "max_turns": Key(int, 50, "DEVAGENT_MAX_TURNS", "model round trips allowed per task"),
+    "sandbox.memory": Key(str, "2g", "DEVAGENT_SANDBOX_MEMORY", "memory limit of a thread's container"),
+    "sandbox.pids": Key(int, 256, "DEVAGENT_SANDBOX_PIDS", "process limit of a thread's container"),
+    "sandbox.cpus": Key(float, 1.5, "DEVAGENT_SANDBOX_CPUS", "CPUs of a thread's container"),
+    "sandbox.timeout": Key(int, 300, "DEVAGENT_COMMAND_TIMEOUT", "default command timeout, seconds"),
+    "sandbox.env": Key(list, [], None, "host variables passed into the sandbox, by name"),
+    "sandbox.ca_certificates": Key(list, [], None, "extra CA certificate files trusted in the sandbox"),
+    "sandbox.proxy": Key(str, None, None, "HTTP(S) proxy for --network sandboxes"),
+}
+
+# devagent's own secrets never enter the sandbox, whatever a config file says.
+SECRET_ENV_NAMES = frozenset({"OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "DEVAGENT_API_KEY",
+                              "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY"})
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "default", "~/.config/devagent/config.toml:3", "DEVAGENT_MODEL", "--model"
+
+
+def user_config_dir() -> Path:
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "devagent"
+
+
+def config_files(repo: Path | None) -> list[Path]:
+    files = [user_config_dir() / "config.toml"]
+    if repo is not None:
+        files.append(repo / ".devagent" / "config.toml")
+    return files
+
+
+def _line_of(text: str, section: str | None, name: str) -> int:
+    """The line where `name` is set (in [section]); 1 when it cannot be told."""
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped.strip("[]").strip()
+        elif stripped.split("=", 1)[0].strip().strip('"') == name and current == section:
+            return number
+    return 1
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    kind = KEYS[key].kind
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if kind is not list and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    expected = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+                list: "a list of strings"}[kind]
+    raise ConfigError(f"{where}: {key} must be {expected} (got {value!r})")
+
+
+def _from_env(key: str, raw: str) -> Any:
+    kind = KEYS[key].kind
+    env = KEYS[key].env
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{env}={raw!r} is not a valid {key}") from None
+
+
+def _read_file(path: Path) -> dict[str, Setting]:
+    import tomllib
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    found: dict[str, Setting] = {}
+
+    def walk(table: dict[str, Any], section: str | None) -> None:
+        for name, value in table.items():
+            key = f"{section}.{name}" if section else name
+            where = f"{path}:{_line_of(text, section, name)}"
+            if isinstance(value, dict) and key not in KEYS:
+                if section is None and any(k.startswith(key + ".") for k in KEYS):
+                    walk(value, key)
+                    continue
+            if key not in KEYS:
+                known = ", ".join(KEYS)
+                raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
+            found[key] = Setting(_coerce(key, value, where), where)
+
+    walk(data, None)
+    return found
+
+
+class EffectiveConfig:
+    """Every setting's value and where it came from."""
+
+    def __init__(self, settings: dict[str, Setting]) -> None:
+        self.settings = settings
+
+    def __getitem__(self, key: str) -> Any:
+        return self.settings[key].value
+
+    def source(self, key: str) -> str:
+        return self.settings[key].source
+
+    def sandbox(self) -> dict[str, Any]:
+        """The sandbox part, as a thread keeps it for good."""
+        return {key.split(".", 1)[1]: s.value for key, s in self.settings.items() if key.startswith("sandbox.")}
+
+
+def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -> EffectiveConfig:
+    """Defaults < user file < project file < environment < flags (those not None)."""
+    settings = {key: Setting(spec.default, "default") for key, spec in KEYS.items()}
+    for path in config_files(repo):
+        settings.update(_read_file(path))
+    for key, spec in KEYS.items():
+        raw = os.environ.get(spec.env) if spec.env else None
+        if raw:
+            settings[key] = Setting(_from_env(key, raw), spec.env)  # type: ignore[arg-type]
+    for key, value in (flags or {}).items():
+        if value is not None:
+            settings[key] = Setting(value, f"--{key.replace('_', '-')}")
+    for name in settings["sandbox.env"].value:
+        if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[:1].isdigit():
+            raise ConfigError(f"{settings['sandbox.env'].source}: sandbox.env holds {name!r}, not a variable name")
+        if name in SECRET_ENV_NAMES:
+            raise ConfigError(f"{settings['sandbox.env'].source}: sandbox.env may not pass {name} into the "
+                              "sandbox: it is devagent's own secret")
+    return EffectiveConfig(settings)
+
+
+def thread_limits(settings: dict[str, Any]) -> SandboxLimits:
+    """A thread's sandbox limits, fixed when it was created (older threads: the defaults)."""
+    from dataclasses import replace
+
+    sandbox = settings.get("sandbox") or {}
+    limits = SandboxLimits()
+    given = {"memory": sandbox.get("memory"), "pids": sandbox.get("pids"), "cpus": sandbox.get("cpus"),
+             "default_timeout_s": sandbox.get("timeout")}
+    return replace(limits, **{k: v for k, v in given.items() if v is not None})

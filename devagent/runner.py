@@ -16,6 +16,7 @@ are re-applied (and checked) at every resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from devagent.approvals import ApprovalRequest, build_request
-from devagent.config import SANDBOX_IMAGE, SandboxLimits, devagent_home, sandbox_user
-from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted
+from devagent.config import SANDBOX_IMAGE, ConfigError, devagent_home, load_config, sandbox_user, thread_limits
+from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted, UsageError
 from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
 from devagent.migrations import Database, attach_migrations, bind_proposed_sql, bound_sql_digest
 from devagent.paths import WorkspacePaths
@@ -73,11 +74,13 @@ class SilentEvents:
 
 @dataclass
 class TaskOptions:
+    """What the command line said; None means: the config files, environment or default decide."""
+
     model: str | None = None
     base_url: str | None = None
-    network: bool = False
-    database: str = "sqlite"
-    max_turns: int = 50
+    network: bool | None = None
+    database: str | None = None
+    max_turns: int | None = None
 
 
 @dataclass
@@ -90,6 +93,7 @@ class TurnOutcome:
     diffstat: str = ""
     commands_run: int = 0
     note: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)  # tokens of the whole turn, all processes
 
 
 @dataclass
@@ -130,18 +134,27 @@ class ThreadRunner:
         """A new thread: checkout + branch now; the container is created on first use."""
         from devagent.agent import ModelChoice  # imports the agent SDK: only when needed
 
-        Database.parse(options.database)  # a bad --database is a usage error before anything exists
+
         source = find_repo(repo)
+        try:
+            config = load_config(source, {"model": options.model, "base_url": options.base_url,
+                                          "network": options.network, "database": options.database,
+                                          "max_turns": options.max_turns})
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        Database.parse(config["database"])  # a bad --database is a usage error before anything exists
         if not image_exists(self.docker(), SANDBOX_IMAGE):
             raise ImageMissing(f"the sandbox image {SANDBOX_IMAGE} is missing; build it with `devagent sandbox build`")
-        choice = ModelChoice.resolve(options.model, options.base_url)
+        choice = ModelChoice(config["model"], config["base_url"])
         if self.model_override is None:
             choice.build()  # fail now, with a clear message, if no model is configured
         thread_id = new_thread_id()
         ws = self.workspace(thread_id)
         base = ws.create(source, owner=sandbox_user())
-        settings = {"model": choice.name, "base_url": choice.base_url, "network": options.network,
-                    "database": options.database, "max_turns": options.max_turns}
+        # The sandbox (network, database, limits) is the thread's for good; the model may change.
+        settings = {"model": choice.name, "base_url": choice.base_url, "network": config["network"],
+                    "database": config["database"], "max_turns": config["max_turns"],
+                    "sandbox": config.sandbox()}
         thread = self.store.create_thread(thread_id, str(source), ws.branch, base, settings)
         self.store.audit(thread_id, "created", actor="user", detail={"repo": str(source), "base": base})
         return thread
@@ -385,7 +398,7 @@ class ThreadRunner:
     def _prepare(self, thread_id: str, task: str) -> _Turn:
         from agents import SQLiteSession
 
-        from devagent.agent import ModelChoice, ThreadUniqueCallIds, build_agent  # the agent SDK: imported when a turn runs
+        from devagent.agent import ModelChoice, ThreadModel, build_agent  # the agent SDK: imported when a turn runs
         from devagent.tools import ToolRuntime, build_tools
 
         thread = self.store.thread(thread_id)
@@ -394,13 +407,15 @@ class ThreadRunner:
             raise StateCorrupted(f"the checkout of thread {thread_id} is missing ({ws.root}); discard the thread")
         settings = thread.settings
         spec = ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=bool(settings.get("network")),
-                             limits=SandboxLimits())
+                             limits=thread_limits(settings))
         container = ThreadContainer(self.docker(), spec)
         runtime = ToolRuntime(thread_id=thread_id, store=self.store, workspace=ws, container=container,
                               network=spec.network, sandbox_owner=sandbox_user(),
                               on_output=self.events.command_output)
         database = attach_migrations(runtime, settings)
-        model = ThreadUniqueCallIds(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build())
+        model = ThreadModel(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build(),
+                            on_usage=lambda usage: self.store.audit(thread_id, "usage", actor="model",
+                                                                    detail=dataclasses.asdict(usage)))
         files = project_instruction_files(ws.work_dir)
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):
@@ -423,7 +438,7 @@ class ThreadRunner:
             changed = []
         return build_request(
             approval, network=bool(thread.settings.get("network")),
-            default_timeout_s=SandboxLimits().default_timeout_s, changed_files=changed,
+            default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=changed,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=WorkspacePaths(ws.work_dir).read_text,
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
@@ -514,14 +529,27 @@ class ThreadRunner:
         commit = turn.workspace.commit_turn(turn.task)
         diffstat = turn.workspace.git("show", "--stat", "--format=", commit) if commit else ""
         self._end_turn(turn)
-        commands = sum(1 for e in self.store.audit_log(tid) if e["event"] == "executed" and e["at"] >= self._turn_start(tid))
-        self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit})
+        since = self._turn_start(tid)
+        events = [e for e in self.store.audit_log(tid) if e["at"] >= since]
+        commands = sum(1 for e in events if e["event"] == "executed")
+        usage = sum_usage(e["detail"] for e in events if e["event"] == "usage")
+        self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit, "usage": usage})
         return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
-                           diffstat=diffstat.strip(), commands_run=commands)
+                           diffstat=diffstat.strip(), commands_run=commands, usage=usage)
 
     def _turn_start(self, thread_id: str) -> float:
         starts = [e["at"] for e in self.store.audit_log(thread_id) if e["event"] == "task"]
         return starts[-1] if starts else 0.0
+
+
+def sum_usage(details: Any) -> dict[str, int]:
+    """Token counts added up over `usage` audit events (one per model request)."""
+    total: dict[str, int] = {}
+    for detail in details:
+        for key, value in (detail or {}).items():
+            if isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def _item_type(item: Any) -> str | None:

@@ -38,7 +38,7 @@ class StubLLM:
                 if step.get("delay"):
                     time.sleep(step["delay"])  # a slow model: the client may give up meanwhile
                 if body.get("stream"):
-                    self._stream(step)
+                    self._stream(step, body)
                 else:
                     self._json(step)
 
@@ -52,7 +52,7 @@ class StubLLM:
                 payload = {
                     "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
                     "model": "stub", "choices": [{"index": 0, "message": self._message(step), "finish_reason": finish}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    "usage": stub.usage(step),
                 }
                 data = json.dumps(payload).encode()
                 self.send_response(200)
@@ -61,7 +61,7 @@ class StubLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, step: dict[str, Any]) -> None:
+            def _stream(self, step: dict[str, Any], json_body: dict[str, Any]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -79,6 +79,11 @@ class StubLLM:
                 else:
                     chunk({"content": step["content"]})
                     chunk({}, "stop")
+                # What the server reports when the client asks for usage in the stream.
+                if (json_body.get("stream_options") or {}).get("include_usage"):
+                    self.wfile.write(b"data: " + json.dumps({
+                        "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": "stub", "choices": [], "usage": stub.usage(step)}).encode() + b"\n\n")
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 
@@ -86,6 +91,11 @@ class StubLLM:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def usage(step: dict[str, Any]) -> dict[str, Any]:
+        """A step's `usage` (Chat Completions shape), else one token each way."""
+        return step.get("usage") or {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
     def script(self, *steps: dict[str, Any]) -> None:
         with self.lock:

@@ -1,0 +1,77 @@
+"""Settings: defaults < user file < project file < environment < flags, each with its source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llm_stub import tool_call
+
+
+@pytest.fixture
+def user_config(tmp_path: Path) -> Path:
+    path = tmp_path / "xdg" / "devagent" / "config.toml"
+    path.parent.mkdir(parents=True)
+    return path
+
+
+def effective(cli, user_config: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, dict]:
+    result = cli("config", "--json", *args, env={"XDG_CONFIG_HOME": str(user_config.parent.parent), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return {row["key"]: row for row in json.loads(result.stdout)["settings"]}
+
+
+def test_files_then_environment_then_flags(cli, repo: Path, user_config: Path) -> None:
+    user_config.write_text('model = "from-user"\nmax_turns = 7\n[sandbox]\nmemory = "1g"\n')
+    (repo / ".devagent").mkdir()
+    project = repo / ".devagent" / "config.toml"
+    project.write_text('model = "from-project"\n\n[sandbox]\ntimeout = 60\n')
+
+    rows = effective(cli, user_config)
+    assert rows["model"]["value"] == "from-project" and rows["model"]["source"] == f"{project}:1"
+    assert rows["max_turns"]["value"] == 7 and rows["max_turns"]["source"] == f"{user_config}:2"
+    assert rows["sandbox.memory"]["value"] == "1g" and rows["sandbox.memory"]["source"] == f"{user_config}:4"
+    assert rows["sandbox.timeout"]["value"] == 60 and rows["sandbox.timeout"]["source"] == f"{project}:4"
+    assert rows["database"] == {"key": "database", "value": "sqlite", "source": "default"}
+
+    rows = effective(cli, user_config, env={"DEVAGENT_MODEL": "from-env", "DEVAGENT_SANDBOX_MEMORY": "3g"})
+    assert rows["model"]["value"] == "from-env" and rows["model"]["source"] == "DEVAGENT_MODEL"
+    assert rows["sandbox.memory"]["value"] == "3g"
+
+
+def test_a_flag_beats_everything_and_a_new_thread_keeps_its_sandbox_settings(cli, llm, repo: Path,
+                                                                               user_config: Path) -> None:
+    user_config.write_text(f'base_url = "{llm.url}"\nmodel = "from-user"\n[sandbox]\ntimeout = 42\n')
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
+    env = {"XDG_CONFIG_HOME": str(user_config.parent.parent), "DEVAGENT_MODEL": "from-env"}
+
+    result = cli("task", "go", "--model", "from-flag", "--no-input", "--json", env=env)
+
+    assert result.returncode == 3, result.stderr
+    assert llm.requests[0]["model"] == "from-flag"
+    [call] = json.loads(result.stdout)["pending"]
+    assert call["timeout_s"] == 42  # the screen's timeout is the configured one
+    # A later change of the file does not change what this thread's pending call would run with.
+    user_config.write_text(f'base_url = "{llm.url}"\n[sandbox]\ntimeout = 999\n')
+    [again] = json.loads(cli("pending", "--json", env=env).stdout)
+    assert again["timeout_s"] == 42
+
+
+@pytest.mark.parametrize("text, message", [
+    ('model = "x"\nmodle = "y"\n', ":2: unknown setting 'modle'"),
+    ('[sandbox]\nmemroy = "1g"\n', ":2: unknown setting 'sandbox.memroy'"),
+    ("max_turns = \"ten\"\n", ":1: max_turns must be a whole number"),
+    ('[sandbox]\nenv = ["HOME", "OPENAI_API_KEY"]\n', ":2: sandbox.env may not pass OPENAI_API_KEY into the sandbox"),
+])
+def test_a_bad_config_file_is_one_clear_line_naming_file_and_line(cli, llm, repo: Path, user_config: Path,
+                                                                  text: str, message: str) -> None:
+    user_config.write_text(text)
+    env = {"XDG_CONFIG_HOME": str(user_config.parent.parent)}
+    for args in (("config",), ("task", "x", "--base-url", llm.url, "--no-input")):
+        result = cli(*args, env=env)
+        assert result.returncode in (1, 2), result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {user_config}") and message in line, line
+    assert llm.requests == []
