@@ -21,7 +21,7 @@ app = typer.Typer(
     help="A sandboxed DevOps agent: every shell command and migration waits for your approval "
     "of exactly what will run.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -31,8 +31,20 @@ app.add_typer(sandbox_app, name="sandbox")
 _debug = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"devagent {version('devagent')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+) -> None:
     global _debug
     _debug = debug
 
@@ -514,7 +526,7 @@ def main() -> None:
         from click.exceptions import UsageError
 
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="devagent", standalone_mode=False)
     except UsageError as exc:
         exc.show()
         code = EXIT_USAGE
