@@ -177,14 +177,23 @@ def task(
     network: Optional[bool] = typer.Option(None, "--network/--no-network",
                                            help="Give the sandbox network access (default: off)."),
     database: Optional[str] = typer.Option(None, "--database", help="sqlite (default), postgres, or a database URL."),
-    max_turns: Optional[int] = typer.Option(None, "--max-turns", min=1, help="Model round-trips allowed per turn (default 50)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", "--max-turns", min=1,
+                                            help="Model round trips (steps) allowed in this turn (default 50)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
     instructions: Optional[Path] = typer.Option(
         None, "--instructions", metavar="FILE",
         help="More instructions for this task, added to the repository's AGENTS.md files."),
 ) -> None:
-    """Start a thread (prints its id) or continue one with --thread; runs the agent."""
+    """Start a thread (prints its id) or continue one with --thread, and run one turn of the agent.
+
+    \b
+    Examples:
+      devagent task "make the tests pass"
+      devagent task "add an index on users.email" --database postgres
+      devagent task "upgrade the lockfile" --network --no-input --json   # CI: exits 3 when paused
+      devagent task --thread 3f9c2a1b "now update the changelog"
+    """
     from devagent.instructions import extra_instructions
     from devagent.runner import TaskOptions
 
@@ -192,13 +201,13 @@ def task(
     runner = _runner(_interactive(no_input), as_json)
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
-                              max_turns=max_turns)
+                              max_steps=max_steps)
         created = runner.create_thread(repo, options)
         thread = created.id
         _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
     else:
         # The sandbox (network, database) is the thread's for good; the model settings may change.
-        runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_turns)
+        runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_steps)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
 

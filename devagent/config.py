@@ -79,7 +79,7 @@ KEYS: dict[str, Key] = {
     "base_url": Key(str, None, "OPENAI_BASE_URL", "OpenAI-compatible server (Chat Completions)"),
     "network": Key(bool, False, "DEVAGENT_NETWORK", "new threads' sandboxes get network access"),
     "database": Key(str, "sqlite", "DEVAGENT_DATABASE", "sqlite, postgres, or a postgresql:// URL"),
-    "max_turns": Key(int, 50, "DEVAGENT_MAX_TURNS", "model round trips allowed per task"),
+    "max_steps": Key(int, 50, "DEVAGENT_MAX_STEPS", "model round trips (steps) allowed in one turn"),
     "sandbox.memory": Key(str, "2g", "DEVAGENT_SANDBOX_MEMORY", "memory limit of a thread's container"),
     "sandbox.pids": Key(int, 256, "DEVAGENT_SANDBOX_PIDS", "process limit of a thread's container"),
     "sandbox.cpus": Key(float, 1.5, "DEVAGENT_SANDBOX_CPUS", "CPUs of a thread's container"),

@@ -80,7 +80,7 @@ class TaskOptions:
     base_url: str | None = None
     network: bool | None = None
     database: str | None = None
-    max_turns: int | None = None
+    max_steps: int | None = None  # model round trips in one turn (the SDK calls them turns)
 
 
 @dataclass
@@ -139,7 +139,7 @@ class ThreadRunner:
         try:
             config = load_config(source, {"model": options.model, "base_url": options.base_url,
                                           "network": options.network, "database": options.database,
-                                          "max_turns": options.max_turns})
+                                          "max_steps": options.max_steps})
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         Database.parse(config["database"])  # a bad --database is a usage error before anything exists
@@ -153,7 +153,7 @@ class ThreadRunner:
         base = ws.create(source, owner=sandbox_user())
         # The sandbox (network, database, limits) is the thread's for good; the model may change.
         settings = {"model": choice.name, "base_url": choice.base_url, "network": config["network"],
-                    "database": config["database"], "max_turns": config["max_turns"],
+                    "database": config["database"], "max_turns": config["max_steps"],
                     "sandbox": config.sandbox()}
         thread = self.store.create_thread(thread_id, str(source), ws.branch, base, settings)
         self.store.audit(thread_id, "created", actor="user", detail={"repo": str(source), "base": base})
@@ -362,9 +362,9 @@ class ThreadRunner:
             self._checkpoint(turn)
             self._end_turn(turn)  # continuing is a new task on the thread (its memory is kept)
             raise DevagentError(
-                f"the agent used its {turn.thread.settings.get('max_turns')} turns; work so far is committed on "
+                f"the agent used its {turn.thread.settings.get('max_turns')} steps; work so far is committed on "
                 f"{turn.workspace.branch}. Continue with: devagent task --thread {turn.thread.id} \"continue\" "
-                "(raise --max-turns for long tasks)"
+                "(raise --max-steps for long tasks)"
             ) from None
         except UnicodeEncodeError:
             # The SDK cannot even fingerprint a tool call holding a lone surrogate; nothing ran.

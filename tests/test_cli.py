@@ -221,7 +221,7 @@ def test_max_turns_saves_work_and_says_how_to_continue(cli, llm, home: Path) -> 
         {"tool_calls": [tool_call("write_file", {"path": "part1.txt", "content": "1"}, "w1")]},
         {"tool_calls": [tool_call("write_file", {"path": "part2.txt", "content": "2"}, "w2")]},
     )
-    result, _ = start(cli, llm, "--max-turns", "1")
+    result, _ = start(cli, llm, "--max-steps", "1")
     assert result.returncode == 1
     assert "devagent task --thread" in result.stderr and "Traceback" not in result.stderr
     thread_id = json.loads(cli("threads", "--json").stdout)[0]["id"]

@@ -24,14 +24,14 @@ def effective(cli, user_config: Path, *args: str, env: dict[str, str] | None = N
 
 
 def test_files_then_environment_then_flags(cli, repo: Path, user_config: Path) -> None:
-    user_config.write_text('model = "from-user"\nmax_turns = 7\n[sandbox]\nmemory = "1g"\n')
+    user_config.write_text('model = "from-user"\nmax_steps = 7\n[sandbox]\nmemory = "1g"\n')
     (repo / ".devagent").mkdir()
     project = repo / ".devagent" / "config.toml"
     project.write_text('model = "from-project"\n\n[sandbox]\ntimeout = 60\n')
 
     rows = effective(cli, user_config)
     assert rows["model"]["value"] == "from-project" and rows["model"]["source"] == f"{project}:1"
-    assert rows["max_turns"]["value"] == 7 and rows["max_turns"]["source"] == f"{user_config}:2"
+    assert rows["max_steps"]["value"] == 7 and rows["max_steps"]["source"] == f"{user_config}:2"
     assert rows["sandbox.memory"]["value"] == "1g" and rows["sandbox.memory"]["source"] == f"{user_config}:4"
     assert rows["sandbox.timeout"]["value"] == 60 and rows["sandbox.timeout"]["source"] == f"{project}:4"
     assert rows["database"] == {"key": "database", "value": "sqlite", "source": "default"}
@@ -62,7 +62,7 @@ def test_a_flag_beats_everything_and_a_new_thread_keeps_its_sandbox_settings(cli
 @pytest.mark.parametrize("text, message", [
     ('model = "x"\nmodle = "y"\n', ":2: unknown setting 'modle'"),
     ('[sandbox]\nmemroy = "1g"\n', ":2: unknown setting 'sandbox.memroy'"),
-    ("max_turns = \"ten\"\n", ":1: max_turns must be a whole number"),
+    ("max_steps = \"ten\"\n", ":1: max_steps must be a whole number"),
     ('[sandbox]\nenv = ["HOME", "OPENAI_API_KEY"]\n', ":2: sandbox.env may not pass OPENAI_API_KEY into the sandbox"),
 ])
 def test_a_bad_config_file_is_one_clear_line_naming_file_and_line(cli, llm, repo: Path, user_config: Path,
