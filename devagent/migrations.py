@@ -29,7 +29,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from devagent.config import SandboxLimits
 from devagent.errors import DevagentError, UsageError
@@ -38,6 +38,10 @@ from devagent.sandbox import WORKDIR
 from devagent.sidecar import PG_DB, PG_HOST, PG_PORT, PG_USER, PostgresSidecar, SidecarContainer
 
 MIGRATE_PY = "/usr/local/lib/devagent/migrate.py"
+# By absolute path, from root-owned files of the image: a `python3` the sandbox user put earlier
+# on PATH (~/.local/bin comes first there) must never be what runs the approved SQL. -I -S:
+# nothing the sandbox user installed (user site-packages, .pth files, PYTHON* variables) loads.
+MIGRATE_ARGV = ["/usr/bin/python3", "-I", "-S", MIGRATE_PY]
 RESULT_MARKER = "DEVAGENT-MIGRATION-RESULT "
 BOUND_EVENT = "sql file bound"
 DEFAULT_SQLITE_FILE = "devagent.db"
@@ -72,6 +76,10 @@ class Database:
     engine: str  # sqlite | postgres
     kind: str  # workspace (sqlite file) | sidecar (thread's own PostgreSQL) | url (the user's server)
     location: str  # workspace: relative file; url: the URL as given; sidecar: ""
+    # sidecar only: the thread's role is a superuser (`--database postgres+superuser`); by default
+    # it only owns its database, so it cannot create event triggers, untrusted languages or
+    # anything else that would reach beyond that database.
+    superuser: bool = False
 
     @classmethod
     def parse(cls, value: str | None) -> Database:
@@ -81,6 +89,8 @@ class Database:
             return cls("sqlite", "workspace", DEFAULT_SQLITE_FILE)
         if lowered in ("postgres", "postgresql", "pg"):
             return cls("postgres", "sidecar", "")
+        if lowered in ("postgres+superuser", "postgresql+superuser", "pg+superuser"):
+            return cls("postgres", "sidecar", "", superuser=True)
         scheme = lowered.split(":", 1)[0]
         if scheme in ("postgres", "postgresql") and "://" in text:
             return cls("postgres", "url", text)
@@ -94,7 +104,8 @@ class Database:
             return cls("sqlite", "workspace", rel)
         raise UsageError(
             f"--database {text!r} is not supported: use sqlite (the default: a file in the thread's "
-            "workspace), postgres (a PostgreSQL server for the thread), or a postgresql:// URL"
+            "workspace), postgres (a PostgreSQL server for the thread; postgres+superuser if its role "
+            "must be a superuser), or a postgresql:// URL"
         )
 
     def display(self, network: bool, name: str | None = None) -> str:
@@ -102,8 +113,9 @@ class Database:
         if self.kind == "workspace":
             return f"sqlite: {name or self.location} (a file in the thread's workspace)"
         if self.kind == "sidecar":
+            role = f"; {PG_USER} is a superuser" if self.superuser else ""
             return (f"postgres: {PG_USER}:{MASK}@{PG_HOST}:{PG_PORT}/{name or PG_DB} "
-                    "(the thread's own PostgreSQL server, internal network)")
+                    f"(the thread's own PostgreSQL server, internal network{role})")
         shown = mask_url(self.location) + (f" (database {name})" if name else "")
         if network:
             return f"{shown} (your database, reached over the network)"
@@ -129,7 +141,11 @@ class Database:
             return (f"PostgreSQL 15, a server of this thread only: host {PG_HOST}, port {PG_PORT}, database "
                     f"{PG_DB}, user {PG_USER}; in run_shell `psql -h {PG_HOST} -U {PG_USER} {PG_DB}` connects "
                     f"(the password is in ~/.pgpass, so DATABASE_URL=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB} "
-                    f"works too); the `database` argument may name another database on it. {no_tx}")
+                    f"works too); the `database` argument may name another database on it. "
+                    + (f"{PG_USER} is a superuser. " if self.superuser else
+                       f"{PG_USER} owns database {PG_DB} and may create databases, but is not a superuser "
+                       "(trusted extensions such as pgcrypto or citext work; untrusted ones do not). ")
+                    + no_tx)
         reach = "" if network else (" This thread has no network access, so migrations cannot reach it: tell the "
                                     "user to start a thread with --network.")
         return (f"PostgreSQL at {mask_url(self.location)}, the user's own database (its password is not shown "
@@ -167,7 +183,7 @@ def attach_migrations(runtime: Any, settings: dict[str, Any]) -> str:
         if settings.get("postgres_password") != password:
             updates["postgres_password"] = password
         current = runtime.container
-        sidecar = PostgresSidecar(current.client, runtime.thread_id, password)
+        sidecar = PostgresSidecar(current.client, runtime.thread_id, password, superuser=db.superuser)
         sidecar.check_image()
         spec = replace(current.spec, internal_network=sidecar.network)
         runtime.container = SidecarContainer(current.client, spec, sidecar)
@@ -274,7 +290,7 @@ class Migrator:
             data, source = self.approved_bytes(rt, call_id, sql, path)
             digest = hashlib.sha256(data).hexdigest()
             text = data.decode("utf-8")
-            statements, outside_tx, starts = self.check_script(text, target.engine)
+            statements, outside_tx, starts, spans = self.check_script(text, target.engine)
         except MigrationRefused as exc:
             return self._refuse(rt, call_id, str(exc), display, digest, path, statements)
 
@@ -284,13 +300,11 @@ class Migrator:
                             "outside_transaction": outside_tx})
         header = {"engine": target.engine, "target": target.sqlite_path,
                   "connect": [list(kv) for kv in target.connect], "sha256": digest, "call_id": call_id,
-                  "thread_id": tid, "source": source, "outside_transaction": outside_tx}
+                  "thread_id": tid, "source": source, "outside_transaction": outside_tx, "spans": spans}
         started = time.monotonic()
         try:
-            # -I -S: nothing the agent installed (user site-packages, .pth files, PYTHON* variables)
-            # is loaded into the process that runs the approved SQL.
             result = rt.ensure_container().exec(
-                f"devagent-migrate {target.engine} ({source})", argv=["python3", "-I", "-S", MIGRATE_PY],
+                f"devagent-migrate {target.engine} ({source})", argv=MIGRATE_ARGV,
                 stdin=json.dumps(header).encode() + b"\n" + data, timeout_s=SandboxLimits().default_timeout_s,
             )
             outcome = _parse_outcome(result)
@@ -343,15 +357,21 @@ class Migrator:
         common = (("application_name", "devagent-migrate"), ("client_encoding", "UTF8"),
                   ("connect_timeout", "15"))
         if self.db.kind == "sidecar":
+            # sslmode=disable: the server is on the thread's internal network and has no TLS; libpq
+            # then reads no certificate or key files from the sandbox user's home either.
             connect = (("dbname", name or PG_DB), ("host", PG_HOST), ("port", str(PG_PORT)),
-                       ("user", PG_USER), ("password", self.password or ""), *common)
+                       ("user", PG_USER), ("password", self.password or ""), ("sslmode", "disable"), *common)
             return Target("postgres", self.db.label(name), connect=connect)
         if not network:
             raise MigrationRefused(
                 f"this thread has no network (it was started without --network), so "
                 f"{mask_url(self.db.location)} cannot be reached; start a thread with --network"
             )
-        connect = (("dbname", self.db.location), *((("dbname", name),) if name else ()), *common)
+        # The URL's own `options` travel as a keyword of their own, so that the runner can add
+        # the settings it pins to them instead of replacing them.
+        url_options = parse_qs(urlsplit(self.db.location).query).get("options", [])
+        connect = (("dbname", self.db.location), *((("dbname", name),) if name else ()), *common,
+                   *((("options", " ".join(url_options)),) if url_options else ()))
         return Target("postgres", self.db.label(name), connect=connect)
 
     def approved_bytes(self, rt: Any, call_id: str, sql: Any, path: Any) -> tuple[bytes, str]:
@@ -388,11 +408,16 @@ class Migrator:
             raise MigrationRefused(f"{path} is not UTF-8 text") from None
         return data, path
 
-    def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int]]:
-        """Statement count, whether it must run outside a transaction (PostgreSQL only), and
-        where each statement starts (to name the one an error position points at)."""
+    def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int], list[list[int]]]:
+        """Statement count, whether it must run outside a transaction (PostgreSQL only), where
+        each statement starts (to name the one an error position points at), and the byte spans
+        of the statements: the very split the approval screen showed, which the runner in the
+        sandbox sends to the database one statement at a time."""
         from devagent.sql_analysis import analyze_sql
 
+        if "\0" in text:
+            # libpq and SQLite stop reading at a NUL byte: what follows it would silently not run.
+            raise MigrationRefused("the SQL contains a NUL byte, which neither PostgreSQL nor SQLite can receive")
         analysis = analyze_sql(text, engine)
         if not analysis.statements:
             raise MigrationRefused("the migration contains no SQL statement")
@@ -412,7 +437,8 @@ class Migrator:
                     "PostgreSQL; propose it as a migration of its own (it then runs alone, outside a transaction)"
                 )
             outside = bool(flagged)
-        return len(analysis.statements), outside, [st.start for st in analysis.statements]
+        return (len(analysis.statements), outside, [st.start for st in analysis.statements],
+                byte_spans(text, [(st.start, st.end) for st in analysis.statements]))
 
     def _refuse(self, rt: Any, call_id: str, reason: str, display: str, digest: str, path: Any,
                 statements: int) -> str:
@@ -423,6 +449,19 @@ class Migrator:
         store.record_migration(tid, call_id, display, digest, statements, "refused", reason[:300], 0.0)
         store.mark_status(tid, call_id, "done")
         return message
+
+
+def byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+    """Character spans of `text` as spans of its UTF-8 bytes (one pass over the text)."""
+    out: list[list[int]] = []
+    char, byte = 0, 0
+    for start, end in spans:
+        byte += len(text[char:start].encode("utf-8"))
+        first = byte
+        byte += len(text[start:end].encode("utf-8"))
+        char = end
+        out.append([first, byte])
+    return out
 
 
 def _parse_outcome(result: Any) -> dict[str, Any]:
