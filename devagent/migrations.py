@@ -46,6 +46,10 @@ RESULT_MARKER = "DEVAGENT-MIGRATION-RESULT "
 BOUND_EVENT = "sql file bound"
 DEFAULT_SQLITE_FILE = "devagent.db"
 MASK = "****"
+# The largest migration devagent loads, shows or runs. Showing costs time in the size of the text
+# (escaping, statement analysis), so a file above this is not read past it; it cannot be approved
+# or run, and the screen says to split it.
+MAX_SQL_BYTES = 1 << 20
 
 # Statements that would end (or nest) the transaction devagent wraps around every migration;
 # ROLLBACK TO (a savepoint) stays inside it.
@@ -200,6 +204,33 @@ def attach_migrations(runtime: Any, settings: dict[str, Any]) -> str:
     return db.describe(bool(runtime.network))
 
 
+# --------------------------------------------------------------------------- reading a migration file
+
+
+def read_sql_file(paths: Any, rel: str) -> bytes:
+    """The bytes of a migration file, never reading more than MAX_SQL_BYTES + 1 of it."""
+    data = paths.read_bytes(rel, MAX_SQL_BYTES + 1)
+    if len(data) > MAX_SQL_BYTES:
+        raise FileToolError(f"{rel} is larger than {MAX_SQL_BYTES // (1 << 20)} MiB, the most a migration may be: "
+                            "split it into smaller migrations")
+    return data
+
+
+def load_sql_for_display(paths: Any, rel: str) -> str:
+    """A migration file's text for the approval screen: bounded, and only what could run.
+
+    A file that is too large, holds a NUL byte, or is not UTF-8 raises FileToolError (the screen
+    shows the reason and the call cannot be approved); its size is never loaded past the limit.
+    """
+    data = read_sql_file(paths, rel)
+    if b"\0" in data:
+        raise FileToolError(f"{rel} contains a NUL byte, which no database can receive: it cannot run")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FileToolError(f"{rel} is not UTF-8 text: it cannot run") from None
+
+
 # --------------------------------------------------------------------------- binding a file's content
 
 
@@ -222,7 +253,7 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
         return
     path = args["path"]
     try:
-        data = runtime.paths.read_bytes(path)
+        data = read_sql_file(runtime.paths, path)
         detail: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     except (PathOutsideWorkspace, FileToolError, OSError) as exc:
         detail = {"path": path, "error": str(exc)}
@@ -378,15 +409,19 @@ class Migrator:
         """The bytes to run: inline SQL (bound by the approval), or the file if it is unchanged."""
         if isinstance(sql, str) and path is None:
             try:
-                return sql.encode("utf-8"), "inline"
+                data = sql.encode("utf-8")
             except UnicodeEncodeError:
                 raise MigrationRefused("the SQL is not valid UTF-8 text") from None
+            if len(data) > MAX_SQL_BYTES:
+                raise MigrationRefused(f"the SQL is larger than {MAX_SQL_BYTES // (1 << 20)} MiB, the most a "
+                                       "migration may be; split it into smaller migrations")
+            return data, "inline"
         if not isinstance(path, str) or sql is not None:
             raise MigrationRefused("pass exactly one of `sql` (the SQL text) or `path` (a .sql file in the workspace)")
         if not path.lower().endswith(".sql"):
             raise MigrationRefused(f"{path!r} is not a .sql file")
         try:
-            data = rt.paths.read_bytes(path)
+            data = read_sql_file(rt.paths, path)
         except (PathOutsideWorkspace, FileToolError) as exc:
             raise MigrationRefused(f"cannot read the migration file: {exc}") from None
         digest = hashlib.sha256(data).hexdigest()
@@ -544,4 +579,4 @@ def _exclude_from_git(runtime: Any, rel: str) -> None:
         pass  # at worst the database file is committed with the turn
 
 
-__all__ = ["attach_migrations", "bind_proposed_sql", "Database", "Migrator", "mask_url"]
+__all__ = ["attach_migrations", "bind_proposed_sql", "Database", "load_sql_for_display", "Migrator", "mask_url"]
