@@ -153,7 +153,9 @@ class SidecarContainer(ThreadContainer):
         # libpq reads ~/.pgpass, so `psql -h postgres -U devagent devagent` needs no password typed.
         pw = self.sidecar.password.replace("\\", "\\\\").replace(":", "\\:")
         lines = "".join(f"{host}:{PG_PORT}:*:{PG_USER}:{pw}\n" for host in (PG_HOST, self.sidecar.name))
-        self.exec("write ~/.pgpass", argv=["sh", "-c", 'umask 077 && cat > "$HOME/.pgpass"'],
+        # Absolute paths only: PATH starts with ~/.local/bin, where the sandbox user may have put
+        # an `sh` or a `cat` of its own.
+        self.exec("write ~/.pgpass", argv=["/bin/sh", "-c", 'umask 077 && exec /bin/cat > "$HOME/.pgpass"'],
                   stdin=lines.encode(), timeout_s=30)
 
     def stop(self) -> None:

@@ -146,6 +146,10 @@ async def test_the_thread_role_is_not_a_superuser_and_ordinary_migrations_still_
         function_call("run_migration", {"sql": "CREATE TABLE kept (x int);\n"
                                                "CREATE EVENT TRIGGER t ON ddl_command_start EXECUTE FUNCTION f();\n"},
                       call_id="event"),
+        # A `sh` and a `cat` of the sandbox user's, first on PATH: devagent's own steps never use them.
+        function_call("run_shell", {"command": "mkdir -p ~/.local/bin && for c in sh cat; do printf "
+                                               "'#!/bin/bash\\ntouch /workspace/ran-fake-%s\\n' $c > ~/.local/bin/$c; "
+                                               "chmod +x ~/.local/bin/$c; done"}, call_id="plant"),
         function_call("run_shell", {"command": psql(
             "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user",
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
@@ -178,9 +182,11 @@ async def test_the_thread_role_is_not_a_superuser_and_ordinary_migrations_still_
                         ["password", password]]}, data)
         assert outcome["result"] == "failed" and outcome["statements"] == 0, outcome
         assert "cannot insert multiple commands into a prepared statement" in outcome["error"]
-        check = container.exec("check", argv=["psql", "-X", "-h", "postgres", "-U", "devagent", "devagent", "-At",
-                                              "-c", "SELECT count(*) FROM users"], timeout_s=60)
+        # ensure_running wrote ~/.pgpass again (with the fakes on PATH): psql still logs in with it.
+        check = container.exec("check", argv=["/usr/bin/psql", "-X", "-h", "postgres", "-U", "devagent", "devagent",
+                                              "-At", "-c", "SELECT count(*) FROM users"], timeout_s=60)
         assert check.output.strip() == "1", check.output
+        assert not list(ws.work_dir.glob("ran-fake-*"))
     finally:
         container.stop()
 
