@@ -7,16 +7,21 @@ A thread's database is chosen when it starts (`devagent task --database ...`):
 * `postgres`: a PostgreSQL server of the thread's own, a sidecar container built from Debian's
   packages (Dockerfile.postgres), on a per-thread internal Docker network (no outside access),
   its data in a volume kept across turns. It starts and stops with the thread's sandbox
-  container; `devagent discard` removes container, network and volume (all labelled).
+  container; `devagent discard` removes container, network and volume (all labelled). Its role
+  `devagent` owns the database but is not a superuser (`postgres+superuser` asks for one).
 * a `postgresql://` URL: the user's own server, used as given (the thread needs `--network`).
 
 `run_migration` runs only what a human approved, byte for byte. Inline `sql` is bound by the
 approval itself (the SHA-256 of the call's arguments). For `path`, the file's SHA-256 is recorded
 when the call is proposed (`bind_proposed_sql`, called by the runner when it records the pending
 call, before anyone is shown the SQL); at execution the file is read once more and refused if its
-bytes differ. The bytes then go to `sandbox/migrate.py` inside the thread's container over stdin,
-which checks the SHA-256 again and runs them in one transaction, rolled back whole on the first
-error, with a row in the target database's `devagent_migrations` table in that same transaction.
+bytes differ (a file over MAX_SQL_BYTES is never read past that, shown or run). The bytes then go
+to `sandbox/migrate.py` inside the thread's container over stdin, together with the byte spans of
+the statements as the approval screen split them (`devagent.sql_analysis`). It checks the SHA-256
+again and sends each statement to the database as exactly one statement (PostgreSQL: extended
+query protocol, with the settings that decide how SQL text is read pinned for its session), in
+one transaction, rolled back whole on the first error, with a row in the target database's
+`devagent_migrations` table in that same transaction.
 Every outcome (applied, failed, refused) is recorded in the store and the audit log.
 """
 
