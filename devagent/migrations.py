@@ -7,16 +7,21 @@ A thread's database is chosen when it starts (`devagent task --database ...`):
 * `postgres`: a PostgreSQL server of the thread's own, a sidecar container built from Debian's
   packages (Dockerfile.postgres), on a per-thread internal Docker network (no outside access),
   its data in a volume kept across turns. It starts and stops with the thread's sandbox
-  container; `devagent discard` removes container, network and volume (all labelled).
+  container; `devagent discard` removes container, network and volume (all labelled). Its role
+  `devagent` owns the database but is not a superuser (`postgres+superuser` asks for one).
 * a `postgresql://` URL: the user's own server, used as given (the thread needs `--network`).
 
 `run_migration` runs only what a human approved, byte for byte. Inline `sql` is bound by the
 approval itself (the SHA-256 of the call's arguments). For `path`, the file's SHA-256 is recorded
 when the call is proposed (`bind_proposed_sql`, called by the runner when it records the pending
 call, before anyone is shown the SQL); at execution the file is read once more and refused if its
-bytes differ. The bytes then go to `sandbox/migrate.py` inside the thread's container over stdin,
-which checks the SHA-256 again and runs them in one transaction, rolled back whole on the first
-error, with a row in the target database's `devagent_migrations` table in that same transaction.
+bytes differ (a file over MAX_SQL_BYTES is never read past that, shown or run). The bytes then go
+to `sandbox/migrate.py` inside the thread's container over stdin, together with the byte spans of
+the statements as the approval screen split them (`devagent.sql_analysis`). It checks the SHA-256
+again and sends each statement to the database as exactly one statement (PostgreSQL: extended
+query protocol, with the settings that decide how SQL text is read pinned for its session), in
+one transaction, rolled back whole on the first error, with a row in the target database's
+`devagent_migrations` table in that same transaction.
 Every outcome (applied, failed, refused) is recorded in the store and the audit log.
 """
 
@@ -29,7 +34,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from devagent.config import SandboxLimits
 from devagent.errors import DevagentError, UsageError
@@ -38,10 +43,18 @@ from devagent.sandbox import WORKDIR
 from devagent.sidecar import PG_DB, PG_HOST, PG_PORT, PG_USER, PostgresSidecar, SidecarContainer
 
 MIGRATE_PY = "/usr/local/lib/devagent/migrate.py"
+# By absolute path, from root-owned files of the image: a `python3` the sandbox user put earlier
+# on PATH (~/.local/bin comes first there) must never be what runs the approved SQL. -I -S:
+# nothing the sandbox user installed (user site-packages, .pth files, PYTHON* variables) loads.
+MIGRATE_ARGV = ["/usr/bin/python3", "-I", "-S", MIGRATE_PY]
 RESULT_MARKER = "DEVAGENT-MIGRATION-RESULT "
 BOUND_EVENT = "sql file bound"
 DEFAULT_SQLITE_FILE = "devagent.db"
 MASK = "****"
+# The largest migration devagent loads, shows or runs. Showing costs time in the size of the text
+# (escaping, statement analysis), so a file above this is not read past it; it cannot be approved
+# or run, and the screen says to split it.
+MAX_SQL_BYTES = 1 << 20
 
 # Statements that would end (or nest) the transaction devagent wraps around every migration;
 # ROLLBACK TO (a savepoint) stays inside it.
@@ -72,6 +85,10 @@ class Database:
     engine: str  # sqlite | postgres
     kind: str  # workspace (sqlite file) | sidecar (thread's own PostgreSQL) | url (the user's server)
     location: str  # workspace: relative file; url: the URL as given; sidecar: ""
+    # sidecar only: the thread's role is a superuser (`--database postgres+superuser`); by default
+    # it only owns its database, so it cannot create event triggers, untrusted languages or
+    # anything else that would reach beyond that database.
+    superuser: bool = False
 
     @classmethod
     def parse(cls, value: str | None) -> Database:
@@ -81,6 +98,8 @@ class Database:
             return cls("sqlite", "workspace", DEFAULT_SQLITE_FILE)
         if lowered in ("postgres", "postgresql", "pg"):
             return cls("postgres", "sidecar", "")
+        if lowered in ("postgres+superuser", "postgresql+superuser", "pg+superuser"):
+            return cls("postgres", "sidecar", "", superuser=True)
         scheme = lowered.split(":", 1)[0]
         if scheme in ("postgres", "postgresql") and "://" in text:
             return cls("postgres", "url", text)
@@ -94,7 +113,8 @@ class Database:
             return cls("sqlite", "workspace", rel)
         raise UsageError(
             f"--database {text!r} is not supported: use sqlite (the default: a file in the thread's "
-            "workspace), postgres (a PostgreSQL server for the thread), or a postgresql:// URL"
+            "workspace), postgres (a PostgreSQL server for the thread; postgres+superuser if its role "
+            "must be a superuser), or a postgresql:// URL"
         )
 
     def display(self, network: bool, name: str | None = None) -> str:
@@ -102,8 +122,9 @@ class Database:
         if self.kind == "workspace":
             return f"sqlite: {name or self.location} (a file in the thread's workspace)"
         if self.kind == "sidecar":
+            role = f"; {PG_USER} is a superuser" if self.superuser else ""
             return (f"postgres: {PG_USER}:{MASK}@{PG_HOST}:{PG_PORT}/{name or PG_DB} "
-                    "(the thread's own PostgreSQL server, internal network)")
+                    f"(the thread's own PostgreSQL server, internal network{role})")
         shown = mask_url(self.location) + (f" (database {name})" if name else "")
         if network:
             return f"{shown} (your database, reached over the network)"
@@ -129,7 +150,11 @@ class Database:
             return (f"PostgreSQL 15, a server of this thread only: host {PG_HOST}, port {PG_PORT}, database "
                     f"{PG_DB}, user {PG_USER}; in run_shell `psql -h {PG_HOST} -U {PG_USER} {PG_DB}` connects "
                     f"(the password is in ~/.pgpass, so DATABASE_URL=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB} "
-                    f"works too); the `database` argument may name another database on it. {no_tx}")
+                    f"works too); the `database` argument may name another database on it. "
+                    + (f"{PG_USER} is a superuser. " if self.superuser else
+                       f"{PG_USER} owns database {PG_DB} and may create databases, but is not a superuser "
+                       "(trusted extensions such as pgcrypto or citext work; untrusted ones do not). ")
+                    + no_tx)
         reach = "" if network else (" This thread has no network access, so migrations cannot reach it: tell the "
                                     "user to start a thread with --network.")
         return (f"PostgreSQL at {mask_url(self.location)}, the user's own database (its password is not shown "
@@ -167,7 +192,7 @@ def attach_migrations(runtime: Any, settings: dict[str, Any]) -> str:
         if settings.get("postgres_password") != password:
             updates["postgres_password"] = password
         current = runtime.container
-        sidecar = PostgresSidecar(current.client, runtime.thread_id, password)
+        sidecar = PostgresSidecar(current.client, runtime.thread_id, password, superuser=db.superuser)
         sidecar.check_image()
         spec = replace(current.spec, internal_network=sidecar.network)
         runtime.container = SidecarContainer(current.client, spec, sidecar)
@@ -182,6 +207,33 @@ def attach_migrations(runtime: Any, settings: dict[str, Any]) -> str:
         settings.update(updates)  # the runner shows this turn's approvals from the same dict
     runtime.migrate = Migrator(db, password)
     return db.describe(bool(runtime.network))
+
+
+# --------------------------------------------------------------------------- reading a migration file
+
+
+def read_sql_file(paths: Any, rel: str) -> bytes:
+    """The bytes of a migration file, never reading more than MAX_SQL_BYTES + 1 of it."""
+    data = paths.read_bytes(rel, MAX_SQL_BYTES + 1)
+    if len(data) > MAX_SQL_BYTES:
+        raise FileToolError(f"{rel} is larger than {MAX_SQL_BYTES // (1 << 20)} MiB, the most a migration may be: "
+                            "split it into smaller migrations")
+    return data
+
+
+def load_sql_for_display(paths: Any, rel: str) -> str:
+    """A migration file's text for the approval screen: bounded, and only what could run.
+
+    A file that is too large, holds a NUL byte, or is not UTF-8 raises FileToolError (the screen
+    shows the reason and the call cannot be approved); its size is never loaded past the limit.
+    """
+    data = read_sql_file(paths, rel)
+    if b"\0" in data:
+        raise FileToolError(f"{rel} contains a NUL byte, which no database can receive: it cannot run")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FileToolError(f"{rel} is not UTF-8 text: it cannot run") from None
 
 
 # --------------------------------------------------------------------------- binding a file's content
@@ -206,7 +258,7 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
         return
     path = args["path"]
     try:
-        data = runtime.paths.read_bytes(path)
+        data = read_sql_file(runtime.paths, path)
         detail: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     except (PathOutsideWorkspace, FileToolError, OSError) as exc:
         detail = {"path": path, "error": str(exc)}
@@ -274,7 +326,7 @@ class Migrator:
             data, source = self.approved_bytes(rt, call_id, sql, path)
             digest = hashlib.sha256(data).hexdigest()
             text = data.decode("utf-8")
-            statements, outside_tx, starts = self.check_script(text, target.engine)
+            statements, outside_tx, starts, spans = self.check_script(text, target.engine)
         except MigrationRefused as exc:
             return self._refuse(rt, call_id, str(exc), display, digest, path, statements)
 
@@ -284,13 +336,11 @@ class Migrator:
                             "outside_transaction": outside_tx})
         header = {"engine": target.engine, "target": target.sqlite_path,
                   "connect": [list(kv) for kv in target.connect], "sha256": digest, "call_id": call_id,
-                  "thread_id": tid, "source": source, "outside_transaction": outside_tx}
+                  "thread_id": tid, "source": source, "outside_transaction": outside_tx, "spans": spans}
         started = time.monotonic()
         try:
-            # -I -S: nothing the agent installed (user site-packages, .pth files, PYTHON* variables)
-            # is loaded into the process that runs the approved SQL.
             result = rt.ensure_container().exec(
-                f"devagent-migrate {target.engine} ({source})", argv=["python3", "-I", "-S", MIGRATE_PY],
+                f"devagent-migrate {target.engine} ({source})", argv=MIGRATE_ARGV,
                 stdin=json.dumps(header).encode() + b"\n" + data, timeout_s=SandboxLimits().default_timeout_s,
             )
             outcome = _parse_outcome(result)
@@ -343,30 +393,40 @@ class Migrator:
         common = (("application_name", "devagent-migrate"), ("client_encoding", "UTF8"),
                   ("connect_timeout", "15"))
         if self.db.kind == "sidecar":
+            # sslmode=disable: the server is on the thread's internal network and has no TLS; libpq
+            # then reads no certificate or key files from the sandbox user's home either.
             connect = (("dbname", name or PG_DB), ("host", PG_HOST), ("port", str(PG_PORT)),
-                       ("user", PG_USER), ("password", self.password or ""), *common)
+                       ("user", PG_USER), ("password", self.password or ""), ("sslmode", "disable"), *common)
             return Target("postgres", self.db.label(name), connect=connect)
         if not network:
             raise MigrationRefused(
                 f"this thread has no network (it was started without --network), so "
                 f"{mask_url(self.db.location)} cannot be reached; start a thread with --network"
             )
-        connect = (("dbname", self.db.location), *((("dbname", name),) if name else ()), *common)
+        # The URL's own `options` travel as a keyword of their own, so that the runner can add
+        # the settings it pins to them instead of replacing them.
+        url_options = parse_qs(urlsplit(self.db.location).query).get("options", [])
+        connect = (("dbname", self.db.location), *((("dbname", name),) if name else ()), *common,
+                   *((("options", " ".join(url_options)),) if url_options else ()))
         return Target("postgres", self.db.label(name), connect=connect)
 
     def approved_bytes(self, rt: Any, call_id: str, sql: Any, path: Any) -> tuple[bytes, str]:
         """The bytes to run: inline SQL (bound by the approval), or the file if it is unchanged."""
         if isinstance(sql, str) and path is None:
             try:
-                return sql.encode("utf-8"), "inline"
+                data = sql.encode("utf-8")
             except UnicodeEncodeError:
                 raise MigrationRefused("the SQL is not valid UTF-8 text") from None
+            if len(data) > MAX_SQL_BYTES:
+                raise MigrationRefused(f"the SQL is larger than {MAX_SQL_BYTES // (1 << 20)} MiB, the most a "
+                                       "migration may be; split it into smaller migrations")
+            return data, "inline"
         if not isinstance(path, str) or sql is not None:
             raise MigrationRefused("pass exactly one of `sql` (the SQL text) or `path` (a .sql file in the workspace)")
         if not path.lower().endswith(".sql"):
             raise MigrationRefused(f"{path!r} is not a .sql file")
         try:
-            data = rt.paths.read_bytes(path)
+            data = read_sql_file(rt.paths, path)
         except (PathOutsideWorkspace, FileToolError) as exc:
             raise MigrationRefused(f"cannot read the migration file: {exc}") from None
         digest = hashlib.sha256(data).hexdigest()
@@ -388,11 +448,16 @@ class Migrator:
             raise MigrationRefused(f"{path} is not UTF-8 text") from None
         return data, path
 
-    def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int]]:
-        """Statement count, whether it must run outside a transaction (PostgreSQL only), and
-        where each statement starts (to name the one an error position points at)."""
+    def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int], list[list[int]]]:
+        """Statement count, whether it must run outside a transaction (PostgreSQL only), where
+        each statement starts (to name the one an error position points at), and the byte spans
+        of the statements: the very split the approval screen showed, which the runner in the
+        sandbox sends to the database one statement at a time."""
         from devagent.sql_analysis import analyze_sql
 
+        if "\0" in text:
+            # libpq and SQLite stop reading at a NUL byte: what follows it would silently not run.
+            raise MigrationRefused("the SQL contains a NUL byte, which neither PostgreSQL nor SQLite can receive")
         analysis = analyze_sql(text, engine)
         if not analysis.statements:
             raise MigrationRefused("the migration contains no SQL statement")
@@ -412,7 +477,8 @@ class Migrator:
                     "PostgreSQL; propose it as a migration of its own (it then runs alone, outside a transaction)"
                 )
             outside = bool(flagged)
-        return len(analysis.statements), outside, [st.start for st in analysis.statements]
+        return (len(analysis.statements), outside, [st.start for st in analysis.statements],
+                byte_spans(text, [(st.start, st.end) for st in analysis.statements]))
 
     def _refuse(self, rt: Any, call_id: str, reason: str, display: str, digest: str, path: Any,
                 statements: int) -> str:
@@ -423,6 +489,19 @@ class Migrator:
         store.record_migration(tid, call_id, display, digest, statements, "refused", reason[:300], 0.0)
         store.mark_status(tid, call_id, "done")
         return message
+
+
+def byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+    """Character spans of `text` as spans of its UTF-8 bytes (one pass over the text)."""
+    out: list[list[int]] = []
+    char, byte = 0, 0
+    for start, end in spans:
+        byte += len(text[char:start].encode("utf-8"))
+        first = byte
+        byte += len(text[start:end].encode("utf-8"))
+        char = end
+        out.append([first, byte])
+    return out
 
 
 def _parse_outcome(result: Any) -> dict[str, Any]:
@@ -505,4 +584,4 @@ def _exclude_from_git(runtime: Any, rel: str) -> None:
         pass  # at worst the database file is committed with the turn
 
 
-__all__ = ["attach_migrations", "bind_proposed_sql", "Database", "Migrator", "mask_url"]
+__all__ = ["attach_migrations", "bind_proposed_sql", "Database", "load_sql_for_display", "Migrator", "mask_url"]

@@ -28,7 +28,8 @@ from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SANDBOX_IMAGE, ConfigError, devagent_home, load_config, sandbox_user, thread_limits
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted, UsageError
 from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
-from devagent.migrations import Database, attach_migrations, bind_proposed_sql, bound_sql_digest
+from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest,
+                                 load_sql_for_display)
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
@@ -440,7 +441,7 @@ class ThreadRunner:
             approval, network=bool(thread.settings.get("network")),
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=changed,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
-            sql_loader=WorkspacePaths(ws.work_dir).read_text,
+            sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )

@@ -1,5 +1,12 @@
 """The PostgreSQL sidecar of a thread (`devagent task --database postgres`): its container,
-internal network and data volume, all labelled with the thread so `discard` removes them."""
+internal network and data volume, all labelled with the thread so `discard` removes them.
+
+The network is internal (no gateway out, no NAT) and its bridge has no address on the host
+(`inhibit_ipv4`): the sandbox and the sidecar reach each other across it, and nothing else, not
+even services of the host that listen on all of its addresses. The database role the thread
+uses owns its database but is not a superuser unless the thread was started with
+`--database postgres+superuser`.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +22,20 @@ PG_DATA = "/var/lib/postgresql/data"
 PG_BIN = "/usr/local/lib/postgresql-bin"
 PG_READY_TIMEOUT_S = 90
 SIDECAR_MEMORY = "1g"
+# The bridge of the thread's network gets no IPv4 address on the host, so the host is not a
+# member of it. Docker still hands the containers a default route to the (unassigned) gateway
+# address, which leads nowhere. The network has no IPv6 either.
+NETWORK_OPTIONS = {"com.docker.network.bridge.inhibit_ipv4": "true"}
 
 
 class PostgresSidecar:
     """The thread's PostgreSQL server: container, internal network and data volume (all labelled)."""
 
-    def __init__(self, client: Any, thread_id: str, password: str) -> None:
+    def __init__(self, client: Any, thread_id: str, password: str, *, superuser: bool = False) -> None:
         self.client, self.api = client, client.api
         self.thread_id = thread_id
         self.password = password
+        self.superuser = superuser
         self.name = f"devagent-{thread_id}-postgres"
         self.network = f"devagent-{thread_id}-net"
         self.volume = f"devagent-{thread_id}-pgdata"
@@ -42,8 +54,10 @@ class PostgresSidecar:
         try:
             self.client.networks.get(self.network)
         except docker.errors.NotFound:
-            # internal: containers on it reach each other, nothing outside (no gateway, no NAT).
-            self.client.networks.create(self.network, driver="bridge", internal=True, labels=self.labels)
+            # internal: containers on it reach each other, nothing outside (no NAT, no forwarding);
+            # NETWORK_OPTIONS: and the host has no address on it.
+            self.client.networks.create(self.network, driver="bridge", internal=True, labels=self.labels,
+                                        options=NETWORK_OPTIONS, enable_ipv6=False)
 
     def start(self) -> None:
         import docker
@@ -72,7 +86,8 @@ class PostgresSidecar:
                 POSTGRES_IMAGE,
                 name=self.name,
                 labels={**self.labels, "org.devagent.role": "postgres"},
-                environment={"DEVAGENT_PG_PASSWORD": self.password},
+                environment={"DEVAGENT_PG_PASSWORD": self.password,
+                             "DEVAGENT_PG_SUPERUSER": "1" if self.superuser else "0"},
                 hostname=PG_HOST,
                 user="postgres",
                 mounts=[Mount(PG_DATA, self.volume, type="volume")],
@@ -138,7 +153,9 @@ class SidecarContainer(ThreadContainer):
         # libpq reads ~/.pgpass, so `psql -h postgres -U devagent devagent` needs no password typed.
         pw = self.sidecar.password.replace("\\", "\\\\").replace(":", "\\:")
         lines = "".join(f"{host}:{PG_PORT}:*:{PG_USER}:{pw}\n" for host in (PG_HOST, self.sidecar.name))
-        self.exec("write ~/.pgpass", argv=["sh", "-c", 'umask 077 && cat > "$HOME/.pgpass"'],
+        # Absolute paths only: PATH starts with ~/.local/bin, where the sandbox user may have put
+        # an `sh` or a `cat` of its own.
+        self.exec("write ~/.pgpass", argv=["/bin/sh", "-c", 'umask 077 && exec /bin/cat > "$HOME/.pgpass"'],
                   stdin=lines.encode(), timeout_s=30)
 
     def stop(self) -> None:

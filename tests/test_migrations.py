@@ -69,7 +69,9 @@ def tables(db: Path) -> set[str]:
 
 def test_database_setting_and_password_masking() -> None:
     assert Database.parse(None) == Database("sqlite", "workspace", "devagent.db")
-    assert Database.parse("postgres").kind == "sidecar"
+    assert Database.parse("postgres").kind == "sidecar" and not Database.parse("postgres").superuser
+    assert Database.parse("postgres+superuser") == Database("postgres", "sidecar", "", superuser=True)
+    assert "is a superuser" in Database.parse("postgres+superuser").display(network=False)
     assert Database.parse("sqlite:///data/app.db").location == "data/app.db"
     url = Database.parse("postgresql://app:s3cr3t@db.internal:5432/shop?sslmode=require&password=other")
     assert url.kind == "url"

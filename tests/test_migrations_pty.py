@@ -107,9 +107,19 @@ def test_the_sql_on_screen_is_the_sql_the_database_ran(
     assert (call_id, recorded_sha, statements) == ("call_index", digest, "3")
     assert psql(sidecar, "SELECT indexname FROM pg_indexes WHERE tablename = 'users' ORDER BY 1").split() == [
         "users_email_idx", "users_pkey"]
-    # log_statement=all: the server logged the query it received (continuation lines tab-indented).
+    # log_statement=all: the server logged what it received (continuation lines tab-indented): each
+    # statement of the screen as one message of its own (extended protocol, "execute"), in order,
+    # and together with the `;` and newlines between them exactly the SQL shown.
     server_log = sidecar.logs().decode()
-    assert "LOG:  statement: " + shown.replace("\n", "\n\t") in server_log
+    statements = [
+        "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)",
+        "-- lookups by email; the agent's reason\nCREATE INDEX users_email_idx ON users (email)",
+        "INSERT INTO users (email) VALUES ('ada@example.com'), ('grace@example.com')",
+    ]
+    assert "".join(s + ";\n" for s in statements) == shown
+    at = [server_log.find("LOG:  execute <unnamed>: " + s.replace("\n", "\n\t") + "\n") for s in statements]
+    assert -1 not in at and at == sorted(at), server_log[-3000:]
+    assert "LOG:  statement: CREATE TABLE users" not in server_log and "LOG:  statement: INSERT" not in server_log
 
     # The model was told; `devagent migrations` lists it.
     assert llm.tool_outputs()["call_index"].startswith("applied: 3 statement(s) in one transaction")
