@@ -530,7 +530,7 @@ class _Findings:
 
 _READ_ONLY = {"SELECT", "VALUES", "TABLE", "SHOW", "SET", "RESET", "DISCARD", "LISTEN", "NOTIFY", "UNLISTEN",
               "LOAD", "CHECKPOINT", "DECLARE", "FETCH", "MOVE", "CLOSE", "PREPARE", "DEALLOCATE", "COMMENT",
-              "GRANT", "REVOKE", "SECURITY", "IMPORT", "ANALYZE", "ANALYSE", "ATTACH", "DETACH"}
+              "GRANT", "REVOKE", "SECURITY", "IMPORT", "ANALYZE", "ANALYSE", "ATTACH", "DETACH", "REASSIGN"}
 _OPAQUE = {"DO": "a DO block runs procedural code devagent does not analyse",
            "CALL": "CALL runs a procedure whose body devagent does not see",
            "EXECUTE": "EXECUTE runs a prepared statement devagent does not see"}
@@ -888,7 +888,7 @@ class _Analyser:
         value = ""
         if c.up() in ("=", "("):
             value = c.text[c.ts[c.i].end:].strip(" \t\n\r\f\v()'\"").lower()
-        if setting == "writable_schema" and value and value not in ("0", "off", "false", "no"):
+        if setting == "writable_schema" and value and value not in ("0", "off", "false", "no", "reset"):
             f.destroy("PRAGMA writable_schema lets later statements edit sqlite_master directly: a wrong edit "
                       "corrupts the database", "writable_schema")
         elif setting == "schema_version" and value:
@@ -1081,8 +1081,11 @@ class _Analyser:
         if kind in ("TABLE", "FOREIGN TABLE", "MATERIALIZED VIEW", "VIEW", "INDEX", "SEQUENCE", "SCHEMA",
                     "DATABASE", "TYPE", "DOMAIN", "EXTENSION", "ROLE", "USER", "GROUP", "TABLESPACE"):
             names = self.list_names(c)
-        else:
-            names = [_Name(_one_line(c.rest())[:80], "")]
+        else:  # functions (with their argument types), triggers and rules (ON table), casts, …
+            shown = _one_line(c.text[c.ts[c.i].start:c.ts[-1].end] if not c.done() else "", 120)
+            shown = re.sub(r"(?i)\s+(CASCADE|RESTRICT)$", "", shown)
+            first = c.name(f"{kind.lower()} name").show if not c.done() and c.ts[c.i].kind in "wq" else shown
+            names = [_Name(shown, first)]
         if not names:
             raise _Unparsed(f"DROP {kind} without a name")
         dependents = " (CASCADE also drops the objects that depend on it)" if cascade else ""
@@ -1135,8 +1138,10 @@ class _Analyser:
         elif kind == "SEQUENCE":
             f.warn(f"drops sequence {show}: its current value is lost and defaults that use it fail{dependents}")
         elif cascade and kind not in _CASCADE_SAFE:
+            # for kinds read without a name list, key holds the bare name (no argument types)
+            word = name.key if kind not in ("SCHEMA", "TYPE", "DOMAIN", "EXTENSION", "TABLESPACE") else show
             f.destroy(f"drops {kind.lower()} {show}; CASCADE also drops every object that depends on it, which "
-                      "can include table columns and their data", show)
+                      "can include table columns and their data", word or show)
         else:
             f.warn(f"drops {kind.lower()} {show}: whatever uses it breaks{dependents}")
 

@@ -614,3 +614,10 @@ def test_huge_inputs_are_analysed_in_linear_time():
             assert_exact_slices(analysis)
             assert all(s.verdict in ("destroys", "warns", "not_understood", None) for s in analysis.statements)
             assert time.perf_counter() - started < 2.5, (sql[:20], dialect)
+
+
+def test_drop_of_a_routine_names_it_without_its_signature():
+    stmt = only("DROP FUNCTION f(int, text) CASCADE", "postgres")
+    assert stmt.verdict == "destroys" and stmt.objects == ("f",)
+    assert stmt.reasons[0].startswith("drops function f(int, text); CASCADE")
+    assert only("DROP FUNCTION IF EXISTS f(int)", "postgres").verdict == "warns"
