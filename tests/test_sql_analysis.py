@@ -621,3 +621,49 @@ def test_drop_of_a_routine_names_it_without_its_signature():
     assert stmt.verdict == "destroys" and stmt.objects == ("f",)
     assert stmt.reasons[0].startswith("drops function f(int, text); CASCADE")
     assert only("DROP FUNCTION IF EXISTS f(int)", "postgres").verdict == "warns"
+
+
+# --- the two PostgreSQL splitting cases, applied for real on the thread's sidecar ---------------
+
+PG_BODIES = (
+    "CREATE TABLE events (id int PRIMARY KEY, n int NOT NULL);\n"
+    "CREATE TABLE audit (id int, note text);\n"
+    "CREATE FUNCTION next_n(i int) RETURNS int LANGUAGE sql\n"
+    "BEGIN ATOMIC\n"
+    "  SELECT CASE WHEN i > 0 THEN i + 1 ELSE 1 END;\n"
+    "END;\n"
+    "CREATE RULE events_audit AS ON INSERT TO events DO ALSO (\n"
+    "  INSERT INTO audit VALUES (new.id, 'inserted');\n"
+    "  INSERT INTO audit VALUES (new.id, 'twice');\n"
+    ");\n"
+    "INSERT INTO events VALUES (1, next_n(41));\n"
+)
+
+
+async def test_begin_atomic_function_and_rule_actions_apply_on_postgres(
+        sandbox_image, docker_client, home, repo) -> None:
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    from agent_helpers import ScriptedApprover, tool_outputs
+    from devagent.runner import Decision, TaskOptions, ThreadRunner
+    from devagent.store import Store
+
+    analysis = analyze_sql(PG_BODIES, "postgres")
+    assert [s.kind for s in analysis.statements] == [
+        "CREATE TABLE", "CREATE TABLE", "CREATE FUNCTION", "CREATE RULE", "INSERT"]
+    assert analysis.confirmation_words == [] and not analysis.has_transaction_control
+
+    query = ("psql -h postgres -U devagent devagent -At -c 'SELECT next_n(1), next_n(-5)' "
+             "-c 'SELECT n FROM events' -c 'SELECT note FROM audit ORDER BY note'")
+    model = ScriptedModel([[function_call("run_migration", {"sql": PG_BODIES}, call_id="bodies")],
+                           [function_call("run_shell", {"command": query}, call_id="check")],
+                           [assistant_message("done")]])
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(then=Decision(True)),
+                          docker_client=docker_client)
+    thread = runner.create_thread(repo, TaskOptions(database="postgres"))
+    assert (await runner.run_task(thread.id, "add the function")).status == "done"
+    outputs = tool_outputs(model)
+    assert outputs["bodies"].startswith("applied: 5 statement(s)"), outputs["bodies"]
+    lines = outputs["check"].splitlines()
+    assert lines[0].startswith("[exit code 0"), lines
+    assert lines[1:] == ["2|1", "42", "inserted", "twice"]
