@@ -42,7 +42,6 @@ _TX_REASON = "transaction control: the executor already runs the script in its o
 # Only what the database engines treat as whitespace; str.isspace() also accepts
 # characters such as U+001C that SQLite would reject, and those must not vanish.
 _WS = " \t\n\r\f\v"
-_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
 _TRIGGER_HEADS = (["CREATE", "TRIGGER"], ["CREATE", "TEMP", "TRIGGER"], ["CREATE", "TEMPORARY", "TRIGGER"])
 _ROUTINE_HEADS = (["CREATE", "FUNCTION"], ["CREATE", "PROCEDURE"],
                   ["CREATE", "OR", "REPLACE", "FUNCTION"], ["CREATE", "OR", "REPLACE", "PROCEDURE"])
@@ -545,7 +544,9 @@ _STABLE_DEFAULTS = {"NOW", "CURRENT_TIMESTAMP", "CURRENT_DATE", "CURRENT_TIME", 
                     "USER", "TRUE", "FALSE", "NULL", "ARRAY", "INTERVAL", "DATE", "TIMESTAMP", "TIME",
                     "TIMESTAMPTZ", "JSONB", "JSON", "TEXT", "INTEGER", "INT", "BIGINT", "NUMERIC", "BOOLEAN",
                     "VARCHAR", "CHARACTER", "VARYING", "WITH", "WITHOUT", "ZONE", "DOUBLE", "PRECISION",
-                    "CURRENT_SETTING", "LOWER", "UPPER", "COALESCE", "CAST"}
+                    "CURRENT_SETTING", "LOWER", "UPPER", "COALESCE", "CAST", "JSONB_BUILD_OBJECT",
+                    "JSON_BUILD_OBJECT", "JSONB_BUILD_ARRAY", "TO_JSONB", "MAKE_INTERVAL", "TO_TIMESTAMP",
+                    "CONCAT", "DECIMAL", "REAL", "FLOAT", "SMALLINT", "CHAR", "BIT", "TIMETZ"}
 _SERIAL = {"SERIAL", "BIGSERIAL", "SMALLSERIAL", "SERIAL2", "SERIAL4", "SERIAL8"}
 # DROP … CASCADE of these can take table columns (and their data) with it.
 _CASCADE_SAFE = {"INDEX", "TRIGGER", "RULE", "POLICY", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE",
@@ -596,7 +597,7 @@ class _Analyser:
                 toks = _tokenize(text, self.dialect)
                 if not toks:
                     raise _Unparsed("no statement found")
-                self.dispatch(_Cursor(text, toks, self.dialect), f, top=True)
+                self.dispatch(_Cursor(text, toks, self.dialect), f)
         except _Unparsed as e:
             f.unparsed(str(e))
         self.number += 1
@@ -626,10 +627,10 @@ class _Analyser:
             raise _Unparsed("empty statement")
         inner = _Analyser(self.dialect, None)
         inner.path_changed = inner.nested = True
-        inner.dispatch(_Cursor(text, toks, self.dialect), f, top=False)
+        inner.dispatch(_Cursor(text, toks, self.dialect), f)
         return f
 
-    def dispatch(self, c: _Cursor, f: _Findings, top: bool) -> None:
+    def dispatch(self, c: _Cursor, f: _Findings) -> None:
         head = c.up()
         if c.ts[0].kind == "p" and c.ts[0].up == "(":  # (SELECT …) UNION …
             inner, _ = c.inner(c.ts[0])
@@ -652,9 +653,7 @@ class _Analyser:
         if head == "SET" and not self.pg:
             raise _Unparsed("SQLite has no SET statement")
         if head in ("SET", "RESET") and "SEARCH_PATH" in c.words()[:4]:
-            self.path_changed = True
-        if head == "SELECT" and self.pg and "INTO" in c.words():
-            pass  # SELECT … INTO creates a table: nothing existing is touched
+            self.path_changed = True  # names may now resolve to other tables than the ones created here
 
     # ---- read and write
 
@@ -715,7 +714,8 @@ class _Analyser:
         if where is None:
             self.lose_rows(f, table, f"DELETE without WHERE removes every row of {table.show}")
         elif where:
-            self.lose_rows(f, table, f"DELETE … WHERE {where} is true for every row: removes every row of {table.show}")
+            self.lose_rows(f, table,
+                           f"DELETE … WHERE {where} is true for every row: removes every row of {table.show}")
 
     def do_update(self, c: _Cursor, f: _Findings) -> None:
         f.kind = "UPDATE"
@@ -1546,14 +1546,11 @@ class _Analyser:
 
 
 def _volatile(default: str) -> bool:
+    """Whether a DEFAULT may be volatile (PostgreSQL then rewrites the table to fill it):
+    any call of a function not known to be stable or immutable counts."""
     toks = _tokenize(default, "postgres")
-    for k, t in enumerate(toks):
-        if t.kind == "w" and k + 1 < len(toks) and toks[k + 1].up == "(" and t.up not in _STABLE_DEFAULTS:
-            return True
-        if t.kind == "w" and t.up not in _STABLE_DEFAULTS and not (k and toks[k - 1].up == "::"):
-            if k + 1 < len(toks) and toks[k + 1].up == "(":
-                return True
-    return False
+    return any(t.kind == "w" and toks[k + 1].up == "(" and t.up not in _STABLE_DEFAULTS
+               for k, t in enumerate(toks[:-1]))
 
 
 def _split_simple(body: str, dialect: str) -> list[str]:

@@ -69,7 +69,8 @@ def _false(node: exp.Expression, dialect: str) -> bool:
 def _complementary(terms: list[exp.Expression]) -> bool:
     """x IS NULL OR … OR x IS NOT NULL (either spelling of the negation)."""
     def is_null(n):
-        return n.this if isinstance(n, exp.Is) and isinstance(n.expression, exp.Null) and not n.args.get("negate") else None
+        plain = isinstance(n, exp.Is) and isinstance(n.expression, exp.Null) and not n.args.get("negate")
+        return n.this if plain else None
 
     def is_not_null(n):
         if isinstance(n, exp.Is) and isinstance(n.expression, exp.Null) and n.args.get("negate"):

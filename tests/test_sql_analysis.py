@@ -667,3 +667,10 @@ async def test_begin_atomic_function_and_rule_actions_apply_on_postgres(
     lines = outputs["check"].splitlines()
     assert lines[0].startswith("[exit code 0"), lines
     assert lines[1:] == ["2|1", "42", "inserted", "twice"]
+
+
+def test_a_stored_generated_not_null_column_is_a_rewrite_not_a_failure():
+    stmt = only("ALTER TABLE o ADD COLUMN total_cents int GENERATED ALWAYS AS (total * 100) STORED NOT NULL",
+                "postgres")
+    assert stmt.verdict == "warns" and len(stmt.warnings) == 1
+    assert "rewrites o" in stmt.warnings[0] and "fails if" not in stmt.warnings[0]
