@@ -515,7 +515,10 @@ class _Findings:
             verdict = WARNS
         else:
             verdict = None
-        reasons = tuple(dict.fromkeys(self.destroyed)) + ((UNPARSED_REASON,) if self.opaque else ()) + warnings
+        # why it could not be analysed, when that is known (a DO block, a dblink call); a parse
+        # error stays in parse_error
+        why = (UNPARSED_REASON,) + ((self.opaque,) if self.error is None else ()) if self.opaque else ()
+        reasons = tuple(dict.fromkeys(self.destroyed)) + why + warnings
         words: tuple[str, ...] = objects
         if self.opaque:
             lead = self.lead if self.lead.isascii() and self.lead.isalpha() else "statement"
@@ -533,6 +536,20 @@ _READ_ONLY = {"SELECT", "VALUES", "TABLE", "SHOW", "SET", "RESET", "DISCARD", "L
 _OPAQUE = {"DO": "a DO block runs procedural code devagent does not analyse",
            "CALL": "CALL runs a procedure whose body devagent does not see",
            "EXECUTE": "EXECUTE runs a prepared statement devagent does not see"}
+_RUNS_UNSEEN_SQL = "runs SQL that devagent does not see"
+_CALLS = {
+    "DBLINK_EXEC": (NOT_UNDERSTOOD, _RUNS_UNSEEN_SQL), "DBLINK": (NOT_UNDERSTOOD, _RUNS_UNSEEN_SQL),
+    "DBLINK_SEND_QUERY": (NOT_UNDERSTOOD, _RUNS_UNSEEN_SQL), "QUERY_TO_XML": (NOT_UNDERSTOOD, _RUNS_UNSEEN_SQL),
+    "QUERY_TO_XML_AND_XMLSCHEMA": (NOT_UNDERSTOOD, _RUNS_UNSEEN_SQL),
+    "SCHEDULE": (NOT_UNDERSTOOD, "schedules SQL to run later"),
+    "LOAD_EXTENSION": (NOT_UNDERSTOOD, "loads native code into the database"),
+    "LO_UNLINK": (DESTROYS, "deletes a large object and its data"),
+    "PG_TERMINATE_BACKEND": (WARNS, "ends another session of the database server"),
+    "PG_CANCEL_BACKEND": (WARNS, "cancels another session's query"),
+    "SETVAL": (WARNS, "moves a sequence: new values may collide with existing keys"),
+    "PG_DROP_REPLICATION_SLOT": (WARNS, "drops a replication slot: its consumer loses its place"),
+    "LO_EXPORT": (WARNS, "writes a file on the database server"),
+}
 _STATEMENT_STARTS = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE", "REPLACE",
                      "CREATE", "EXECUTE", "DECLARE"}
 _COLUMN_CONSTRAINT_WORDS = {"CONSTRAINT", "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "CHECK", "REFERENCES",
@@ -598,6 +615,7 @@ class _Analyser:
                 if not toks:
                     raise _Unparsed("no statement found")
                 self.dispatch(_Cursor(text, toks, self.dialect), f)
+                self.calls(text, toks, f)
         except _Unparsed as e:
             f.unparsed(str(e))
         self.number += 1
@@ -612,7 +630,8 @@ class _Analyser:
         head, rest = words[0], words[1:]
         if head == "CREATE":
             kinds = [w for w in rest if w not in _CREATE_FILLER]
-            return bool(kinds) and kinds[0] not in ("TABLE", "INDEX", "TRIGGER", "RULE")
+            # CREATE TABLE … AS and CREATE MATERIALIZED VIEW run their query now
+            return bool(kinds) and kinds[0] not in ("TABLE", "INDEX", "TRIGGER", "RULE", "MATERIALIZED")
         if head == "ALTER" and self.pg and rest and rest[0] not in ("TABLE", "FOREIGN", "MATERIALIZED", "TYPE",
                                                                     "DOMAIN"):
             self.alter_other(rest, f)
@@ -647,6 +666,23 @@ class _Analyser:
             self.read_only(c, f)
         else:
             raise _Unparsed(f"unknown statement {head[:40]}")
+
+    def calls(self, text: str, toks: list[_Tok], f: _Findings) -> None:
+        """Built-in functions that destroy data or run SQL devagent does not see, wherever they
+        are called (a SELECT that calls them is not harmless)."""
+        for k, t in enumerate(toks[:-1]):
+            if t.kind != "w" or toks[k + 1].up != "(" or t.up not in _CALLS:
+                continue
+            if k >= 2 and toks[k - 1].up == "." and toks[k - 2].up not in ("PG_CATALOG", "PUBLIC", "CRON"):
+                continue  # another schema's function of the same name
+            verdict, reason = _CALLS[t.up]
+            call = _one_line(text[t.start:toks[toks[k + 1].mate].end], 60)
+            if verdict == DESTROYS:
+                f.destroy(f"{call} {reason}", call)
+            elif verdict == WARNS:
+                f.warn(f"{call} {reason}")
+            else:
+                f.not_understood(f"{call} {reason}")
 
     def read_only(self, c: _Cursor, f: _Findings) -> None:
         head = c.up()

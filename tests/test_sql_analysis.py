@@ -141,7 +141,8 @@ def test_unparsed_statement_is_kept_between_good_ones():
 def test_opaque_statements_are_not_understood_and_say_so():
     do_block = only("DO $$ BEGIN DELETE FROM t; END $$", "postgres")
     assert do_block.kind == "DO" and do_block.verdict == "not_understood" and do_block.destructive
-    assert do_block.reasons == ("devagent could not analyse this statement: review it by hand",)
+    assert do_block.reasons == ("devagent could not analyse this statement: review it by hand",
+                                "a DO block runs procedural code devagent does not analyse")
     analysis = analyze_sql("SELECT 1; CALL purge_old_rows(30)", "postgres")
     assert analysis.statements[1].verdict == "not_understood"
     assert analysis.confirmation_words == ["call-2"]
@@ -482,7 +483,7 @@ def test_tables_created_by_the_migration_hold_no_earlier_data():
 def test_not_understood_is_said_honestly_and_needs_its_own_word():
     analysis = analyze_sql("DROP TABLE a; DO $$ BEGIN PERFORM 1; END $$; DROP TABLE b", "postgres")
     assert [s.verdict for s in analysis.statements] == ["destroys", "not_understood", "destroys"]
-    assert analysis.statements[1].reasons == ("devagent could not analyse this statement: review it by hand",)
+    assert analysis.statements[1].reasons[0] == "devagent could not analyse this statement: review it by hand"
     assert analysis.confirmation_words == ["a", "do-2", "b"]
     assert analysis.confirmation_word == "a"
 
@@ -674,3 +675,19 @@ def test_a_stored_generated_not_null_column_is_a_rewrite_not_a_failure():
                 "postgres")
     assert stmt.verdict == "warns" and len(stmt.warnings) == 1
     assert "rewrites o" in stmt.warnings[0] and "fails if" not in stmt.warnings[0]
+
+
+@pytest.mark.parametrize("sql, dialect, verdict, reason", [
+    ("SELECT dblink_exec('dbname=app', 'DROP TABLE users')", "postgres", "not_understood", "runs SQL that devagent"),
+    ("SELECT cron.schedule('0 * * * *', 'DELETE FROM t')", "postgres", "not_understood", "schedules SQL"),
+    ("SELECT load_extension('evil')", "sqlite", "not_understood", "loads native code"),
+    ("SELECT lo_unlink(16384)", "postgres", "destroys", "deletes a large object"),
+    ("SELECT pg_catalog.setval('s', 1, false)", "postgres", "warns", "may collide with existing keys"),
+    ("SELECT pg_terminate_backend(42)", "postgres", "warns", "ends another session"),
+    ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM dblink('x', 'SELECT 1') AS r(a int)", "postgres",
+     "not_understood", "runs SQL that devagent"),
+])
+def test_a_select_that_calls_a_dangerous_function_is_not_harmless(sql, dialect, verdict, reason):
+    stmt = only(sql, dialect)
+    assert stmt.verdict == verdict and any(reason in r for r in stmt.reasons), stmt
+    assert only("SELECT myschema.schedule(1)", "postgres").verdict is None
