@@ -691,3 +691,43 @@ def test_a_select_that_calls_a_dangerous_function_is_not_harmless(sql, dialect, 
     stmt = only(sql, dialect)
     assert stmt.verdict == verdict and any(reason in r for r in stmt.reasons), stmt
     assert only("SELECT myschema.schedule(1)", "postgres").verdict is None
+
+
+# --- zero-miss under rewording -----------------------------------------------------------------
+
+LOSSES = [  # (tokens, dialect, object): each token may be re-cased and separated by comments
+    (["DROP", "TABLE", "{t}"], "sqlite", "{t}"),
+    (["DROP", "TABLE", "IF", "EXISTS", "{t}", "CASCADE"], "postgres", "{t}"),
+    (["DELETE", "FROM", "{t}"], "sqlite", "{t}"),
+    (["DELETE", "FROM", "{t}", "WHERE", "1", "=", "1"], "postgres", "{t}"),
+    (["DELETE", "FROM", "{t}", "WHERE", "TRUE", "OR", "id", "=", "2"], "postgres", "{t}"),
+    (["UPDATE", "{t}", "SET", "a", "=", "1"], "sqlite", "{t}"),
+    (["TRUNCATE", "{t}"], "postgres", "{t}"),
+    (["ALTER", "TABLE", "{t}", "DROP", "COLUMN", "c"], "postgres", "{t}.c"),
+    (["ALTER", "TABLE", "{t}", "ADD", "COLUMN", "x", "int", ",", "DROP", "c"], "postgres", "{t}.c"),
+    (["ALTER", "TABLE", "{t}", "ALTER", "COLUMN", "c", "TYPE", "int"], "postgres", "{t}.c"),
+    (["INSERT", "OR", "REPLACE", "INTO", "{t}", "VALUES", "(", "1", ")"], "sqlite", "{t}"),
+    (["REPLACE", "INTO", "{t}", "VALUES", "(", "1", ")"], "sqlite", "{t}"),
+    (["WITH", "x", "AS", "(", "DELETE", "FROM", "{t}", "RETURNING", "*", ")", "SELECT", "1"], "postgres", "{t}"),
+]
+gaps = st.sampled_from([" ", "\n", "\t", " /* ; */ ", " -- ;\n", "\n\n  "])
+table_names = st.sampled_from([("orders", "orders"), ('"Orders"', "Orders"), ("app.orders", "app.orders"),
+                               ('"we;ird"', "we;ird")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(LOSSES), table_names, st.lists(gaps, min_size=20, max_size=20),
+       st.lists(st.booleans(), min_size=20, max_size=20))
+def test_every_rewording_of_a_data_loss_still_names_it(loss, table, spaces, upper):
+    tokens, dialect, obj = loss
+    spelled, name = table
+    if dialect == "sqlite" and "." in spelled:
+        spelled, name = spelled.replace("app.", "main."), name.replace("app.", "main.")
+    # keywords in any case; the table as written (objects are named as the SQL spells them)
+    words = [tok.format(t=spelled) if "{t}" in tok else tok if not tok.isupper() else tok if up else tok.lower()
+             for tok, up in zip(tokens, upper)]
+    sql = "".join(w + gap for w, gap in zip(words, spaces)).strip()
+    analysis = analyze_sql(sql + ";", dialect)
+    [stmt] = analysis.statements
+    assert stmt.verdict == "destroys", (sql, stmt)
+    assert obj.format(t=name) in stmt.objects, (sql, stmt.objects)
