@@ -55,7 +55,15 @@ def _true(node: exp.Expression, dialect: str) -> bool:
         return True
     if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null) and node.args.get("negate"):
         return _value(node.this, dialect) not in (_UNKNOWN, _NULL)
+    if isinstance(node, exp.Exists) and _constant_row(node.this):
+        return True
     return _truthy(_value(node, dialect), dialect) is True
+
+
+def _constant_row(query: exp.Expression) -> bool:
+    """A SELECT without FROM, WHERE, HAVING or LIMIT: it always returns exactly one row."""
+    return isinstance(query, exp.Select) and not any(
+        query.args.get(k) for k in ("from", "from_", "where", "having", "limit", "group"))
 
 
 def _false(node: exp.Expression, dialect: str) -> bool:
