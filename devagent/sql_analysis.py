@@ -587,8 +587,6 @@ class _Analyser:
         # Tables this migration created (plain CREATE TABLE, so they held nothing before it):
         # dropping or locking them loses and blocks nothing that existed.
         self.created: set[str] = set()
-        self.columns: dict[str, list[str]] = {}  # columns of tables created here
-        self.renamed_from: dict[str, str] = {}  # new name -> old name, for tables renamed here
         self.path_changed = False
         self.number = 0  # index of the statement being analysed
         self.nested = False  # analysing a statement inside another (no cross-statement facts)
@@ -1015,27 +1013,13 @@ class _Analyser:
             exists = c.accept("IF", "NOT", "EXISTS")
             table = c.name("table name")
             f.kind = "CREATE TABLE"
-            if not exists and not c.at("AS"):
+            if not exists:  # it did not exist before: whatever it holds, this migration put there
                 self.created.add(table.key)
-                self.renamed_from.pop(table.key, None)
-                if c.up() == "(":
-                    self.columns[table.key] = self.column_names(c, c.ts[c.i])
-            if not exists and not c.at("AS"):
                 self.event("create", table.key)
         elif c.at("TRIGGER") and not self.pg:
             self.create_sqlite_trigger(c, f)
         elif c.at("RULE"):
             self.create_rule(c, f)
-
-    def column_names(self, c: _Cursor, paren: _Tok) -> list[str]:
-        body, _ = c.inner(paren)
-        inner = _Cursor(body, _tokenize(body, self.dialect), self.dialect)
-        names = []
-        for part in inner.split():
-            if part.ts and part.ts[0].kind in "wq" and not (part.ts[0].kind == "w"
-                                                            and part.ts[0].up in _TABLE_CONSTRAINT_WORDS):
-                names.append(part.name().key)
-        return names
 
     def create_index(self, c: _Cursor, f: _Findings) -> None:
         unique = c.accept("UNIQUE")
@@ -1290,7 +1274,6 @@ class _Analyser:
                     self.created.add(to.key)
                 else:
                     self.created.discard(to.key)
-                    self.renamed_from[to.key] = table.key
                 return "RENAME"
             a.accept("COLUMN")
             old = a.name("column name")

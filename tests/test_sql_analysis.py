@@ -618,11 +618,13 @@ def test_huge_inputs_are_analysed_in_linear_time():
                 "SELECT 1;" * 5_000, "DELETE FROM t WHERE " + "id = 1 OR " * 5_000 + "1=1",
                 "CREATE TRIGGER t AFTER INSERT ON a BEGIN " + "SELECT 1;" * 5_000 + " END"]:
         for dialect in ("sqlite", "postgres"):
-            started = time.perf_counter()
+            # CPU time, not the wall clock: the bound is on this work, not on the machine's load
+            started = time.process_time()
             analysis = analyze_sql(sql, dialect)
+            took = time.process_time() - started
             assert_exact_slices(analysis)
             assert all(s.verdict in ("destroys", "warns", "not_understood", None) for s in analysis.statements)
-            assert time.perf_counter() - started < 2.5, (sql[:20], dialect)
+            assert took < 1.0, (sql[:20], dialect, took)
 
 
 def test_drop_of_a_routine_names_it_without_its_signature():
