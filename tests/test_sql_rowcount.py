@@ -100,3 +100,58 @@ def test_a_path_with_uri_characters_is_opened_as_a_file(tmp_path):
         conn.execute("INSERT INTO t VALUES (1)")
     [count] = count_rows(analyze_sql("DELETE FROM t"), sqlite_counter(str(path)))
     assert count.describe() == "deletes 1 of 1 rows of t" and count.every_row
+
+
+# --- PostgreSQL: the read-only script, on a real server ----------------------------------------
+
+@pytest.fixture
+def pg_server(docker_client):
+    import secrets
+    import time
+
+    from devagent.config import POSTGRES_IMAGE
+
+    server = docker_client.containers.run(
+        POSTGRES_IMAGE, detach=True, name=f"devagent-test-rowcount-{secrets.token_hex(4)}",
+        labels={"org.devagent.test": "rowcount"}, environment={"DEVAGENT_PG_PASSWORD": secrets.token_hex(8)},
+        cap_drop=["ALL"], security_opt=["no-new-privileges"])
+    try:
+        deadline = time.monotonic() + 60
+        while server.exec_run(["pg_isready", "-q", "-h", "127.0.0.1"], user="postgres").exit_code != 0:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.3)
+        yield server
+    finally:
+        server.remove(force=True)
+
+
+def psql_counter(server, timeout_ms: int):
+    def run(query: str) -> int:
+        script = POSTGRES_COUNT_SCRIPT.format(timeout_ms=timeout_ms, query=query)
+        code, out = server.exec_run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-U", "devagent",
+                                     "-d", "devagent", "-c", script], user="postgres")
+        text = out.decode()
+        if "statement timeout" in text or "lock timeout" in text:
+            raise TimeoutError("count timed out")
+        if code != 0:
+            raise RuntimeError(text.strip().splitlines()[-1])
+        return int(text.split()[-1])
+    return run
+
+
+def test_postgres_counts_in_a_read_only_transaction_with_a_timeout(pg_server):
+    setup = ("CREATE TABLE orders (id serial PRIMARY KEY, status text); "
+             "INSERT INTO orders (status) SELECT CASE WHEN i % 200 = 0 THEN 'closed' ELSE 'open' END "
+             "FROM generate_series(1, 1240) AS i")
+    assert pg_server.exec_run(["psql", "-X", "-U", "devagent", "-d", "devagent", "-c", setup],
+                              user="postgres").exit_code == 0
+    run = psql_counter(pg_server, timeout_ms=500)
+    analysis = analyze_sql("DELETE FROM orders WHERE status = 'open'; UPDATE orders SET status = 'x'", "postgres")
+    assert [c.describe() for c in count_rows(analysis, run)] == [
+        "deletes 1,234 of 1,240 rows of orders", "updates 1,240 of 1,240 rows of orders"]
+    # the script cannot write, and gives up after its timeout
+    with pytest.raises(RuntimeError, match="read-only transaction"):
+        run("DELETE FROM orders")
+    with pytest.raises(TimeoutError):
+        run("SELECT count(*) FROM pg_sleep(5)")
+    assert run("SELECT count(*) FROM orders") == 1240
