@@ -409,9 +409,9 @@ class _Cursor:
         return self.text[t.start:t.end]
 
     def up(self, k: int = 0) -> str:
+        """The keyword or punctuation k tokens ahead ("" for names in quotes, literals, the end)."""
         j = self.i + k
-        return self.ts[j].up if j < len(self.ts) and self.ts[j].kind == "w" else (
-            self.ts[j].up if j < len(self.ts) else "")
+        return self.ts[j].up if j < len(self.ts) else ""
 
     def at(self, *words: str) -> bool:
         return all(self.up(k) == w for k, w in enumerate(words))
@@ -1307,7 +1307,7 @@ class _Analyser:
                 crash = "; an UNLOGGED table is emptied by a crash" if words[1] == "UNLOGGED" else ""
                 f.warn(f"SET {what} rewrites {t} under {_ACCESS_EXCLUSIVE}{crash}")
             return "SET " + (words[1] if len(words) > 1 else "")
-        if a.up() in ("OWNER", "CLUSTER", "RESET", "INHERIT", "NO", "OF", "NOT", "REPLICA", "OPTIONS"):
+        if a.up() in ("OWNER", "CLUSTER", "RESET", "INHERIT", "NO", "OF", "NOT", "REPLICA", "OPTIONS", "DEPENDS"):
             return a.up()
         raise _Unparsed(f"unknown ALTER {objkind} action {a.up()[:40]}")
 
