@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from devagent.sql_tokens import WS, Cursor, Name, Tok, Unparsed, scan, tokenize
 from devagent.sql_where import ConditionNotUnderstood, always_true
 
 DIALECTS = ("sqlite", "postgres")
@@ -39,12 +40,6 @@ FALLBACK_CONFIRMATION = "yes-destroy"
 UNPARSED_REASON = "devagent could not analyse this statement: review it by hand"
 _TX_REASON = "transaction control: the executor already runs the script in its own transaction"
 
-# Only what the database engines treat as whitespace; str.isspace() also accepts
-# characters such as U+001C that SQLite would reject, and those must not vanish.
-_WS = " \t\n\r\f\v"
-_TRIGGER_HEADS = (["CREATE", "TRIGGER"], ["CREATE", "TEMP", "TRIGGER"], ["CREATE", "TEMPORARY", "TRIGGER"])
-_ROUTINE_HEADS = (["CREATE", "FUNCTION"], ["CREATE", "PROCEDURE"],
-                  ["CREATE", "OR", "REPLACE", "FUNCTION"], ["CREATE", "OR", "REPLACE", "PROCEDURE"])
 _TX_HEADS = [[w] for w in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END", "ABORT")] + [
     ["START", "TRANSACTION"], ["PREPARE", "TRANSACTION"]]
 _CREATE_FILLER = {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "UNLOGGED", "IF", "NOT", "EXISTS", "GLOBAL",
@@ -106,7 +101,7 @@ class SqlAnalysis:
     def has_transaction_control(self) -> bool:
         # Decided from the leading keywords, not the parse, so that transaction statements
         # the analysis cannot parse (e.g. RELEASE SAVEPOINT) still count.
-        return any(_is_tx(words) for s in self.statements for _, _, words in _scan(s.text, self.dialect))
+        return any(_is_tx(words) for s in self.statements for _, _, words in scan(s.text, self.dialect))
 
 
 def analyze_sql(sql: str, dialect: str = "sqlite",
@@ -117,9 +112,9 @@ def analyze_sql(sql: str, dialect: str = "sqlite",
         raise ValueError(f"unsupported dialect {dialect!r}; expected one of {DIALECTS}")
     analyser = _Analyser(dialect, schema)
     found: list[tuple[int, int, str, _Findings]] = []
-    for start, end, words in _scan(sql, dialect):
-        end = start + len(sql[start:end].rstrip(_WS))
-        start = end - len(sql[start:end].lstrip(_WS))
+    for start, end, words in scan(sql, dialect):
+        end = start + len(sql[start:end].rstrip(WS))
+        start = end - len(sql[start:end].lstrip(WS))
         text = sql[start:end]
         try:
             findings = analyser.statement(text, words)
@@ -135,147 +130,7 @@ def analyze_sql(sql: str, dialect: str = "sqlite",
     return SqlAnalysis(sql, dialect, digest, tuple(statements))
 
 
-# --------------------------------------------------------------------------- splitting
-
-
-# One step of the splitter: a run of characters that cannot end or open anything is taken whole,
-# so the cost is per token, never per byte of a long run (e.g. a file of NUL bytes).
-_SCAN_STEP = re.compile(r"""[ \t\n\r\f\v]*(?:
-    (?P<ws>\Z)
-  | (?P<line>--[^\n]*\n?)
-  | (?P<block>/\*)
-  | (?P<word>[^\W\d][\w$]*)
-  | (?P<semi>;)
-  | (?P<quote>['"`\[])
-  | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
-  | (?P<parens>[()]+)
-  | (?P<other>[^\w \t\n\r\f\v'"`\[;()$/-]+|\d+|.)
-)""", re.VERBOSE | re.DOTALL)
-
-
-def _scan(sql: str, dialect: str) -> list[tuple[int, int, list[str]]]:
-    """Return (start, end, tokens) for each piece between statement-ending ';'.
-
-    tokens holds the upper-cased top-level words, with "" standing for any run of other
-    tokens (punctuation, literals), so "(BEGIN" does not look like it starts with BEGIN.
-
-    SQLite cuts where sqlite3_complete() does (trigger bodies end at a bare "END;").
-    PostgreSQL cuts where psql does: never inside parentheses (CREATE RULE … DO (a; b)), nor
-    inside the BEGIN … END of a CREATE FUNCTION/PROCEDURE (SQL-standard bodies, BEGIN ATOMIC).
-
-    Pieces made only of whitespace and comments are omitted. Unterminated quotes or
-    comments run to the end of the text, so the remainder becomes one (unparseable) piece.
-    """
-    pg = dialect == "postgres"
-    pieces: list[tuple[int, int, list[str]]] = []
-    n, i, start = len(sql), 0, 0
-    words: list[str] = []
-    content, body = False, 0  # body: index in words where the current trigger-body statement starts
-    parens = blocks = 0  # PostgreSQL: parenthesis depth, BEGIN/CASE … END depth in a routine body
-    step = _SCAN_STEP.match
-    while i < n:
-        m = step(sql, i)
-        kind, i, j = m.lastgroup, m.start(m.lastgroup), m.end()
-        if kind in ("ws", "line"):
-            i = j
-            continue
-        if kind == "block":
-            i = _block_comment_end(sql, i, nested=pg)
-            continue
-        if kind == "semi":
-            # SQLite trigger bodies contain ';' and only a bare "END;" closes them
-            # (the same rule as sqlite3_complete, which the sqlite3 shell splits by).
-            trigger = not pg and any(words[:len(head)] == head for head in _TRIGGER_HEADS)
-            if trigger and words[body:] != ["END"]:
-                body = len(words)
-            elif pg and (parens or blocks):
-                words.append("")
-            else:
-                if content:
-                    pieces.append((start, i, words))
-                start, words, content, body, parens, blocks = j, [], False, 0, 0, 0
-            i = j
-            continue
-        content = True
-        if kind == "word":
-            word = m.group("word").upper()
-            words.append(word)
-            if pg and not parens and word in ("BEGIN", "CASE", "END") and any(
-                    words[:len(head)] == head for head in _ROUTINE_HEADS):
-                if word == "BEGIN" or (word == "CASE" and blocks):
-                    blocks += 1
-                elif word == "END" and blocks:
-                    blocks -= 1
-            i = j
-            continue
-        if len(words) == body or words[-1] != "":  # collapse runs, but never across a trigger-body ';'
-            words.append("")
-        c = sql[i]
-        if kind == "quote" and (c in "'\"" or not pg):
-            # PostgreSQL E'...' strings allow backslash escapes, including \'.
-            backslash = pg and c == "'" and sql[i - 1] in "eE" and words[-2:] == ["E", ""]
-            end = _quoted_end(sql, i, "]" if c == "[" else c, backslash)
-            i = n if end < 0 else end
-        elif kind == "dollar" and pg:
-            tag = m.group("dollar")
-            close = sql.find(tag, j)
-            i = n if close < 0 else close + len(tag)
-        elif kind == "parens" and pg:
-            run = m.group("parens")
-            if ")" not in run:
-                parens += len(run)
-            else:
-                for ch in run:
-                    parens = parens + 1 if ch == "(" else max(parens - 1, 0)
-            i = j
-        elif kind in ("dollar", "quote", "parens"):
-            i += 1 if kind != "parens" else j - i
-        else:
-            i = j
-    if content:
-        pieces.append((start, n, words))
-    return pieces
-
-
-def _quoted_end(sql: str, i: int, close: str, backslash: bool) -> int:
-    """Index after the closing quote of the quoted text at i, or -1 if it is unterminated."""
-    j = i + 1
-    while True:
-        k = sql.find(close, j)
-        if k < 0:
-            return -1
-        if backslash:
-            # the quote is escaped if an odd number of backslashes precede it
-            slashes = k - 1
-            while slashes >= j and sql[slashes] == "\\":
-                slashes -= 1
-            if (k - 1 - slashes) % 2:
-                j = k + 1
-                continue
-        if close != "]" and sql.startswith(close * 2, k):  # doubled quote is an escape
-            j = k + 2
-            continue
-        return k + 1
-
-
-def _block_comment_end(sql: str, i: int, nested: bool, unterminated: int | None = None) -> int:
-    """Index after the block comment opening at i; unterminated comments run to the end."""
-    depth, j = 1, i + 2
-    close = sql.find("*/", j)
-    opening = sql.find("/*", j) if nested else -1
-    while depth:
-        if close < 0:
-            return len(sql) if unterminated is None else unterminated
-        if 0 <= opening < close:  # PostgreSQL nests block comments
-            depth, j = depth + 1, opening + 2
-        else:
-            depth, j = depth - 1, close + 2
-        # each search starts where the last one's result is used up: linear overall
-        if close < j:
-            close = sql.find("*/", j)
-        if 0 <= opening < j:
-            opening = sql.find("/*", j)
-    return j
+# --------------------------------------------------------------------------- statement kinds
 
 
 def _is_tx(words: list[str]) -> bool:
@@ -293,181 +148,6 @@ def _lead(words: list[str]) -> str:
             return " ".join([words[0]] + rest[:2])
         return " ".join([words[0]] + rest[:1])
     return " ".join(words[:2] if words[:2] in _TX_HEADS + [["RELEASE", "SAVEPOINT"]] else words[:1])
-
-
-# --------------------------------------------------------------------------- tokens
-
-
-class _Tok:
-    __slots__ = ("kind", "up", "start", "end", "depth", "mate")
-
-    def __init__(self, kind: str, up: str, start: int, end: int, depth: int) -> None:
-        self.kind = kind  # w: word, q: quoted identifier, s: string, n: number, p: punctuation, $: dollar body
-        self.up = up  # upper-cased word, or the punctuation; "" for literals and quoted names
-        self.start, self.end, self.depth = start, end, depth
-        self.mate = -1  # for parentheses: the index of the matching one
-
-    def __repr__(self) -> str:  # for debugging only
-        return f"{self.kind}:{self.up or self.start}"
-
-
-class _Unparsed(Exception):
-    """The statement is not valid SQL as devagent reads it."""
-
-
-_TOKEN_STEP = re.compile(r"""[ \t\n\r\f\v]*(?:
-    (?P<ws>\Z|--[^\n]*)
-  | (?P<block>/\*)
-  | (?P<w>(?:[^\W\d]|[^\x00-\x7f])(?:[\w$]|[^\x00-\x7f])*)
-  | (?P<n>\d[\w.]*(?:(?<=[eE])[+-]\d+)?|\.\d[\w.]*)
-  | (?P<quote>['"`\[])
-  | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
-  | (?P<bad>[\x00-\x1f\x7f])
-  | (?P<open>\()
-  | (?P<close>\))
-  | (?P<p>::|<>|!=|>=|<=|\|\||=>|:=|.)
-)""", re.VERBOSE | re.DOTALL)
-
-
-_MAX_DEPTH = 200
-
-
-def _tokenize(text: str, dialect: str) -> list[_Tok]:
-    pg = dialect == "postgres"
-    toks: list[_Tok] = []
-    opened: list[int] = []
-    n, i = len(text), 0
-    step = _TOKEN_STEP.match
-    while i < n:
-        m = step(text, i)
-        kind, i, j = m.lastgroup, m.start(m.lastgroup), m.end()
-        if kind == "ws":
-            i = j
-            continue
-        if kind == "block":
-            i = _block_comment_end(text, i, nested=pg, unterminated=-1)
-            if i < 0:
-                raise _Unparsed("unterminated comment")
-            continue
-        depth = len(opened)
-        if kind == "w":
-            toks.append(_Tok("w", m.group("w").upper(), i, j, depth))
-        elif kind == "n":
-            toks.append(_Tok("n", "", i, j, depth))
-        elif kind == "quote" and (m.group("quote") in "'\"" or not pg):
-            c = m.group("quote")
-            backslash = pg and c == "'" and bool(toks) and toks[-1].end == i and toks[-1].up == "E"
-            j = _quoted_end(text, i, "]" if c == "[" else c, backslash)
-            if j < 0:
-                raise _Unparsed("unterminated quoted text")
-            toks.append(_Tok("s" if c == "'" else "q", "", i, j, depth))
-        elif kind == "dollar" and pg:
-            tag = m.group("dollar")
-            close = text.find(tag, j)
-            if close < 0:
-                raise _Unparsed("unterminated dollar-quoted text")
-            j = close + len(tag)
-            toks.append(_Tok("$", "", i, j, depth))
-        elif kind == "bad":
-            raise _Unparsed(f"control character U+{ord(m.group('bad')):04X} outside quotes")
-        elif kind == "open":
-            if depth >= _MAX_DEPTH:  # no migration nests this deep; stop before the cost grows
-                raise _Unparsed(f"parentheses nested deeper than {_MAX_DEPTH}")
-            opened.append(len(toks))
-            toks.append(_Tok("p", "(", i, j, depth))
-        elif kind == "close":
-            if not opened:
-                raise _Unparsed("unbalanced ')'")
-            mate = opened.pop()
-            toks.append(_Tok("p", ")", i, j, len(opened)))
-            toks[mate].mate, toks[-1].mate = len(toks) - 1, mate
-        else:
-            j = i + 1 if kind in ("quote", "dollar") else j
-            toks.append(_Tok("p", text[i:j], i, j, depth))
-        i = j
-    if opened:
-        raise _Unparsed("unbalanced '('")
-    return toks
-
-
-class _Name:
-    __slots__ = ("show", "key")
-
-    def __init__(self, show: str, key: str) -> None:
-        self.show, self.key = show, key  # as written (quotes removed); as the engine compares it
-
-
-class _Cursor:
-    """Reads the top-level tokens of one statement (or of a parenthesised part of it)."""
-
-    def __init__(self, text: str, toks: list[_Tok], dialect: str, ts: list[_Tok] | None = None) -> None:
-        self.text, self.toks, self.dialect = text, toks, dialect
-        self.ts = [t for t in toks if t.depth == 0] if ts is None else ts
-        self.i = 0
-
-    def raw(self, t: _Tok) -> str:
-        return self.text[t.start:t.end]
-
-    def up(self, k: int = 0) -> str:
-        """The keyword or punctuation k tokens ahead ("" for names in quotes, literals, the end)."""
-        j = self.i + k
-        return self.ts[j].up if j < len(self.ts) else ""
-
-    def at(self, *words: str) -> bool:
-        return all(self.up(k) == w for k, w in enumerate(words))
-
-    def accept(self, *words: str) -> bool:
-        if self.at(*words):
-            self.i += len(words)
-            return True
-        return False
-
-    def skip_any(self, *words: str) -> None:
-        while self.i < len(self.ts) and self.ts[self.i].kind == "w" and self.ts[self.i].up in words:
-            self.i += 1
-
-    def done(self) -> bool:
-        return self.i >= len(self.ts)
-
-    def words(self) -> list[str]:
-        return [t.up for t in self.ts[self.i:] if t.kind == "w"]
-
-    def name(self, what: str = "name") -> _Name:
-        parts: list[tuple[str, str]] = []
-        while True:
-            if self.i >= len(self.ts) or self.ts[self.i].kind not in "wq":
-                raise _Unparsed(f"expected a {what}")
-            t = self.ts[self.i]
-            raw = self.raw(t)
-            if t.kind == "q":
-                inner = raw[1:-1].replace(raw[0] * 2, raw[0]) if raw[0] != "[" else raw[1:-1]
-                parts.append((inner, inner.lower() if self.dialect == "sqlite" else inner))
-            else:
-                parts.append((raw, raw.lower()))
-            self.i += 1
-            if self.up() == "." and self.i + 1 < len(self.ts) and self.ts[self.i + 1].kind in "wq":
-                self.i += 1
-                continue
-            return _Name(".".join(p for p, _ in parts), ".".join(k for _, k in parts))
-
-    def inner(self, t: _Tok) -> tuple[str, int]:
-        """Text inside parenthesis token t, and its offset in self.text."""
-        close = self.toks[t.mate]
-        return self.text[t.end:close.start], t.end
-
-    def rest(self) -> str:
-        return self.text[self.ts[self.i].start:] if not self.done() else ""
-
-    def split(self, sep: str = ",") -> list["_Cursor"]:
-        parts, cur = [], []
-        for t in self.ts[self.i:]:
-            if t.kind == "p" and t.up == sep:
-                parts.append(cur)
-                cur = []
-            else:
-                cur.append(t)
-        parts.append(cur)
-        return [_Cursor(self.text, self.toks, self.dialect, p) for p in parts]
 
 
 # --------------------------------------------------------------------------- findings
@@ -607,14 +287,14 @@ class _Analyser:
             head = words[0] if words else ""
             if head and not (head in _OPAQUE or head in _READ_ONLY or (
                     head.isascii() and head.isalpha() and hasattr(self, "do_" + head.lower()))):
-                raise _Unparsed(f"unknown statement {head[:40]}")  # before the cost of reading it all
+                raise Unparsed(f"unknown statement {head[:40]}")  # before the cost of reading it all
             if not self.by_words([w for w in words if w], f):
-                toks = _tokenize(text, self.dialect)
+                toks = tokenize(text, self.dialect)
                 if not toks:
-                    raise _Unparsed("no statement found")
-                self.dispatch(_Cursor(text, toks, self.dialect), f)
+                    raise Unparsed("no statement found")
+                self.dispatch(Cursor(text, toks, self.dialect), f)
                 self.calls(text, toks, f)
-        except _Unparsed as e:
+        except Unparsed as e:
             f.unparsed(str(e))
         self.number += 1
         return f
@@ -639,22 +319,22 @@ class _Analyser:
     def sub(self, text: str) -> _Findings:
         """Findings for a statement nested in another (CTE, trigger or rule body, EXPLAIN ANALYZE)."""
         f = _Findings()
-        toks = _tokenize(text, self.dialect)
+        toks = tokenize(text, self.dialect)
         if not toks:
-            raise _Unparsed("empty statement")
+            raise Unparsed("empty statement")
         inner = _Analyser(self.dialect, None)
         inner.path_changed = inner.nested = True
-        inner.dispatch(_Cursor(text, toks, self.dialect), f)
+        inner.dispatch(Cursor(text, toks, self.dialect), f)
         return f
 
-    def dispatch(self, c: _Cursor, f: _Findings) -> None:
+    def dispatch(self, c: Cursor, f: _Findings) -> None:
         head = c.up()
         if c.ts[0].kind == "p" and c.ts[0].up == "(":  # (SELECT …) UNION …
             inner, _ = c.inner(c.ts[0])
             f.merge(self.sub(inner))
             return
         if c.ts[0].kind != "w":
-            raise _Unparsed("does not start with a keyword")
+            raise Unparsed("does not start with a keyword")
         handler = getattr(self, "do_" + head.lower(), None) if head.isascii() and head.isalpha() else None
         if handler is not None:
             handler(c, f)
@@ -663,9 +343,9 @@ class _Analyser:
         elif head in _READ_ONLY:
             self.read_only(c, f)
         else:
-            raise _Unparsed(f"unknown statement {head[:40]}")
+            raise Unparsed(f"unknown statement {head[:40]}")
 
-    def calls(self, text: str, toks: list[_Tok], f: _Findings) -> None:
+    def calls(self, text: str, toks: list[Tok], f: _Findings) -> None:
         """Built-in functions that destroy data or run SQL devagent does not see, wherever they
         are called (a SELECT that calls them is not harmless)."""
         for k, t in enumerate(toks[:-1]):
@@ -682,16 +362,16 @@ class _Analyser:
             else:
                 f.not_understood(f"{call} {reason}")
 
-    def read_only(self, c: _Cursor, f: _Findings) -> None:
+    def read_only(self, c: Cursor, f: _Findings) -> None:
         head = c.up()
         if head == "SET" and not self.pg:
-            raise _Unparsed("SQLite has no SET statement")
+            raise Unparsed("SQLite has no SET statement")
         if head in ("SET", "RESET") and "SEARCH_PATH" in c.words()[:4]:
             self.path_changed = True  # names may now resolve to other tables than the ones created here
 
     # ---- read and write
 
-    def do_with(self, c: _Cursor, f: _Findings) -> None:
+    def do_with(self, c: Cursor, f: _Findings) -> None:
         c.i += 1
         c.accept("RECURSIVE")
         while True:
@@ -699,11 +379,11 @@ class _Analyser:
             if c.up() == "(":
                 c.i += 2  # the column list: in the top-level tokens, "(" is followed by its ")"
             if not c.accept("AS"):
-                raise _Unparsed("expected AS in WITH")
+                raise Unparsed("expected AS in WITH")
             c.accept("NOT")
             c.accept("MATERIALIZED")
             if c.up() != "(":
-                raise _Unparsed("expected ( in WITH")
+                raise Unparsed("expected ( in WITH")
             body, _ = c.inner(c.ts[c.i])
             f.merge(self.sub(body))
             c.i += 2
@@ -713,18 +393,18 @@ class _Analyser:
             if not c.accept(","):
                 break
         if c.done():
-            raise _Unparsed("WITH without a statement")
+            raise Unparsed("WITH without a statement")
         main = self.sub(c.rest())
         f.merge(main)
         f.kind = main.kind or f.kind
 
-    def do_select(self, c: _Cursor, f: _Findings) -> None:
+    def do_select(self, c: Cursor, f: _Findings) -> None:
         f.kind = "SELECT"
 
-    def do_explain(self, c: _Cursor, f: _Findings) -> None:
+    def do_explain(self, c: Cursor, f: _Findings) -> None:
         f.kind = "EXPLAIN"
         options = [w for t in c.ts[:4] if t.kind == "p" and t.up == "(" for w in
-                   _tokenize(c.inner(t)[0], self.dialect) if w.kind == "w"]
+                   tokenize(c.inner(t)[0], self.dialect) if w.kind == "w"]
         analyze = {"ANALYZE", "ANALYSE"} & ({t.up for t in options} | set(c.words()[:4]))
         if not analyze:
             return
@@ -733,13 +413,13 @@ class _Analyser:
                 c.i = k
                 f.merge(self.sub(c.rest()), "EXPLAIN ANALYZE runs it: ")
                 return
-        raise _Unparsed("EXPLAIN ANALYZE without a statement")
+        raise Unparsed("EXPLAIN ANALYZE without a statement")
 
-    def do_delete(self, c: _Cursor, f: _Findings) -> None:
+    def do_delete(self, c: Cursor, f: _Findings) -> None:
         f.kind = "DELETE"
         c.i += 1
         if not c.accept("FROM"):
-            raise _Unparsed("expected FROM after DELETE")
+            raise Unparsed("expected FROM after DELETE")
         c.accept("ONLY")
         table = c.name("table name")
         where = self.where(c, f, ("RETURNING", "ORDER", "LIMIT"))
@@ -751,7 +431,7 @@ class _Analyser:
             self.lose_rows(f, table,
                            f"DELETE … WHERE {where} is true for every row: removes every row of {table.show}")
 
-    def do_update(self, c: _Cursor, f: _Findings) -> None:
+    def do_update(self, c: Cursor, f: _Findings) -> None:
         f.kind = "UPDATE"
         c.i += 1
         replace = False
@@ -763,9 +443,9 @@ class _Analyser:
         while not c.done() and c.up() != "SET":
             c.i += 1
         if not c.accept("SET"):
-            raise _Unparsed("expected SET in UPDATE")
+            raise Unparsed("expected SET in UPDATE")
         columns = []
-        for part in _Cursor(c.text, c.toks, c.dialect, self.clause(c, ("FROM", "WHERE", "RETURNING", "ORDER",
+        for part in Cursor(c.text, c.toks, c.dialect, self.clause(c, ("FROM", "WHERE", "RETURNING", "ORDER",
                                                                            "LIMIT"))).split():
             if part.ts and part.ts[0].kind in "wq":
                 columns.append(part.name("column").show)
@@ -784,13 +464,13 @@ class _Analyser:
             f.destroy(f"UPDATE OR REPLACE deletes every other row of {table.show} that then conflicts on a "
                       f"unique key", table.show)
 
-    def clause(self, c: _Cursor, stops: tuple[str, ...]) -> list[_Tok]:
+    def clause(self, c: Cursor, stops: tuple[str, ...]) -> list[Tok]:
         start = c.i
         while not c.done() and not (c.ts[c.i].kind == "w" and c.up() in stops):
             c.i += 1
         return c.ts[start:c.i]
 
-    def where(self, c: _Cursor, f: _Findings, stops: tuple[str, ...]) -> str | None:
+    def where(self, c: Cursor, f: _Findings, stops: tuple[str, ...]) -> str | None:
         """None without WHERE; "" for a WHERE that is not always true; else the condition."""
         while not c.done() and c.up() != "WHERE":
             c.i += 1
@@ -800,7 +480,7 @@ class _Analyser:
             return ""
         cond = self.clause(c, stops)
         if not cond:
-            raise _Unparsed("empty WHERE")
+            raise Unparsed("empty WHERE")
         text = c.text[cond[0].start:cond[-1].end]
         try:
             return _one_line(text) if always_true(text, self.dialect) else ""
@@ -808,42 +488,42 @@ class _Analyser:
             f.not_understood("devagent could not read the WHERE condition")
             return ""
 
-    def lose_rows(self, f: _Findings, table: _Name, reason: str) -> None:
+    def lose_rows(self, f: _Findings, table: Name, reason: str) -> None:
         if self.new_table(table):
             f.warn(f"{reason} (created by this migration: no earlier rows)")
         else:
             f.destroy(reason, table.show)
 
-    def schema_table(self, table: _Name, f: _Findings, verb: str) -> bool:
+    def schema_table(self, table: Name, f: _Findings, verb: str) -> bool:
         if self.pg or table.key.split(".")[-1] not in _SQLITE_SCHEMA_TABLES:
             return False
         f.destroy(f"{verb} on {table.show} edits the database schema directly: a wrong edit corrupts the "
                   f"database", table.show)
         return True
 
-    def do_insert(self, c: _Cursor, f: _Findings) -> None:
+    def do_insert(self, c: Cursor, f: _Findings) -> None:
         f.kind = "INSERT"
         c.i += 1
         replace = plain = False
         if c.accept("OR"):
             if self.pg:
-                raise _Unparsed("INSERT OR is SQLite syntax")
+                raise Unparsed("INSERT OR is SQLite syntax")
             replace = c.up() == "REPLACE"
             c.i += 1
         else:
             plain = True
         self.insert(c, f, replace, plain)
 
-    def do_replace(self, c: _Cursor, f: _Findings) -> None:
+    def do_replace(self, c: Cursor, f: _Findings) -> None:
         if self.pg:
-            raise _Unparsed("REPLACE is SQLite syntax")
+            raise Unparsed("REPLACE is SQLite syntax")
         f.kind = "REPLACE"
         c.i += 1
         self.insert(c, f, True)
 
-    def insert(self, c: _Cursor, f: _Findings, replace: bool, plain: bool = False) -> None:
+    def insert(self, c: Cursor, f: _Findings, replace: bool, plain: bool = False) -> None:
         if not c.accept("INTO"):
-            raise _Unparsed("expected INTO")
+            raise Unparsed("expected INTO")
         table = c.name("table name")
         if self.schema_table(table, f, "INSERT"):
             return
@@ -853,17 +533,17 @@ class _Analyser:
                                      f"not only the columns given)")
         self.copy_event(c, table, plain)
 
-    def do_merge(self, c: _Cursor, f: _Findings) -> None:
+    def do_merge(self, c: Cursor, f: _Findings) -> None:
         f.kind = "MERGE"
         c.i += 1
         if not c.accept("INTO"):
-            raise _Unparsed("expected INTO after MERGE")
+            raise Unparsed("expected INTO after MERGE")
         c.accept("ONLY")
         table = c.name("table name")
         while not c.done() and c.up() != "ON":
             c.i += 1
         if not c.accept("ON"):
-            raise _Unparsed("expected ON in MERGE")
+            raise Unparsed("expected ON in MERGE")
         cond = self.clause(c, ("WHEN",))
         everything = False
         if cond:
@@ -883,7 +563,7 @@ class _Analyser:
                 self.lose_rows(f, table, f"MERGE … ON {_one_line(text)} matches every row: overwrites every row "
                                          f"of {table.show}")
 
-    def whens(self, c: _Cursor) -> list[list[str]]:
+    def whens(self, c: Cursor) -> list[list[str]]:
         parts: list[list[str]] = []
         for t in c.ts[c.i:]:
             if t.kind == "w" and t.up == "WHEN":
@@ -892,7 +572,7 @@ class _Analyser:
                 parts[-1].append(t.up if t.kind == "w" else "")
         return parts
 
-    def do_truncate(self, c: _Cursor, f: _Findings) -> None:
+    def do_truncate(self, c: Cursor, f: _Findings) -> None:
         f.kind = "TRUNCATE"
         c.i += 1
         c.accept("TABLE")
@@ -900,21 +580,21 @@ class _Analyser:
         for part in c.split():
             part.accept("ONLY")
             if part.done():
-                raise _Unparsed("expected a table name")
+                raise Unparsed("expected a table name")
             table = part.name("table name")
             self.lose_rows(f, table, f"TRUNCATE removes every row of {table.show}"
                            + (" and of every table with a foreign key to it (CASCADE)" if cascade else ""))
 
-    def do_copy(self, c: _Cursor, f: _Findings) -> None:
+    def do_copy(self, c: Cursor, f: _Findings) -> None:
         f.kind = "COPY"
         if c.up(1) == "(":
             f.merge(self.sub(c.inner(c.ts[1])[0]))
         if "PROGRAM" in c.words():
             f.warn("COPY … PROGRAM runs a shell command on the database server")
 
-    def do_pragma(self, c: _Cursor, f: _Findings) -> None:
+    def do_pragma(self, c: Cursor, f: _Findings) -> None:
         if self.pg:
-            raise _Unparsed("PRAGMA is SQLite syntax")
+            raise Unparsed("PRAGMA is SQLite syntax")
         f.kind = "PRAGMA"
         c.i += 1
         name = c.name("pragma name")
@@ -930,7 +610,7 @@ class _Analyser:
         elif setting in ("journal_mode", "synchronous") and value in ("off", "0"):
             f.warn(f"PRAGMA {setting} = {value}: a crash during the migration can corrupt the database")
 
-    def do_vacuum(self, c: _Cursor, f: _Findings) -> None:
+    def do_vacuum(self, c: Cursor, f: _Findings) -> None:
         f.kind = "VACUUM"
         if not self.pg:
             if "INTO" not in c.words():
@@ -939,7 +619,7 @@ class _Analyser:
             return
         options = c.words()
         if c.up(1) == "(":
-            options += [t.up for t in _tokenize(c.inner(c.ts[1])[0], self.dialect) if t.kind == "w"]
+            options += [t.up for t in tokenize(c.inner(c.ts[1])[0], self.dialect) if t.kind == "w"]
         if "FULL" in options:
             f.kind = "VACUUM FULL"
             what = self.names_after(c, skip={"VACUUM", "FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"})
@@ -948,22 +628,22 @@ class _Analyser:
                 f.warn(f"VACUUM FULL rewrites {on} under {_ACCESS_EXCLUSIVE}: use plain VACUUM, or pg_repack "
                        "to compact online")
 
-    def names_after(self, c: _Cursor, skip: set[str]) -> list[_Name]:
+    def names_after(self, c: Cursor, skip: set[str]) -> list[Name]:
         k = 1
         while k < len(c.ts) and ((c.ts[k].kind == "w" and c.ts[k].up in skip) or c.ts[k].up in ("(", ")")):
             k += 1
         out = []
-        for part in _Cursor(c.text, c.toks, c.dialect, c.ts[k:]).split():
+        for part in Cursor(c.text, c.toks, c.dialect, c.ts[k:]).split():
             if part.ts and part.ts[0].kind in "wq":
                 out.append(part.name())
         return out
 
-    def do_reindex(self, c: _Cursor, f: _Findings) -> None:
+    def do_reindex(self, c: Cursor, f: _Findings) -> None:
         f.kind = "REINDEX"
         if not self.pg:
             return
         words = c.words()
-        options = [t.up for t in _tokenize(c.inner(c.ts[1])[0], self.dialect) if t.kind == "w"] \
+        options = [t.up for t in tokenize(c.inner(c.ts[1])[0], self.dialect) if t.kind == "w"] \
             if c.up(1) == "(" else []
         if "CONCURRENTLY" in words or "CONCURRENTLY" in options:
             return
@@ -971,10 +651,10 @@ class _Analyser:
         f.warn(f"REINDEX {what.lower()} without CONCURRENTLY blocks writes to the table (and reads that use its "
                "indexes) while it rebuilds: use REINDEX … CONCURRENTLY (alone in its migration)")
 
-    def do_cluster(self, c: _Cursor, f: _Findings) -> None:
+    def do_cluster(self, c: Cursor, f: _Findings) -> None:
         f.kind = "CLUSTER"
         if not self.pg:
-            raise _Unparsed("CLUSTER is PostgreSQL syntax")
+            raise Unparsed("CLUSTER is PostgreSQL syntax")
         what = self.names_after(c, skip={"CLUSTER", "VERBOSE"})
         if what and all(self.new_table(n) for n in what):
             return
@@ -982,10 +662,10 @@ class _Analyser:
         f.warn(f"CLUSTER rewrites {on} under {_ACCESS_EXCLUSIVE} for as long as it takes: pg_repack reorders "
                "rows online")
 
-    def do_lock(self, c: _Cursor, f: _Findings) -> None:
+    def do_lock(self, c: Cursor, f: _Findings) -> None:
         f.kind = "LOCK TABLE"
         if not self.pg:
-            raise _Unparsed("LOCK is PostgreSQL syntax")
+            raise Unparsed("LOCK is PostgreSQL syntax")
         words = c.words()
         mode = "ACCESS EXCLUSIVE"
         if "IN" in words and "MODE" in words:
@@ -995,7 +675,7 @@ class _Analyser:
         f.warn(f"LOCK TABLE holds {mode} on {on} until the migration commits, blocking other sessions: keep the "
                "migration short and SET lock_timeout first")
 
-    def do_refresh(self, c: _Cursor, f: _Findings) -> None:
+    def do_refresh(self, c: Cursor, f: _Findings) -> None:
         f.kind = "REFRESH MATERIALIZED VIEW"
         if "CONCURRENTLY" not in c.words():
             f.warn(f"REFRESH MATERIALIZED VIEW without CONCURRENTLY takes {_ACCESS_EXCLUSIVE} on the view while it "
@@ -1003,7 +683,7 @@ class _Analyser:
 
     # ---- CREATE
 
-    def do_create(self, c: _Cursor, f: _Findings) -> None:
+    def do_create(self, c: Cursor, f: _Findings) -> None:
         c.i += 1
         c.skip_any("OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "GLOBAL", "LOCAL")
         if c.at("UNIQUE", "INDEX") or c.at("INDEX"):
@@ -1021,7 +701,7 @@ class _Analyser:
         elif c.at("RULE"):
             self.create_rule(c, f)
 
-    def create_index(self, c: _Cursor, f: _Findings) -> None:
+    def create_index(self, c: Cursor, f: _Findings) -> None:
         unique = c.accept("UNIQUE")
         c.accept("INDEX")
         f.kind = "CREATE UNIQUE INDEX" if unique else "CREATE INDEX"
@@ -1029,7 +709,7 @@ class _Analyser:
         while not c.done() and c.up() != "ON":
             c.i += 1
         if not c.accept("ON"):
-            raise _Unparsed("expected ON in CREATE INDEX")
+            raise Unparsed("expected ON in CREATE INDEX")
         c.accept("ONLY")
         table = c.name("table name")
         if self.new_table(table):
@@ -1043,32 +723,32 @@ class _Analyser:
                 cols = c.inner(c.ts[c.i + 2])[0].strip()
             f.warn(f"CREATE UNIQUE INDEX fails if {table.show} already has duplicate values in ({_one_line(cols)})")
 
-    def create_sqlite_trigger(self, c: _Cursor, f: _Findings) -> None:
+    def create_sqlite_trigger(self, c: Cursor, f: _Findings) -> None:
         f.kind = "CREATE TRIGGER"
         c.accept("TRIGGER")
         c.accept("IF", "NOT", "EXISTS")
         trigger = c.name("trigger name")
         begin = next((k for k, t in enumerate(c.ts) if t.kind == "w" and t.up == "BEGIN"), None)
         if begin is None or c.ts[-1].up != "END":
-            raise _Unparsed("a trigger body runs from BEGIN to END")
+            raise Unparsed("a trigger body runs from BEGIN to END")
         body = c.text[c.ts[begin].end:c.ts[-1].start]
         for stmt in _split_simple(body, self.dialect):
             f.merge(self.sub(stmt), f"each time trigger {trigger.show} fires, ")
 
-    def create_rule(self, c: _Cursor, f: _Findings) -> None:
+    def create_rule(self, c: Cursor, f: _Findings) -> None:
         f.kind = "CREATE RULE"
         c.accept("RULE")
         rule = c.name("rule name")
         words = c.words()
         if "DO" not in words:
-            raise _Unparsed("expected DO in CREATE RULE")
+            raise Unparsed("expected DO in CREATE RULE")
         k = next(k for k, t in enumerate(c.ts) if t.kind == "w" and t.up == "DO")
         k += 1
         instead = k < len(c.ts) and c.ts[k].up == "INSTEAD"
         if k < len(c.ts) and c.ts[k].up in ("ALSO", "INSTEAD"):
             k += 1
         if k >= len(c.ts):
-            raise _Unparsed("expected the rule's action")
+            raise Unparsed("expected the rule's action")
         event = words[words.index("ON") + 1] if "ON" in words else "?"
         if c.ts[k].up == "NOTHING":
             if instead and event in ("INSERT", "UPDATE", "DELETE"):
@@ -1082,11 +762,11 @@ class _Analyser:
 
     # ---- DROP
 
-    def do_drop(self, c: _Cursor, f: _Findings) -> None:
+    def do_drop(self, c: Cursor, f: _Findings) -> None:
         c.i += 1
         kind = next((k for k in _DROP_KINDS if c.at(*k.split())), None)
         if kind is None or (not self.pg and kind not in _SQLITE_DROP_KINDS):
-            raise _Unparsed(f"unknown DROP {c.up()[:40]}")
+            raise Unparsed(f"unknown DROP {c.up()[:40]}")
         c.i += len(kind.split())
         f.kind = f"DROP {kind}"
         concurrently = c.accept("CONCURRENTLY")
@@ -1096,7 +776,7 @@ class _Analyser:
         if kind == "OWNED BY":
             roles = ", ".join(n.show for n in self.list_names(c))
             f.destroy(f"DROP OWNED BY drops every object owned by {roles}, tables and their rows included",
-                      *[n.show for n in self.list_names(_Cursor(c.text, c.toks, c.dialect, c.ts[c.i:]))])
+                      *[n.show for n in self.list_names(Cursor(c.text, c.toks, c.dialect, c.ts[c.i:]))])
             return
         if kind in ("TABLE", "FOREIGN TABLE", "MATERIALIZED VIEW", "VIEW", "INDEX", "SEQUENCE", "SCHEMA",
                     "DATABASE", "TYPE", "DOMAIN", "EXTENSION", "ROLE", "USER", "GROUP", "TABLESPACE"):
@@ -1105,16 +785,16 @@ class _Analyser:
             shown = _one_line(c.text[c.ts[c.i].start:c.ts[-1].end] if not c.done() else "", 120)
             shown = re.sub(r"(?i)\s+(CASCADE|RESTRICT)$", "", shown)
             first = c.name(f"{kind.lower()} name").show if not c.done() and c.ts[c.i].kind in "wq" else shown
-            names = [_Name(shown, first)]
+            names = [Name(shown, first)]
         if not names:
-            raise _Unparsed(f"DROP {kind} without a name")
+            raise Unparsed(f"DROP {kind} without a name")
         dependents = " (CASCADE also drops the objects that depend on it)" if cascade else ""
         for name in names:
             self.drop_one(kind, name, f, cascade, concurrently, c.rest(), dependents)
 
-    def list_names(self, c: _Cursor) -> list[_Name]:
+    def list_names(self, c: Cursor) -> list[Name]:
         out = []
-        for part in _Cursor(c.text, c.toks, c.dialect, [t for t in c.ts[c.i:] if not (
+        for part in Cursor(c.text, c.toks, c.dialect, [t for t in c.ts[c.i:] if not (
                 t.kind == "w" and t.up in ("CASCADE", "RESTRICT"))]).split():
             if part.ts and part.ts[0].kind in "wq":
                 if part.ts[0].up == "WITH" and self.pg:  # DROP DATABASE d WITH (FORCE)
@@ -1122,7 +802,7 @@ class _Analyser:
                 out.append(part.name())
         return out
 
-    def drop_one(self, kind: str, name: _Name, f: _Findings, cascade: bool, concurrently: bool,
+    def drop_one(self, kind: str, name: Name, f: _Findings, cascade: bool, concurrently: bool,
                  words_text: str, dependents: str) -> None:
         show = name.show
         if kind == "TABLE":
@@ -1167,7 +847,7 @@ class _Analyser:
 
     # ---- ALTER
 
-    def do_alter(self, c: _Cursor, f: _Findings) -> None:
+    def do_alter(self, c: Cursor, f: _Findings) -> None:
         c.i += 1
         if c.at("TABLE") or c.at("FOREIGN", "TABLE") or c.at("MATERIALIZED", "VIEW"):
             foreign = c.accept("FOREIGN")
@@ -1185,7 +865,7 @@ class _Analyser:
             if c.up() == "*":
                 c.i += 1
             if c.done():
-                raise _Unparsed(f"ALTER {objkind} without an action")
+                raise Unparsed(f"ALTER {objkind} without an action")
             self.alter_table(c, f, table, objkind)
         elif c.at("TYPE"):
             self.alter_type(c, f)
@@ -1194,13 +874,13 @@ class _Analyser:
         else:
             self.alter_other(c.words(), f)
 
-    def alter_table(self, c: _Cursor, f: _Findings, table: _Name, objkind: str) -> None:
+    def alter_table(self, c: Cursor, f: _Findings, table: Name, objkind: str) -> None:
         labels: list[str] = []
         new = self.new_table(table)
         quiet = _Findings()  # lock warnings for a table created by this migration are not shown
         for action in c.split():
             if action.done():
-                raise _Unparsed("empty ALTER TABLE action")
+                raise Unparsed("empty ALTER TABLE action")
             label = self.alter_action(action, quiet if new else f, table, objkind)
             labels.append(label)
         if new:
@@ -1210,7 +890,7 @@ class _Analyser:
                 f.not_understood(quiet.opaque)
         f.kind = " ".join([f"ALTER {objkind}", ", ".join(dict.fromkeys(labels))]).strip()
 
-    def alter_action(self, a: _Cursor, f: _Findings, table: _Name, objkind: str) -> str:
+    def alter_action(self, a: Cursor, f: _Findings, table: Name, objkind: str) -> str:
         t, pg, foreign = table.show, self.pg, objkind == "FOREIGN TABLE"
         if a.accept("ADD"):
             if a.up() in _TABLE_CONSTRAINT_WORDS:
@@ -1261,7 +941,7 @@ class _Analyser:
                 return "DROP NOT NULL"
             if a.at("SET") or a.at("DROP") or a.at("RESET") or a.at("ADD") or a.at("RESTART") or a.at("OPTIONS"):
                 return f"ALTER COLUMN {a.up()}"
-            raise _Unparsed(f"unknown ALTER COLUMN action {a.up()[:40]}")
+            raise Unparsed(f"unknown ALTER COLUMN action {a.up()[:40]}")
         if a.accept("RENAME"):
             if a.accept("CONSTRAINT"):
                 return "RENAME CONSTRAINT"
@@ -1278,7 +958,7 @@ class _Analyser:
             a.accept("COLUMN")
             old = a.name("column name")
             if not a.accept("TO"):
-                raise _Unparsed("expected TO in RENAME COLUMN")
+                raise Unparsed("expected TO in RENAME COLUMN")
             f.warn(f"renames column {t}.{old.show} to {a.name('new name').show}: readers of the old name break")
             return "RENAME COLUMN"
         if a.accept("VALIDATE", "CONSTRAINT"):
@@ -1309,9 +989,9 @@ class _Analyser:
             return "SET " + (words[1] if len(words) > 1 else "")
         if a.up() in ("OWNER", "CLUSTER", "RESET", "INHERIT", "NO", "OF", "NOT", "REPLICA", "OPTIONS", "DEPENDS"):
             return a.up()
-        raise _Unparsed(f"unknown ALTER {objkind} action {a.up()[:40]}")
+        raise Unparsed(f"unknown ALTER {objkind} action {a.up()[:40]}")
 
-    def add_column(self, a: _Cursor, f: _Findings, table: _Name, foreign: bool) -> None:
+    def add_column(self, a: Cursor, f: _Findings, table: Name, foreign: bool) -> None:
         name = a.name("column name")
         column, t = f"{table.show}.{name.show}", table.show
         words = [tk.up if tk.kind == "w" else tk.up for tk in a.ts[a.i:]]
@@ -1361,7 +1041,7 @@ class _Analyser:
             f.warn(f"the CHECK on {column} is verified against every row of {t} under {_ACCESS_EXCLUSIVE}: add "
                    "it as a NOT VALID constraint and VALIDATE it later")
 
-    def default_expr(self, a: _Cursor) -> str | None:
+    def default_expr(self, a: Cursor) -> str | None:
         for k in range(a.i, len(a.ts)):
             if a.ts[k].kind == "w" and a.ts[k].up == "DEFAULT":
                 end = k + 1
@@ -1373,7 +1053,7 @@ class _Analyser:
                 return _one_line(a.text[a.ts[k + 1].start:a.ts[end - 1].end])
         return None
 
-    def add_constraint(self, a: _Cursor, f: _Findings, table: _Name) -> str:
+    def add_constraint(self, a: Cursor, f: _Findings, table: Name) -> str:
         t = table.show
         if a.accept("CONSTRAINT"):
             a.name("constraint name")
@@ -1399,15 +1079,15 @@ class _Analyser:
         elif kind == "EXCLUDE":
             f.warn(f"ADD EXCLUDE builds an index on {t} under {_ACCESS_EXCLUSIVE} and fails on conflicting rows")
         elif kind not in ("FOREIGN", "CHECK"):
-            raise _Unparsed(f"unknown constraint {kind[:40]}")
+            raise Unparsed(f"unknown constraint {kind[:40]}")
         return "ADD CONSTRAINT"
 
-    def alter_type(self, c: _Cursor, f: _Findings) -> None:
+    def alter_type(self, c: Cursor, f: _Findings) -> None:
         c.accept("TYPE")
         name = c.name("type name")
         f.kind = "ALTER TYPE"
         if not self.pg:
-            raise _Unparsed("ALTER TYPE is PostgreSQL syntax")
+            raise Unparsed("ALTER TYPE is PostgreSQL syntax")
         if c.at("ADD", "VALUE"):
             f.kind = "ALTER TYPE ADD VALUE"
             return
@@ -1438,9 +1118,9 @@ class _Analyser:
                 else:
                     f.warn(f"changes the type of attribute {attr}: fails while a table column uses type {name.show}")
                 continue
-            raise _Unparsed(f"unknown ALTER TYPE action {action.up()[:40]}")
+            raise Unparsed(f"unknown ALTER TYPE action {action.up()[:40]}")
 
-    def alter_domain(self, c: _Cursor, f: _Findings) -> None:
+    def alter_domain(self, c: Cursor, f: _Findings) -> None:
         c.accept("DOMAIN")
         name = c.name("domain name")
         f.kind = "ALTER DOMAIN"
@@ -1460,7 +1140,7 @@ class _Analyser:
 
     def alter_other(self, words: list[str], f: _Findings) -> None:
         if not self.pg or not words:
-            raise _Unparsed("unknown ALTER statement")
+            raise Unparsed("unknown ALTER statement")
         if words[0] == "SYSTEM":
             f.warn("ALTER SYSTEM changes the configuration of the whole database server")
         elif words[0] in ("ROLE", "USER") and "SET" in words:
@@ -1474,14 +1154,14 @@ class _Analyser:
 
     # ---- helpers across statements
 
-    def new_table(self, table: _Name) -> bool:
+    def new_table(self, table: Name) -> bool:
         return not self.path_changed and table.key in self.created
 
     def event(self, *details: object) -> None:
         if not self.nested:
             self.events.append((self.number, *details))
 
-    def copy_event(self, c: _Cursor, target: _Name, plain: bool) -> None:
+    def copy_event(self, c: Cursor, target: Name, plain: bool) -> None:
         """Record INSERT INTO target [(cols)] SELECT cols FROM source when it copies every row
         unchanged in number: no WHERE, no DISTINCT, no grouping, no join, no OR IGNORE."""
         if not plain:
@@ -1503,7 +1183,7 @@ class _Analyser:
             copied: set[str] | None = None
         else:
             inner = [t for t in c.toks if items[0].start <= t.start and t.end <= items[-1].end]
-            copied = {_Cursor(c.text, c.toks, c.dialect, [t]).name().key.split(".")[-1]
+            copied = {Cursor(c.text, c.toks, c.dialect, [t]).name().key.split(".")[-1]
                       for t in inner if t.kind in "wq"}
         self.event("copy", target.key, source.key, copied)
 
@@ -1567,22 +1247,22 @@ class _Analyser:
 def _volatile(default: str) -> bool:
     """Whether a DEFAULT may be volatile (PostgreSQL then rewrites the table to fill it):
     any call of a function not known to be stable or immutable counts."""
-    toks = _tokenize(default, "postgres")
+    toks = tokenize(default, "postgres")
     return any(t.kind == "w" and toks[k + 1].up == "(" and t.up not in _STABLE_DEFAULTS
                for k, t in enumerate(toks[:-1]))
 
 
 def _split_simple(body: str, dialect: str) -> list[str]:
     """Statements of a trigger or rule body: cut at top-level ';' outside quotes."""
-    toks = _tokenize(body, dialect)
+    toks = tokenize(body, dialect)
     out, start = [], 0
     for t in toks:
         if t.depth == 0 and t.kind == "p" and t.up == ";":
-            if body[start:t.start].strip(_WS):
-                out.append(body[start:t.start].strip(_WS))
+            if body[start:t.start].strip(WS):
+                out.append(body[start:t.start].strip(WS))
             start = t.end
-    if body[start:].strip(_WS):
-        out.append(body[start:].strip(_WS))
+    if body[start:].strip(WS):
+        out.append(body[start:].strip(WS))
     return out
 
 

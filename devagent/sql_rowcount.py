@@ -20,7 +20,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable
 
-from devagent.sql_analysis import DESTROYS, SqlAnalysis, _Cursor, _tokenize, _Unparsed
+from devagent.sql_analysis import DESTROYS, SqlAnalysis
+from devagent.sql_tokens import Cursor, Unparsed, tokenize
 
 # Called with one SELECT count(*) query; returns the count. Raises TimeoutError when the
 # database's timeout cut it short; any other exception means "could not count".
@@ -71,7 +72,7 @@ def count_rows(analysis: SqlAnalysis, run_query: RunQuery) -> list[RowCount]:
     for stmt in analysis.statements:
         try:
             target = _target(stmt.text, analysis.dialect)
-        except _Unparsed:
+        except Unparsed:
             continue
         if target is None:
             continue
@@ -111,8 +112,8 @@ def sqlite_counter(path: str, timeout_s: float = 2.0) -> RunQuery:
 
 def _target(text: str, dialect: str):
     """(verb, table, FROM text, WHERE text or None, USING/FROM list or None), or None."""
-    toks = _tokenize(text, dialect)
-    c = _Cursor(text, toks, dialect)
+    toks = tokenize(text, dialect)
+    c = Cursor(text, toks, dialect)
     if c.accept("DELETE"):
         verb = "deletes"
         if not c.accept("FROM"):
@@ -160,7 +161,7 @@ def _target(text: str, dialect: str):
 
 def _unsafe_call(sql: str, dialect: str) -> str | None:
     """The first function a count query would call that is not a pure built-in."""
-    toks = _tokenize(sql, dialect)
+    toks = tokenize(sql, dialect)
     for k, t in enumerate(toks[:-1]):
         if toks[k + 1].up == "(" and t.kind in "wq" and t.up not in _SAFE_CALLS:
             return sql[t.start:t.end]
@@ -179,7 +180,7 @@ def _count(index: int, verb: str, table: str, from_text: str, where: str | None,
     try:
         # what came from the migration, not the count(*) this module adds
         unsafe = next(filter(None, (_unsafe_call(part, dialect) for part in (from_text, where, extra) if part)), None)
-    except _Unparsed as e:
+    except Unparsed as e:
         return RowCount(index, table, verb, None, None, f"not counted: {e}")
     if unsafe:
         return RowCount(index, table, verb, None, None, f"not counted: the condition calls {unsafe[:40]}")
