@@ -23,6 +23,9 @@ Each statement gets one verdict:
 
 ``Statement.destructive`` is True for "destroys" and "not_understood": both need the typed
 confirmation. ``SqlAnalysis.confirmation_words`` lists every word to type, in order.
+
+Splitting and tokens live in devagent.sql_tokens, always-true WHERE conditions in
+devagent.sql_where, and row counts against the thread's database in devagent.sql_rowcount.
 """
 from __future__ import annotations
 
