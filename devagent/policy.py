@@ -35,6 +35,7 @@ import threading
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -73,6 +74,8 @@ _SUBCOMMAND = re.compile(r"[a-z][a-z0-9_:-]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _UNQUOTED_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,+@%^]")
 _GLOB = frozenset("*?[")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9\-_./:=,+@%^\]]+")  # needs no decoding (a fast path)
+_CONTROL_ASCII = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _REDIRECT_TO_NULL = {">", ">>", "<", "&>", "&>>", ">|", ">&", "<>"}
 _REDIRECT_DUP = {">&", "<&"}
 
@@ -99,6 +102,8 @@ def _literal(text: str, *, lenient: bool = False) -> tuple[str | None, str | Non
     quotes. Lenient (forbid/prompt matching): odd unquoted characters count as themselves and
     `$'…'` is decoded; expansions still make the word unknown.
     """
+    if _PLAIN_WORD.fullmatch(text):
+        return text, None
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -219,6 +224,20 @@ def _basename(word: str) -> str:
 _local = threading.local()
 
 
+def _commands_in(root: Any) -> list[Any]:
+    """Every `command` node under root, in source order (a tree-sitter query: walks in C)."""
+    query = getattr(_local, "command_query", None)
+    if query is None:
+        import tree_sitter_bash
+        from tree_sitter import Language, Query
+
+        query = _local.command_query = Query(Language(tree_sitter_bash.language()), "(command) @command")
+    from tree_sitter import QueryCursor
+
+    nodes = QueryCursor(query).captures(root).get("command", [])
+    return sorted(nodes, key=lambda node: node.start_byte)
+
+
 def _parser() -> Any:
     """One tree-sitter parser per thread (parsers are not thread-safe)."""
     parser = getattr(_local, "parser", None)
@@ -314,12 +333,13 @@ class _Reader:
 
     def __init__(self, src: bytes) -> None:
         self.src = src
-        self.covered: list[tuple[int, int]] = []
+        self.covered: list[tuple[int, int, bool]] = []  # (start, end, is a word)
         self.problems: list[str] = []
         self.commands: list[SimpleCommand] = []
+        self.redirects: list[tuple[int, str, str]] = []  # (offset, descriptor + operator, target)
 
-    def cover(self, node: Any) -> None:
-        self.covered.append((node.start_byte, node.end_byte))
+    def cover(self, node: Any, word: bool = False) -> None:
+        self.covered.append((node.start_byte, node.end_byte, word))
 
     def problem(self, what: str) -> None:
         if what not in self.problems:
@@ -338,6 +358,8 @@ class _Reader:
                     else:
                         self.problem(_describe(child))
             elif node.type == "redirected_statement":
+                if node.child_by_field_name("body") is None:
+                    self.problem("a redirection without a command")
                 for i, child in enumerate(node.children):
                     if node.field_name_for_child(i) == "body":
                         stack.append(child)
@@ -369,13 +391,16 @@ class _Reader:
         ok = False
         if op is not None and len(destinations) == 1:
             target, _why = _literal(_text(self.src, destinations[0]))
-            if op.type in _REDIRECT_DUP and target is not None and target.isdigit():
+            if op.type in _REDIRECT_DUP and target in ("0", "1", "2"):
                 ok = True
             elif op.type in _REDIRECT_TO_NULL and target == "/dev/null":
                 ok = True
         if ok:
             self.cover(op)
-            self.cover(destinations[0])
+            self.cover(destinations[0], word=True)
+            descriptor = node.child_by_field_name("descriptor")
+            self.redirects.append((node.start_byte, (_text(self.src, descriptor) if descriptor else "") + op.type,
+                                   _literal(_text(self.src, destinations[0]))[0] or ""))
         else:
             why = "a redirection other than to /dev/null" if op is not None and len(destinations) <= 1 \
                 else "a word after a redirection"
@@ -397,7 +422,7 @@ class _Reader:
                     problems.append(f"an assignment whose value is not plain text ({why or 'an array'})")
                 else:
                     assignments.append(m.group(1) + "=" + value)
-                    self.cover(child)
+                    self.cover(child, word=True)
             elif child.type.endswith("redirect"):
                 self.redirect(child, problems)
             elif child.type == "command_name":
@@ -409,14 +434,14 @@ class _Reader:
                     problems.append(why)
                 else:
                     tokens.append(word_text)
-                    self.cover(child)
+                    self.cover(child, word=True)
             elif name == "argument":
                 value, why = _literal(text)
                 if value is None:
                     problems.append(_construct_in(child) or why or "a word that is not plain text")
                 else:
                     tokens.append(value)
-                    self.cover(child)
+                    self.cover(child, word=True)
             else:
                 problems.append(_describe(child))
         if not seen_name:
@@ -444,31 +469,89 @@ class _Reader:
         return f"an unusual command word {text!r}"
 
     def uncovered(self) -> str | None:
-        """Anything in the source that no accepted token accounts for (besides blanks)."""
-        spans = sorted(self.covered)
-        pos = 0
-        gaps = []
-        for start, end in spans:
-            if start > pos:
-                gaps.append(self.src[pos:start])
+        """Why the accepted tokens do not account for the whole source as bash reads it, if so:
+        text no token covers, or two words bash would read as one (nothing, or a line
+        continuation right after a word, between them)."""
+        pos, previous_is_word = 0, False
+        for start, end, is_word in [*sorted(self.covered), (len(self.src), len(self.src), False)]:
+            gap = self.src[pos:start]
+            if start > pos or end > start:
+                if not gap and previous_is_word and is_word and start > 0:
+                    return "two words with nothing between them"
+                i = 0
+                while i < len(gap):
+                    byte = gap[i:i + 1]
+                    if byte in (b" ", b"\t", b"\n"):
+                        i += 1
+                    elif gap[i:i + 2] == b"\\\n":
+                        i += 2  # whether it joins words is checked against our own lexer
+                    else:
+                        return f"text the parser did not account for ({gap[i:i + 40].decode('utf-8', 'replace')!r})"
+                previous_is_word = is_word
             pos = max(pos, end)
-        gaps.append(self.src[pos:])
-        for gap in gaps:
-            rest = gap.replace(b"\\\n", b"").strip(b" \t\n")
-            if rest:
-                return rest.decode("utf-8", "replace")
         return None
+
+
+_LEX = re.compile(r"""
+    (?P<blank>[ \t]+|\\\n)
+  | (?P<sep>&&|\|\||;;|\|&|[;\n|])
+  | (?P<redirect>&>>|&>|>>|>&|>\||<&|<>|<<|>|<)
+  | (?P<other>[&()\#])
+  | (?P<word>(?:[^ \t\n;&|<>()'"\\]|\\[\s\S]|'[^']*'|"(?:[^"\\]|\\[\s\S])*")+)
+""", re.VERBOSE)
+
+
+def _lex_plain(command: str) -> tuple[list[list[str]], list[tuple[str, str]]] | None:
+    """Our own reading of the plain subset of bash (words, && || ; | newline, simple
+    redirections), independent of tree-sitter: the words of each simple command and the
+    redirections in order, or None for anything outside that subset. An allowed command must read
+    the same both ways, so a parser quirk cannot turn into an allow."""
+    commands: list[list[str]] = [[]]
+    redirects: list[tuple[str, str]] = []
+    redirected = False
+    pending: str | None = None
+    descriptor = ""
+    pos, n = 0, len(command)
+    for m in _LEX.finditer(command):
+        if m.start() != pos:
+            return None  # something no token reads (an unterminated quote)
+        pos = m.end()
+        kind, text = m.lastgroup, m.group()
+        if kind == "blank":
+            continue
+        if kind == "sep":
+            if text in (";;", "|&") or pending is not None or (redirected and not commands[-1]):
+                return None
+            commands.append([])
+            redirected = False
+        elif kind == "redirect":
+            if text == "<<" or pending is not None:
+                return None
+            pending, descriptor = descriptor + text, ""
+        elif kind == "other":
+            return None
+        else:
+            if pending is None and text.isdigit() and pos < n and command[pos] in "<>":
+                descriptor = text  # an IO number: `2>/dev/null`
+                continue
+            raw = text if "'" in text else text.replace("\\\n", "")
+            value, _why = _literal(raw)
+            if value is None:
+                return None
+            if pending is not None:
+                redirects.append((pending, value))
+                redirected, pending = True, None
+            else:
+                commands[-1].append(value)
+    if pos != n or pending is not None or (redirected and not commands[-1]):
+        return None
+    return [words for words in commands if words], redirects
 
 
 def _occurrences(src: bytes, root: Any, depth: int, out: list[Occurrence]) -> None:
     """Every command in the tree, nested ones included, read leniently; and the scripts hidden in
     `bash -c '…'`, `eval …` and heredocs fed to a shell."""
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        stack.extend(reversed(node.children))
-        if node.type != "command":
-            continue
+    for node in _commands_in(root):
         tokens: list[str | None] = []
         for child in node.children:
             if child.type == "variable_assignment" or child.type == "command_name" or (
@@ -497,9 +580,10 @@ def _occurrences(src: bytes, root: Any, depth: int, out: list[Occurrence]) -> No
                             nested.append(tokens[j + 1])  # type: ignore[arg-type]
                         break
         parent = node.parent
-        if parent is not None and parent.type == "redirected_statement" and tokens[first:first + 1] and \
-                tokens[first] and _basename(tokens[first]) in SHELLS:  # type: ignore[arg-type]
-            for redirect in parent.children:
+        redirects = list(node.children) + (list(parent.children) if parent is not None and
+                                           parent.type == "redirected_statement" else [])
+        if tokens[first:first + 1] and tokens[first] and _basename(tokens[first]) in SHELLS:  # type: ignore[arg-type]
+            for redirect in redirects:
                 if redirect.type == "heredoc_redirect":
                     nested.extend(_text(src, c) for c in redirect.children if c.type == "heredoc_body")
                 elif redirect.type == "herestring_redirect":
@@ -522,7 +606,10 @@ def analyze(command: str) -> Script:
     if not command.strip():
         script.problems.append("an empty command")
         return script
-    hidden = sorted({f"U+{ord(c):04X}" for c in command if _hidden_or_control(c)})
+    if command.isascii():
+        hidden = sorted({f"U+{ord(m.group()):04X}" for m in _CONTROL_ASCII.finditer(command)})
+    else:
+        hidden = sorted({f"U+{ord(c):04X}" for c in command if _hidden_or_control(c)})
     if hidden:
         script.problems.append(f"control or invisible characters ({', '.join(hidden[:5])})")
     src = command.encode("utf-8", "surrogatepass")
@@ -540,7 +627,10 @@ def analyze(command: str) -> Script:
         else:
             left = reader.uncovered()
             if left:
-                script.problems.append(f"text the parser did not account for ({left[:40]!r})")
+                script.problems.append(left)
+            elif _lex_plain(command) != ([list(c.tokens or ()) for c in reader.commands],
+                                         [(op, target) for _at, op, target in sorted(reader.redirects)]):
+                script.problems.append("words that bash would split or join differently than they look")
     return script
 
 
@@ -578,14 +668,18 @@ class Rule:
             text += "  (except " + ", ".join(self.except_args) + ")"
         return text
 
+    @cached_property
+    def _except_re(self) -> re.Pattern[str] | None:
+        """One regex for all except_args (fnmatch patterns; `--opt` also covers `--opt=…`)."""
+        if not self.except_args:
+            return None
+        parts = [fnmatch.translate(p) for p in self.except_args]
+        parts += [re.escape(p + "=") + ".*" for p in self.except_args if p.startswith("--")]
+        return re.compile("|".join(f"(?:{p})" for p in parts), re.DOTALL)
+
     def _excluded(self, args: Iterable[str | None]) -> bool:
-        for arg in args:
-            if arg is None:
-                continue
-            for pat in self.except_args:
-                if fnmatch.fnmatchcase(arg, pat) or (pat.startswith("--") and arg.startswith(pat + "=")):
-                    return True
-        return False
+        pattern = self._except_re
+        return pattern is not None and any(arg is not None and pattern.fullmatch(arg) for arg in args)
 
     def matches(self, tokens: tuple[str | None, ...], start: int = 0) -> bool:
         """The pattern is a prefix of tokens[start:] (exact: all of it), and no excepted argument follows."""
@@ -712,10 +806,12 @@ class Policy:
         """forbid > prompt > allow; allow only for a plain sequence of simple commands each allowed."""
         script = analyze(command)
         findings = []
+        words = {_basename(t) for o in script.occurrences for t in o.tokens if t} | \
+            {t for o in script.occurrences for t in o.tokens if t}
         for decision in ("forbid", "prompt"):
             for rule in self.rules:
-                if rule.decision != decision:
-                    continue
+                if rule.decision != decision or words.isdisjoint(rule.pattern[0]):
+                    continue  # its command word appears nowhere: it cannot match
                 for occurrence in script.occurrences:
                     if rule.matches_anywhere(occurrence):
                         findings.append(Finding(rule, occurrence.text))
