@@ -548,6 +548,18 @@ def _lex_plain(command: str) -> tuple[list[list[str]], list[tuple[str, str]]] | 
     return [words for words in commands if words], redirects
 
 
+def _starts(tokens: list[str | None] | tuple[str | None, ...]) -> tuple[tuple[int, ...], int]:
+    """Where a command may begin in these words: the start, after leading assignments, and
+    anywhere after a wrapper (sudo, env, xargs, ...) or find's -exec; and the first non-assignment."""
+    starts = {0}
+    first = next((i for i, t in enumerate(tokens) if not (t and _ASSIGNMENT.match(t))), len(tokens))
+    starts.add(first)
+    for i, token in enumerate(tokens):
+        if token is not None and (_basename(token) in WRAPPERS or token in EXEC_OPTIONS):
+            starts.update(range(i + 1, len(tokens)))
+    return tuple(sorted(s for s in starts if s < len(tokens))), first
+
+
 def _occurrences(src: bytes, root: Any, depth: int, out: list[Occurrence]) -> None:
     """Every command in the tree, nested ones included, read leniently; and the scripts hidden in
     `bash -c '…'`, `eval …` and heredocs fed to a shell."""
@@ -560,16 +572,10 @@ def _occurrences(src: bytes, root: Any, depth: int, out: list[Occurrence]) -> No
                 tokens.append(_literal(_text(src, target), lenient=True)[0])
         if not tokens:
             continue
-        starts = {0}
-        first = next((i for i, t in enumerate(tokens) if not (t and _ASSIGNMENT.match(t))), len(tokens))
-        starts.add(first)
+        starts, first = _starts(tokens)
         nested: list[str] = []
         for i, token in enumerate(tokens):
             base = _basename(token) if token else None
-            if base in WRAPPERS:
-                starts.update(range(i + 1, len(tokens)))
-            if token in EXEC_OPTIONS:
-                starts.update(range(i + 1, len(tokens)))
             if base == "eval":
                 nested.append(" ".join(t for t in tokens[i + 1:] if t))
             if base in SHELLS:
@@ -589,7 +595,7 @@ def _occurrences(src: bytes, root: Any, depth: int, out: list[Occurrence]) -> No
                 elif redirect.type == "herestring_redirect":
                     nested.extend(v for c in redirect.named_children
                                   if (v := _literal(_text(src, c), lenient=True)[0]))
-        out.append(Occurrence(_text(src, node), tuple(tokens), tuple(sorted(s for s in starts if s < len(tokens)))))
+        out.append(Occurrence(_text(src, node), tuple(tokens), starts))
         if depth < MAX_NESTING:
             for script in nested:
                 if len(script) <= MAX_SCRIPT:
@@ -617,6 +623,14 @@ def analyze(command: str) -> Script:
     if root.has_error:
         script.problems.append("something bash cannot parse (a syntax error)")
     _occurrences(src, root, 0, script.occurrences)
+    lexed = _lex_plain(command)
+    if lexed is not None:
+        # forbid/prompt rules also see the commands as our own reader splits them, in case the
+        # grammar joined two of them (a line continuation after a newline, say).
+        seen = {o.tokens for o in script.occurrences}
+        for words in lexed[0]:
+            if tuple(words) not in seen:
+                script.occurrences.append(Occurrence(" ".join(words), tuple(words), _starts(words)[0]))
     reader = _Reader(src)
     reader.program(root)
     script.commands = reader.commands
@@ -628,8 +642,8 @@ def analyze(command: str) -> Script:
             left = reader.uncovered()
             if left:
                 script.problems.append(left)
-            elif _lex_plain(command) != ([list(c.tokens or ()) for c in reader.commands],
-                                         [(op, target) for _at, op, target in sorted(reader.redirects)]):
+            elif lexed != ([list(c.tokens or ()) for c in reader.commands],
+                           [(op, target) for _at, op, target in sorted(reader.redirects)]):
                 script.problems.append("words that bash would split or join differently than they look")
     return script
 

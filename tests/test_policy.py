@@ -142,6 +142,9 @@ BYPASS_CORPUS = [
     ("ls ~", "tilde expansion"),
     ("ls {a,b}", "brace expansion"),
     ("ls a\\\nb; rm x", "line continuation then a chain"),
+    ("ls \n\\\nrm -rf /", "a line continuation after a newline, which the grammar reads as one command"),
+    ("echo a\\\n'b'", "a line continuation joining two words"),
+    ("ls .|2>&1", "a pipeline stage that is only a redirection"),
     ("ls |& cat", "|& pipe"),
     ("", "empty command"),
     ("ls\x00rm", "NUL byte"),
@@ -180,7 +183,7 @@ FORBIDDEN_RM = [
     "find . -exec rm {} ;", "find . -execdir rm {} +", "bash -c 'rm -rf /'", "sh -c \"ls; rm x\"",
     "bash -lc 'rm x'", "eval rm x", "eval 'rm x'", "bash <<EOF\nrm -rf /\nEOF", "sh <<< 'rm x'",
     "$'\\x72m' x", "$'\\162m' x", "(rm x)", "{ rm x; }", "if true; then rm x; fi", "f() { rm x; }",
-    "bash -c \"bash -c 'rm x'\"",
+    "bash -c \"bash -c 'rm x'\"", "ls \n\\\nrm -rf /",
 ]
 
 
