@@ -312,7 +312,7 @@ def constructs(draw) -> str:
         f"/usr/bin/{head}{rest}", f"{head}*{rest}", f"{head}?{rest}", f"{text} *", f"{text} ~",
         f"{text} {{a,b}}", f"env {text}", f"xargs {text}", f"sudo {text}", f"bash -c {shlex.quote(text)}",
         f"eval {shlex.quote(text)}", f"{text} # c", f"! {text}", f"if {text}; then :; fi",
-        f"{head}\u200b{rest}", f"{text} \x1b[1m",
+        f"{head}\u200b{rest}", f"{text} \x1b[1m", f"{text} \n\\\nrm x",
     ]))
 
 
