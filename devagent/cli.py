@@ -491,6 +491,142 @@ def config_cmd(
     console.print(Text(render_exact("files: " + ", ".join(str(f) for f in config_files(root))), style="dim"))
 
 
+# ---------------------------------------------------------------------------- command rules
+
+rules_app = typer.Typer(
+    help="Command rules (allow / prompt / forbid) from your file and the project's .devagent/policy.toml.",
+    invoke_without_command=True,
+)
+app.add_typer(rules_app, name="rules")
+
+
+def _rules_project(repo: Optional[Path]) -> Optional[Path]:
+    """The checkout whose .devagent/policy.toml applies: --repo, else the one holding the cwd."""
+    from devagent.policy import find_project_root
+
+    root = find_project_root(repo or Path.cwd())
+    if repo is not None and root is None:
+        raise DevagentError(f"{repo} is not inside a git repository")
+    return root
+
+
+def _print_plain(text: str, style: str | None = None) -> None:
+    from rich.text import Text
+
+    from devagent.display import render_exact
+
+    _console().print(Text(render_exact(text), style=style or ""), soft_wrap=True)
+
+
+@rules_app.callback()
+def rules_list(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="The project whose rules apply (default: the one you are in)."),
+) -> None:
+    """The active rules with their file:line, and the presets in use."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from devagent.policy import load_policy, user_policy_path
+
+    root = _rules_project(repo)
+    policy = load_policy(root)
+    if as_json:
+        _emit_json({"files": [f.to_json() for f in policy.files], "presets": policy.presets,
+                    "user_file": str(user_policy_path()), "project": str(root) if root else None,
+                    "rules": [r.to_json() for r in policy.rules]})
+        return
+    loaded = {f.path for f in policy.files}
+    _print_plain("rule files (forbid > prompt > allow; with no rule, every command asks):", "bold")
+    for scope, path in (("user", user_policy_path()), ("project", root / ".devagent" / "policy.toml" if root else None)):
+        if path is None:
+            _print_plain(f"  {scope:<8} (not in a git repository)")
+        elif str(path) in loaded:
+            digest = next(f.sha256 for f in policy.files if f.path == str(path))
+            _print_plain(f"  {scope:<8} {path}  sha256 {digest[:12]}")
+        else:
+            _print_plain(f"  {scope:<8} {path}  (none)")
+    if policy.presets:
+        _print_plain("presets: " + ", ".join(policy.presets))
+    if not policy.rules:
+        _print_plain("no rules: every command asks for approval. Add one with: devagent rules add allow \"pytest\"")
+        return
+    for rule in policy.rules:
+        _print_plain(f"{rule.id}  {rule.decision:<6}  {rule.pattern_text()}   {rule.where}", "bold")
+        if rule.reason:
+            _print_plain(f"        {rule.reason}")
+        for example in rule.examples:
+            _print_plain(f"        e.g.  {example}", "dim")
+        for example in rule.not_examples:
+            _print_plain(f"        not   {example}", "dim")
+
+
+@rules_app.command("check")
+def rules_check(
+    command: str = typer.Argument(..., metavar="COMMAND"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="The project whose rules apply (default: the one you are in)."),
+) -> None:
+    """The decision the rules give COMMAND, and why: each simple command, the rule that matched it,
+    and whatever forced a prompt."""
+    from devagent.policy import load_policy
+
+    policy = load_policy(_rules_project(repo))
+    verdict = policy.decide(command)
+    if as_json:
+        _emit_json({"command": command, **verdict.to_json()})
+        return
+    style = {"allow": "bold green", "prompt": "bold yellow", "forbid": "bold red"}[verdict.decision]
+    _print_plain(f"{verdict.decision}: {verdict.why()}", style)
+    for number, check in enumerate(verdict.checks, 1):
+        argv = " ".join(json.dumps(t, ensure_ascii=False) for t in check.command.tokens) if check.command.tokens else "(not plain)"
+        _print_plain(f"  {number}. {check.command.text}")
+        _print_plain(f"     argv {argv}", "dim")
+        _print_plain(f"     {check.explain()}")
+    for finding in verdict.findings:
+        rule = finding.rule
+        _print_plain(f"  {rule.decision} rule {rule.where} ({rule.pattern_text()}) matches `{finding.command}`"
+                     + (f": {rule.reason}" if rule.reason else ""))
+    for problem in verdict.problems:
+        _print_plain(f"  asks because it contains {problem}")
+
+
+@rules_app.command("add")
+def rules_add(
+    decision: str = typer.Argument(..., metavar="allow|prompt|forbid"),
+    command: str = typer.Argument(..., metavar="COMMAND", help="The argv prefix, e.g. \"pytest\" or \"git log\"."),
+    project: bool = typer.Option(True, "--project/--user", help="The project's .devagent/policy.toml (default) or yours."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Shown to you; for forbid, also to the model."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="The project (default: the one you are in)."),
+) -> None:
+    """Add a rule for every command starting with COMMAND's words."""
+    from devagent.policy import rule_from_command, save_rule
+
+    rule = rule_from_command(decision, command, reason)
+    root = _rules_project(repo) if project else None
+    if project and root is None:
+        raise DevagentError("not inside a git repository: pass --repo PATH, or --user for your own rules")
+    path = save_rule("project" if project else "user", rule, root)
+    _print_plain(f"added to {path}: {rule.describe()}")
+
+
+@rules_app.command("rm")
+def rules_rm(
+    rule_id: str = typer.Argument(..., metavar="ID"),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="The project (default: the one you are in)."),
+) -> None:
+    """Remove a rule by the ID `devagent rules` shows."""
+    from devagent.policy import load_policy, remove_rule
+
+    policy = load_policy(_rules_project(repo))
+    matches = [r for r in policy.rules if r.id == rule_id and r.scope != "preset"] or \
+        [r for r in policy.rules if r.id == rule_id]
+    if not matches:
+        raise DevagentError(f"no rule {rule_id!r} (see `devagent rules`)")
+    path = remove_rule(matches[0])
+    _print_plain(f"removed {rule_id} from {path}: {matches[0].decision} {matches[0].pattern_text()}")
+
+
 # ---------------------------------------------------------------------------- sandbox
 
 

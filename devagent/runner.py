@@ -31,6 +31,7 @@ from devagent.instructions import InstructionFile, instructions_block, project_i
 from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest,
                                  load_sql_for_display)
 from devagent.paths import WorkspacePaths
+from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
@@ -118,6 +119,7 @@ class ThreadRunner:
         self.model_override = model  # tests pass a scripted SDK Model here
         self._docker = docker_client
         self._active: Any = None
+        self._policies: dict[str, Any] = {}  # thread id -> its command rules, loaded once per turn
 
     # ------------------------------------------------------------------ public entry points
 
@@ -143,6 +145,7 @@ class ThreadRunner:
                                           "max_steps": options.max_steps})
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
+        load_policy(source)  # a broken rules file fails here, before anything is created
         Database.parse(config["database"])  # a bad --database is a usage error before anything exists
         if not image_exists(self.docker(), SANDBOX_IMAGE):
             raise ImageMissing(f"the sandbox image {SANDBOX_IMAGE} is missing; build it with `devagent sandbox build`")
@@ -179,6 +182,7 @@ class ThreadRunner:
             # Kept with the thread so a resume of this task rebuilds the same instructions.
             extra = {"label": instructions.label, "text": instructions.text} if instructions else None
             self.update_thread(thread_id, extra_instructions=extra or {})
+            self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
             if turn.instruction_files:
                 self.events.notice("instructions: " + ", ".join(turn.instruction_files))
@@ -192,6 +196,7 @@ class ThreadRunner:
             if saved is None:
                 raise DevagentError(f"thread {thread_id} has nothing to resume (state: {self.store.thread(thread_id).state})")
             task, blob = saved
+            self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
             self._requeue_interrupted(thread_id)
             if blob is None:
@@ -452,6 +457,7 @@ class ThreadRunner:
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
                 self.events.notice(f"approved by your 'always' rule: {approval.call_id}")
+        self._apply_command_rules(thread)
 
     def _decided(self, thread_id: str, call_id: str) -> bool:
         row = self.store.approval(thread_id, call_id)
@@ -515,6 +521,47 @@ class ThreadRunner:
                 "(it was edited); refusing to resume"
             )
 
+    # ------------------------------------------------------------------ command rules (policy)
+
+    def _load_rules(self, thread_id: str) -> None:
+        """Read the rule files once per turn, from the user's checkout (never the thread's workspace),
+        and record which files (path + sha256) the turn runs under when that changed."""
+        thread = self.store.thread(thread_id)
+        policy = load_policy(Path(thread.repo))
+        self._policies[thread_id] = policy
+        files = [f.to_json() for f in policy.files]
+        recorded = [e for e in self.store.audit_log(thread_id) if e["event"] == "rules"]
+        if files and (not recorded or recorded[-1]["detail"].get("files") != files):
+            self.store.audit(thread_id, "rules", actor="devagent", detail={"files": files, "presets": policy.presets})
+
+    def _apply_command_rules(self, thread: Thread) -> None:
+        """Decide pending run_shell calls that the command rules allow or forbid. Migrations
+        (run_migration, and shell commands that run a migration tool) are never allowed by rules."""
+        from devagent.approvals import detect_migration_runner, read_shell_call
+
+        if thread.id not in self._policies:
+            self._load_rules(thread.id)
+        policy = self._policies[thread.id]
+        for approval in self.store.approvals(thread.id, "pending"):
+            if approval.tool != "run_shell":
+                continue
+            call = read_shell_call(approval.arguments, thread_limits(thread.settings).default_timeout_s)
+            if call.error:
+                continue  # it cannot run as shown: a human sees why
+            verdict = policy.decide(call.command)
+            if verdict.decision == "allow" and detect_migration_runner(call.command) is None:
+                rules = verdict.allow_rules
+                where = ", ".join(r.where for r in rules)
+                self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
+                                  detail={"rules": [_rule_record(r) for r in rules]})
+                self.events.notice(f"approved by rule {where}: {call.command}")
+            elif verdict.decision == "forbid" and verdict.rule is not None:
+                rule = verdict.rule
+                reason = f"forbidden by rule {rule.where} ({rule.pattern_text()}): {rule.reason or 'no reason given'}"
+                self.store.decide(thread.id, approval.call_id, "rejected", actor=f"rule {rule.where}",
+                                  reason=reason, detail={"rules": [_rule_record(rule)]})
+                self.events.notice(f"refused by rule {rule.where}: {call.command}")
+
     def _end_turn(self, turn: _Turn) -> None:
         self.store.clear_run(turn.thread.id)
         self.store.set_thread_state(turn.thread.id, "done")
@@ -559,6 +606,12 @@ def _item_type(item: Any) -> str | None:
 
 def _call_id(item: Any) -> str | None:
     return item.get("call_id") if isinstance(item, dict) else getattr(item, "call_id", None)
+
+
+def _rule_record(rule: Any) -> dict[str, Any]:
+    """What the audit log keeps of a rule that decided a call."""
+    return {"id": rule.id, "where": rule.where, "decision": rule.decision, "pattern": rule.pattern_text(),
+            "file": rule.path, "file_sha256": rule.file_sha256}
 
 
 __all__ = ["ThreadRunner", "TaskOptions", "TurnOutcome", "Decision", "Approver", "TurnEvents", "NoApprover"]

@@ -278,8 +278,9 @@ class Store:
         return [Approval(**dict(r)) for r in self.db.execute(sql + " ORDER BY created_at, call_id", args)]
 
     def decide(self, thread_id: str, call_id: str, status: str, *, actor: str,
-               reason: str | None = None, always: bool = False) -> Approval:
-        """Record a human decision on a pending call (approved / rejected)."""
+               reason: str | None = None, always: bool = False, detail: dict[str, Any] | None = None) -> Approval:
+        """Record a decision on a pending call (approved / rejected); `detail` adds to its audit entry
+        (e.g. the rule, and its file's sha256, that decided it)."""
         with self.tx() as db:
             row = db.execute(
                 "SELECT * FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
@@ -297,8 +298,8 @@ class Store:
                     "INSERT OR IGNORE INTO rules VALUES (?,?,?,?,?)",
                     (thread_id, row["tool"], rule_digest(row["arguments"]), row["arguments"], time.time()),
                 )
-            detail = {"sha256": row["sha256"], "reason": reason, "always": always}
-            self._audit(db, thread_id, status, call_id, row["tool"], actor, detail)
+            record = {"sha256": row["sha256"], "reason": reason, "always": always, **(detail or {})}
+            self._audit(db, thread_id, status, call_id, row["tool"], actor, record)
         return self.approval(thread_id, call_id)  # type: ignore[return-value]
 
     def mark_status(self, thread_id: str, call_id: str, status: str) -> None:

@@ -44,6 +44,8 @@ def sandbox_image(docker_client: Any) -> str:
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "home"
     monkeypatch.setenv("DEVAGENT_HOME", str(path))
+    # The developer's own config and rules files never leak into a test.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("DEVAGENT_MODEL", raising=False)
     yield path
