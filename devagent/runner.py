@@ -91,6 +91,9 @@ class TurnOutcome:
     note: str | None = None
 
 
+WORKSPACE_CHANGED = object()  # a run stopped because an approved call found the workspace changed
+
+
 @dataclass
 class _Turn:
     thread: Thread
@@ -235,7 +238,13 @@ class ThreadRunner:
                 result = await self._decide_and_continue(turn, blob)
             else:
                 result = await self._run_once(turn, run_input)
-            while not isinstance(result, TurnOutcome) and result.interruptions:
+            while not isinstance(result, TurnOutcome) and (result is WORKSPACE_CHANGED or result.interruptions):
+                if result is WORKSPACE_CHANGED:
+                    # An approved call found the workspace changed since its screen: it did not
+                    # run and is pending again. Ask again from the saved pause (calls that ran replay).
+                    self.store.set_thread_state(turn.thread.id, "paused")
+                    result = await self._decide_and_continue(turn, self.store.run(turn.thread.id)[1])
+                    continue
                 blob = result.to_state().to_string()
                 self.store.save_run(turn.thread.id, turn.task, blob)
                 self.store.set_thread_state(turn.thread.id, "paused")
@@ -243,6 +252,7 @@ class ThreadRunner:
                     self.store.add_pending(turn.thread.id, item.call_id, item.name, item.arguments or "")
                     # A path migration's file content is bound now, before anyone is shown it.
                     bind_proposed_sql(turn.runtime, item.call_id, item.name, item.arguments or "")
+                self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
                 result = await self._decide_and_continue(turn, blob)
             if isinstance(result, TurnOutcome):
                 return result
@@ -273,6 +283,8 @@ class ThreadRunner:
         from agents import ItemHelpers, RunConfig, Runner
         from agents.exceptions import AgentsException, MaxTurnsExceeded
 
+        from devagent.tools import WorkspaceChanged
+
         self._active = turn.runtime
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
         try:
@@ -292,6 +304,8 @@ class ThreadRunner:
                 elif event.name == "message_output_created":
                     self.events.assistant_message(ItemHelpers.text_message_output(item))
             return result
+        except WorkspaceChanged:
+            return WORKSPACE_CHANGED
         except MaxTurnsExceeded:
             self._checkpoint(turn)
             self._end_turn(turn)  # continuing is a new task on the thread (its memory is kept)
@@ -348,21 +362,31 @@ class ThreadRunner:
         return _Turn(thread, ws, agent, session, runtime, task)
 
     def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
-        from devagent.tools import changed_files_since_last_command
+        from devagent.tools import changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
-        try:
-            changed = changed_files_since_last_command(self.store, ws, thread.id)
-        except DevagentError:
-            changed = []
+        report = changes_since_last_command(ws)
+        if approval.status == "pending":
+            # An approval binds the state of the workspace its screen showed.
+            record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
         return build_request(
             approval, network=bool(thread.settings.get("network")),
-            default_timeout_s=SandboxLimits().default_timeout_s, changed_files=changed,
+            default_timeout_s=SandboxLimits().default_timeout_s, changed_files=report.changes,
+            changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
+            workspace_notice=workspace_notice(self.store, approval),
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=WorkspacePaths(ws.work_dir).read_text,
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
+
+    def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
+        """The state of the workspace when calls are proposed: what a rule's approval binds."""
+        from devagent.tools import current_fingerprint, record_seen
+
+        fingerprint = current_fingerprint(self.workspace(thread_id))
+        for call_id in call_ids:
+            record_seen(self.store, thread_id, call_id, fingerprint)
 
     def _apply_rules(self, thread: Thread) -> None:
         """Approve pending calls that an "approve always" rule of this thread covers exactly."""

@@ -343,6 +343,12 @@ class Store:
         rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? ORDER BY id", (thread_id,)).fetchall()
         return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
 
+    def call_events(self, thread_id: str, call_id: str, event: str) -> list[dict[str, Any]]:
+        """The audit events of one kind for one call, oldest first."""
+        rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? AND call_id=? AND event=? ORDER BY id",
+                               (thread_id, call_id, event)).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
+
     # -- migrations history
 
     def record_migration(self, thread_id: str, call_id: str | None, database: str, digest: str,
