@@ -88,6 +88,7 @@ class TurnOutcome:
     commit: str | None = None
     diffstat: str = ""
     commands_run: int = 0
+    commands_failed: int = 0  # of those, how many exited non-zero (or timed out)
     note: str | None = None
 
 
@@ -470,12 +471,16 @@ class ThreadRunner:
     def _finish(self, turn: _Turn, result: Any) -> TurnOutcome:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
-        diffstat = turn.workspace.git("show", "--stat", "--format=", commit) if commit else ""
+        diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
+        warning = turn.workspace.size_warning(commit) if commit else None
         self._end_turn(turn)
-        commands = sum(1 for e in self.store.audit_log(tid) if e["event"] == "executed" and e["at"] >= self._turn_start(tid))
-        self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit})
+        start = self._turn_start(tid)
+        executed = [e for e in self.store.audit_log(tid) if e["event"] == "executed" and e["at"] >= start]
+        self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit, "warning": warning})
         return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
-                           diffstat=diffstat.strip(), commands_run=commands)
+                           diffstat=diffstat.strip(), commands_run=len(executed),
+                           commands_failed=sum(1 for e in executed if e["exit_code"] != 0),  # None: timed out
+                           note=warning)
 
     def _turn_start(self, thread_id: str) -> float:
         starts = [e["at"] for e in self.store.audit_log(thread_id) if e["event"] == "task"]

@@ -3,7 +3,8 @@
 File tools act on the thread's checkout through `WorkspacePaths` (the one confinement resolver).
 `run_shell` and `run_migration` always stop for approval; when they finally execute they check
 the store once more, so only a call whose exact arguments a human (or an "always" rule) approved
-can run, whatever a saved run blob claims.
+can run, whatever a saved run blob claims. They also check that the workspace is in the state the
+approval was given on (see "the workspace an approval binds" below), and run one at a time.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ class ToolRuntime:
     started: bool = field(default=False, init=False)
     aborted: bool = field(default=False, init=False)  # set by Ctrl-C: results are not trusted
     git_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    # Commands and migrations executing right now (the SDK runs the calls of one turn in parallel).
-    in_flight: int = field(default=0, init=False)
-    idle: threading.Condition = field(default_factory=threading.Condition, init=False)
+    # Commands and migrations run one at a time, each from a known state of the workspace (the
+    # SDK would start the calls of one model turn in parallel).
+    exec_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # (fingerprint before, fingerprint after) of every command this process ran, in order.
+    transitions: list[tuple[str, str]] = field(default_factory=list, init=False)
+    halted_at: float | None = field(default=None, init=False)  # when a call found the workspace changed
 
     @property
     def paths(self) -> WorkspacePaths:
@@ -205,11 +209,12 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
             return rt.refuse(ctx, "run_migration", refusal)
         if rt.migrate is None:
             return "error: migrations are not available in this thread"
+        entered = time.monotonic()
         rt.ensure_container()
-        verify_workspace_unchanged(rt, ctx.tool_call_id, "run_migration")
-        with _executing(rt):
+        with rt.exec_lock:
+            start = verify_workspace_unchanged(rt, ctx.tool_call_id, "run_migration", entered)
             output = rt.migrate(rt, ctx.tool_call_id, sql=sql, path=path, database=database)
-        record_command_state(rt)
+            record_command_state(rt, start)
         return output
 
     return [read_file, list_files, search, write_file, edit_file, run_shell, run_migration]
@@ -217,16 +222,25 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
 
 def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int | None) -> str:
     """Run an approved command in the container and record what happened."""
-    store = rt.store
+    entered = time.monotonic()
     container = rt.ensure_container()
-    # Checked after the container is up: from here on nothing but this command is started.
-    verify_workspace_unchanged(rt, call_id, "run_shell")
-    with _executing(rt):
-        store.mark_status(rt.thread_id, call_id, "running")
-        store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
-                    detail={"command": command, "sha256": sha256_text(command)})
-        started = time.monotonic()
-        result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
+    with rt.exec_lock:
+        # Checked after the container is up and under the lock: nothing else starts from here on.
+        start = verify_workspace_unchanged(rt, call_id, "run_shell", entered)
+        output = _run_command(rt, container, call_id, command, timeout_s)
+        if not rt.aborted:
+            record_command_state(rt, start)
+    return output
+
+
+def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, command: str,
+                 timeout_s: int | None) -> str:
+    store = rt.store
+    store.mark_status(rt.thread_id, call_id, "running")
+    store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
+                detail={"command": command, "sha256": sha256_text(command)})
+    started = time.monotonic()
+    result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
     if rt.aborted:
         # Ctrl-C killed it part-way: leave the call "running" so `resume` asks again.
         store.audit(rt.thread_id, "interrupted", call_id=call_id, tool="run_shell", actor="user",
@@ -239,14 +253,14 @@ def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int 
         exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
     )
     store.mark_status(rt.thread_id, call_id, "done")
-    record_command_state(rt)
     return for_model
 
 
 # ---------------------------------------------------------------------------- the workspace an approval binds
 #
 # Every screen computes the state of the workspace (ignored files included) and records its
-# fingerprint for the call when it differs from the last one recorded ("workspace seen"). An
+# fingerprint for the call when it differs from the last one recorded ("workspace seen"; the
+# proposal is recorded too, for approvals by a rule, which have no screen). An
 # approval binds the last state seen before the decision; right before the command starts the
 # state is computed again, and if it differs the call does not run: it goes back to pending, the
 # reason is recorded ("workspace changed") and the runner asks again, listing the new changes.
@@ -300,7 +314,8 @@ def record_seen(store: Store, thread_id: str, call_id: str, fingerprint: str) ->
     """Note the state of the workspace a call was shown (or proposed) with, if it is a new one."""
     seen = store.call_events(thread_id, call_id, SEEN_EVENT)
     if not seen or seen[-1]["detail"].get("fingerprint") != fingerprint:
-        store.audit(thread_id, SEEN_EVENT, call_id=call_id, actor="devagent", detail={"fingerprint": fingerprint})
+        # Not one of the call's own events (those tell what happened to it): the call is named inside.
+        store.audit(thread_id, SEEN_EVENT, actor="devagent", detail={"call_id": call_id, "fingerprint": fingerprint})
 
 
 def approved_fingerprint(store: Store, approval: Approval) -> str | None:
@@ -324,10 +339,14 @@ def workspace_notice(store: Store, approval: Approval) -> str | None:
     return f"this call was approved, but the workspace changed before it started{what}; it did not run"
 
 
-def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str) -> None:
-    """Raise WorkspaceChanged (after putting the call back to pending) unless the workspace is in
-    the state the approval was given on."""
+def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str, entered: float) -> str:
+    """The fingerprint the call starts from, if the workspace is in the state its approval was given
+    on, or got there only through commands this process ran from such a state (the approved calls of
+    one model turn run one after the other). Otherwise the call goes back to pending and
+    WorkspaceChanged stops the run; calls of the same turn that were waiting do not start either."""
     store, ws = rt.store, rt.workspace
+    if rt.halted_at is not None and entered <= rt.halted_at:
+        raise WorkspaceChanged(f"call {call_id} did not start: another call of its turn is asked again")
     approval = store.approval(rt.thread_id, call_id)
     bound = approved_fingerprint(store, approval) if approval else None
     try:
@@ -335,8 +354,12 @@ def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str) -> None
         now = state.fingerprint
     except (OSError, DevagentError):
         state, now = None, ""
-    if bound and now == bound:
-        return
+    allowed = {bound} if bound else set()
+    for before, after in rt.transitions:
+        if before in allowed:
+            allowed.add(after)
+    if now and now in allowed:
+        return now
     approved = ws.load_state(f"fp-{bound}") if bound else None
     changes: list[str] = []
     if approved is not None and state is not None:
@@ -347,32 +370,18 @@ def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str) -> None
     store.audit(rt.thread_id, CHANGED_EVENT, call_id=call_id, tool=tool, actor="devagent",
                 detail={"approved": bound, "now": now, "changes": changes[:50], "count": len(changes),
                         "note": "not run: the workspace is not in the state the approval was given on; asked again"})
-    # The other calls of this turn finish first, so their results are recorded before the run stops.
-    with rt.idle:
-        rt.idle.wait_for(lambda: rt.in_flight == 0)
+    rt.halted_at = time.monotonic()
     raise WorkspaceChanged(f"the workspace changed after call {call_id} was approved; it did not run")
 
 
-class _executing:
-    def __init__(self, rt: ToolRuntime) -> None:
-        self.rt = rt
-
-    def __enter__(self) -> None:
-        with self.rt.idle:
-            self.rt.in_flight += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self.rt.idle:
-            self.rt.in_flight -= 1
-            self.rt.idle.notify_all()
-
-
-def record_command_state(rt: ToolRuntime) -> None:
-    """The state after a command: what the next screen's "files changed" list is compared with."""
+def record_command_state(rt: ToolRuntime, start: str) -> None:
+    """The state after a command: what the next screen's "files changed" list is compared with,
+    and a state the other approved calls of the turn may start from."""
     try:
-        with rt.git_lock:  # parallel calls of one turn: one writer at a time
-            rt.workspace.save_state(rt.workspace.state(), LAST_COMMAND)
-    except OSError:
+        state = rt.workspace.state()
+        rt.workspace.save_state(state, LAST_COMMAND)
+        rt.transitions.append((start, state.fingerprint))
+    except (OSError, DevagentError):
         # The next screen then says that what changed is unknown, rather than list too little.
         (rt.workspace.root / "states" / LAST_COMMAND).unlink(missing_ok=True)
 

@@ -5,7 +5,12 @@ Layout under DEVAGENT_HOME/threads/<id>/:  `workspace/` (the work tree, mounted 
 and `git/` (the repository, mounted read-only at /workspace/.git). The sandbox can therefore never
 write hooks or config into the repository that host-side git uses, and every host-side git
 command below additionally runs with hooks off and without system/global config, so nothing the
-agent wrote (.gitattributes filters, fsmonitor, includes) can make the host run code.
+agent wrote (.gitattributes filters, fsmonitor, includes) can make the host run code, and with a
+deadline, so a FIFO planted where git reads a file cannot make it wait forever.
+
+Turn commits honour the repository's ignore files plus DEFAULT_EXCLUDES (environments and caches).
+The state of the work tree an approval binds (`ThreadWorkspace.state`) is read from the files
+themselves, never through git, so nothing the agent writes can hide a change from it.
 """
 
 from __future__ import annotations
@@ -189,6 +194,21 @@ class ThreadWorkspace:
         return safe_git(*args, cwd=self.root, git_dir=self.git_dir, work_tree=self.work_dir,
                         check=check, extra_env=extra_env, options=self._options())
 
+    def git_with_input(self, args: list[str], data: bytes, ok_status: tuple[int, ...] = (0,),
+                       timeout: float = GIT_TIMEOUT_S) -> bytes:
+        """Run git (with the same protections) feeding `data` on stdin. Returns raw stdout."""
+        self.check_metadata()
+        argv = _git_argv(args, self.git_dir, self.work_dir, self._options())
+        try:
+            done = subprocess.run(argv, input=data, cwd=self.root, env=_safe_env(**GIT_IDENTITY),
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} did not finish within {timeout:.0f} s") from None
+        if done.returncode not in ok_status:
+            message = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+            raise GitError(f"git {args[0]} failed: {message[0] if message else f'exit status {done.returncode}'}")
+        return done.stdout
+
     def check_metadata(self) -> None:
         """Refuse a thread repository whose config holds anything devagent did not write."""
         if (self.git_dir / "commondir").exists():
@@ -242,6 +262,30 @@ class ThreadWorkspace:
         self.git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
         return self.git("rev-parse", "HEAD").strip()
 
+    def diffstat(self, commit: str, limit: int = DIFFSTAT_LINES) -> str:
+        """`git show --stat` of a commit, at most `limit` file lines, then how many more."""
+        lines = self.git("show", "--stat=120", "--stat-graph-width=30", "--format=", "--no-ext-diff",
+                         "--no-textconv", commit).strip("\n").splitlines()
+        files, summary = lines[:-1], lines[-1:]
+        if len(files) > limit:
+            files = files[:limit] + [f" … and {len(files) - limit:,} more files"]
+        return "\n".join(files + summary)
+
+    def size_warning(self, commit: str, max_files: int = TURN_WARN_FILES, max_bytes: int = TURN_WARN_BYTES) -> str | None:
+        """A warning when a turn's commit adds more files or bytes than a turn normally would."""
+        added = self.git("diff-tree", "-r", "-z", "--no-commit-id", "--no-renames", "--diff-filter=A",
+                         f"{commit}^", commit).split("\0")
+        blobs = [meta.split()[3] for meta in added[0::2] if meta.startswith(":")]
+        if not blobs:
+            return None
+        sizes = self.git_with_input(["cat-file", "--batch-check=%(objectsize)"], "\n".join(blobs).encode() + b"\n")
+        total = sum(int(n) for n in sizes.split() if n.isdigit())
+        if len(blobs) <= max_files and total <= max_bytes:
+            return None
+        return (f"warning: this turn added {len(blobs):,} files ({total / 1e6:,.1f} MB) to the branch; "
+                "if they are generated (an environment, a cache, build output), add them to .gitignore "
+                "and let the next turn remove them")
+
     def snapshot(self) -> str:
         """A tree id for the current state of the work tree, without touching the real index."""
         env = {"GIT_INDEX_FILE": str(self.root / "snapshot.index")}
@@ -252,6 +296,10 @@ class ThreadWorkspace:
         """Stage the whole work tree except repositories nested in it (tracked gitlinks, and any
         repository a command created): `git add` would run `git status` inside them, under
         config (filters, fsmonitor) that the sandbox wrote."""
+        special = self.state().special_git_files()
+        if special:  # git would open it and wait forever for a writer
+            raise GitError(f"{quote_path(special[0])} in the checkout is a FIFO, socket or device where git "
+                           "expects a file; git cannot read the work tree until it is removed")
         staged = self.git("ls-files", "-z", "--stage", extra_env=env).split("\0")
         nested = [e.split("\t", 1)[1] for e in staged if e.startswith("160000 ")]
         untracked = self.git("ls-files", "-z", "--others", "--exclude-standard", extra_env=env).split("\0")
@@ -324,15 +372,9 @@ class ThreadWorkspace:
         query = [p for p in paths if p not in ignored and not _beyond_symlink(p, state)]
         if not query:
             return ignored
-        self.check_metadata()
-        argv = _git_argv(["check-ignore", "--verbose", "--non-matching", "-z", "--stdin"],
-                         self.git_dir, self.work_dir, self._options())
-        done = subprocess.run(argv, input=b"\0".join(os.fsencode(p) for p in query) + b"\0", cwd=self.root,
-                              env=_safe_env(**GIT_IDENTITY), capture_output=True, timeout=60)
-        if done.returncode not in (0, 1):
-            message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise GitError(f"git check-ignore failed: {message[0] if message else f'exit status {done.returncode}'}")
-        fields = done.stdout.split(b"\0")
+        out = self.git_with_input(["check-ignore", "--verbose", "--non-matching", "-z", "--stdin"],
+                                  b"\0".join(os.fsencode(p) for p in query) + b"\0", ok_status=(0, 1), timeout=60)
+        fields = out.split(b"\0")
         for i in range(0, len(fields) - 3, 4):
             pattern, path = fields[i + 2], fields[i + 3]
             if pattern and not pattern.startswith(b"!"):
