@@ -332,7 +332,7 @@ class ThreadWorkspace:
         directory.mkdir(exist_ok=True)
         _write_atomic(directory / name, state.dump())
         kept = sorted(directory.glob("fp-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in kept[32:]:
+        for old in kept[16:]:  # the states recent screens showed; older approvals then list no detail
             old.unlink(missing_ok=True)
 
     def load_state(self, name: str) -> WorkspaceState | None:

@@ -66,6 +66,9 @@ def test_a_file_changed_after_approval_stops_the_command_and_it_is_asked_again(c
     assert "exit code 0" in llm.tool_outputs()["s1"]
     executed = [e for e in json.loads(cli("log", thread_id, "--json").stdout) if e["event"] == "executed"]
     assert len(executed) == 1
+    # The stop and the second approval left no trace in the conversation: one task, one result.
+    conversation = llm.requests[-1]["messages"]
+    assert [m["role"] for m in conversation if m["role"] != "system"] == ["user", "assistant", "tool"]
 
 
 class ChangingApprover(ScriptedApprover):
