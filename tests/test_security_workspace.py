@@ -174,3 +174,19 @@ async def test_an_invalid_gitattributes_encoding_does_not_hide_a_changed_makefil
     [req] = outcome.pending
     assert req.changed_files == ["A .gitattributes", "M Makefile"]
     assert req.changes_error is None
+
+
+async def test_approved_calls_of_one_turn_run_one_after_another_without_asking_again(home: Path, repo: Path) -> None:
+    approver = ScriptedApprover(then=Decision(True))
+    steps = [
+        [function_call("run_shell", {"command": "echo start-1 >> log.txt; sleep 1; echo end-1 >> log.txt"}, call_id="s1"),
+         function_call("run_shell", {"command": "echo start-2 >> log.txt; sleep 1; echo end-2 >> log.txt"}, call_id="s2")],
+        [assistant_message("done")],
+    ]
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
+    assert outcome.status == "done"
+    # Both approved on the same screen state; the second starts from where the first left the
+    # workspace (its own doing, approved), so nobody is asked again, and they never overlap.
+    assert [r.call_id for r in approver.shown] == ["s1", "s2"]
+    lines = (runner.workspace(thread.id).work_dir / "log.txt").read_text().split()
+    assert lines in (["start-1", "end-1", "start-2", "end-2"], ["start-2", "end-2", "start-1", "end-1"])
