@@ -43,9 +43,22 @@ class ApprovalRequest:
     sql_dialect: str = "sqlite"  # how the SQL is analysed for the screen: "sqlite" | "postgres"
     workdir: str = "/workspace"
     network: bool = False
+    # Files changed since the last command, ignored ones included (each a str such as
+    # "M .env (ignored)"; `workspace.FileChange` entries carry status, path and the mark).
     changed_files: list[str] = field(default_factory=list)
+    changes_error: str | None = None  # why that list is incomplete or unknown
+    workspace_fingerprint: str | None = None  # the state of the workspace this screen shows
+    workspace_notice: str | None = None  # approved before, asked again: the workspace changed
     migration_runner: MigrationRunner | None = None
     error: str | None = None  # arguments that cannot run (malformed JSON, missing field)
+
+    @property
+    def notices(self) -> list[str]:
+        """Warnings about the workspace the screen shows, one line each."""
+        out = [self.workspace_notice] if self.workspace_notice else []
+        if self.changes_error:
+            out.append(f"files changed since the last command are not fully known: {self.changes_error}")
+        return out
 
     @property
     def payload(self) -> str:
@@ -66,7 +79,11 @@ class ApprovalRequest:
             "arguments_sha256": self.arguments_sha256,
             "workdir": self.workdir,
             "network": self.network,
-            "changed_files": self.changed_files,
+            "changed_files": [str(f) for f in self.changed_files],
+            "changes": [f.to_json() if hasattr(f, "to_json") else {"path": str(f)} for f in self.changed_files],
+            "changes_error": self.changes_error,
+            "workspace_fingerprint": self.workspace_fingerprint,
+            "workspace_notice": self.workspace_notice,
         }
         if self.tool == "run_shell":
             data.update(command=self.command, timeout_s=self.timeout_s)
@@ -131,7 +148,9 @@ def read_shell_call(raw_arguments: str, default_timeout_s: int) -> ShellCall:
 
 
 def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
-                  changed_files: list[str] | None = None, database: str | None = None,
+                  changed_files: list[str] | None = None, changes_error: str | None = None,
+                  workspace_fingerprint: str | None = None, workspace_notice: str | None = None,
+                  database: str | None = None,
                   sql_loader: Any = None, sql_bound_sha256: str | None = None,
                   sql_dialect: str = "sqlite") -> ApprovalRequest:
     args, error = parse_arguments(approval.arguments)
@@ -144,6 +163,9 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
         status=approval.status,
         network=network,
         changed_files=changed_files or [],
+        changes_error=changes_error,
+        workspace_fingerprint=workspace_fingerprint,
+        workspace_notice=workspace_notice,
         error=error,
     )
     if approval.tool == "run_shell":

@@ -125,6 +125,9 @@ def _report(outcome: Any, as_json: bool) -> None:
             "final_output": outcome.final_output,
             "commit": outcome.commit,
             "usage": outcome.usage,
+            "commands_run": outcome.commands_run,
+            "commands_failed": outcome.commands_failed,
+            "warning": outcome.note,
             "pending": [p.to_json() for p in outcome.pending],
         })
     else:
@@ -141,13 +144,17 @@ def _report(outcome: Any, as_json: bool) -> None:
             )
         else:
             summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
+            summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             console.print(Text(summary, style="bold green"))
             if outcome.usage:
                 console.print(Text(usage_line(outcome.usage), style="dim"))
             if outcome.diffstat:
                 console.print(Text(render_exact(outcome.diffstat), style="dim"))
-            console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
+            if outcome.note:
+                console.print(Text(render_exact(outcome.note), style="bold yellow"))
+            if outcome.commit:
+                console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
 
@@ -340,7 +347,8 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
-def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
+def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json"),
+        no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Audit trail: every proposed, approved, rejected and executed call."""
     import time
 
@@ -353,8 +361,9 @@ def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = type
     from rich.text import Text
 
     from devagent.display import render_exact
+    from devagent.pager import finish_paging, pager_console
 
-    console = _console()
+    console = pager_console(no_pager)
     for e in entries:
         detail = e["detail"]
         text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
@@ -369,10 +378,12 @@ def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = type
                 line.append(f"{label}={value}  ", style="dim")
         line.append(render_exact(str(text)))
         console.print(line, soft_wrap=True)
+    finish_paging(console)
 
 
 @app.command()
-def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.Option(False, "--stat")) -> None:
+def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.Option(False, "--stat"),
+         no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Show what the thread's branch changes against where it started."""
     from devagent.runner import ThreadRunner
 
@@ -383,8 +394,11 @@ def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.
         from rich.syntax import Syntax
 
         from devagent.display import render_exact
+        from devagent.pager import finish_paging, pager_console
 
-        _console().print(Syntax(render_exact(text), "diff", theme="ansi_dark"))
+        console = pager_console(no_pager)
+        console.print(Syntax(render_exact(text), "diff", theme="ansi_dark"))
+        finish_paging(console)
     else:
         sys.stdout.write(text)
 

@@ -94,8 +94,12 @@ class TurnOutcome:
     commit: str | None = None
     diffstat: str = ""
     commands_run: int = 0
+    commands_failed: int = 0  # of those, how many exited non-zero (or timed out)
     note: str | None = None
     usage: dict[str, int] = field(default_factory=dict)  # tokens of the whole turn, all processes
+
+
+WORKSPACE_CHANGED = object()  # a run stopped because an approved call found the workspace changed
 
 
 @dataclass
@@ -307,7 +311,13 @@ class ThreadRunner:
                 result = await self._decide_and_continue(turn, blob)
             else:
                 result = await self._run_once(turn, run_input)
-            while not isinstance(result, TurnOutcome) and result.interruptions:
+            while not isinstance(result, TurnOutcome) and (result is WORKSPACE_CHANGED or result.interruptions):
+                if result is WORKSPACE_CHANGED:
+                    # An approved call found the workspace changed since its screen: it did not
+                    # run and is pending again. Ask again from the saved pause (calls that ran replay).
+                    self.store.set_thread_state(turn.thread.id, "paused")
+                    result = await self._decide_and_continue(turn, self.store.run(turn.thread.id)[1])
+                    continue
                 blob = result.to_state().to_string()
                 self.store.save_run(turn.thread.id, turn.task, blob)
                 self.store.set_thread_state(turn.thread.id, "paused")
@@ -315,6 +325,7 @@ class ThreadRunner:
                     self.store.add_pending(turn.thread.id, item.call_id, item.name, item.arguments or "")
                     # A path migration's file content is bound now, before anyone is shown it.
                     bind_proposed_sql(turn.runtime, item.call_id, item.name, item.arguments or "")
+                self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
                 result = await self._decide_and_continue(turn, blob)
             if isinstance(result, TurnOutcome):
                 return result
@@ -345,6 +356,8 @@ class ThreadRunner:
         from agents import ItemHelpers, RunConfig, Runner
         from agents.exceptions import AgentsException, MaxTurnsExceeded
 
+        from devagent.tools import WorkspaceChanged
+
         self._active = turn.runtime
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
         try:
@@ -364,6 +377,8 @@ class ThreadRunner:
                 elif event.name == "message_output_created":
                     self.events.assistant_message(ItemHelpers.text_message_output(item))
             return result
+        except WorkspaceChanged:
+            return WORKSPACE_CHANGED
         except MaxTurnsExceeded:
             self._checkpoint(turn)
             self._end_turn(turn)  # continuing is a new task on the thread (its memory is kept)
@@ -435,21 +450,31 @@ class ThreadRunner:
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
     def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
-        from devagent.tools import changed_files_since_last_command
+        from devagent.tools import changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
-        try:
-            changed = changed_files_since_last_command(self.store, ws, thread.id)
-        except DevagentError:
-            changed = []
+        report = changes_since_last_command(ws)
+        if approval.status == "pending":
+            # An approval binds the state of the workspace its screen showed.
+            record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
         return build_request(
             approval, network=bool(thread.settings.get("network")),
-            default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=changed,
+            default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
+            changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
+            workspace_notice=workspace_notice(self.store, approval),
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
+
+    def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
+        """The state of the workspace when calls are proposed: what a rule's approval binds."""
+        from devagent.tools import current_fingerprint, record_seen
+
+        fingerprint = current_fingerprint(self.workspace(thread_id))
+        for call_id in call_ids:
+            record_seen(self.store, thread_id, call_id, fingerprint)
 
     def _apply_rules(self, thread: Thread) -> None:
         """Approve pending calls that an "approve always" rule of this thread covers exactly."""
@@ -575,15 +600,19 @@ class ThreadRunner:
     def _finish(self, turn: _Turn, result: Any) -> TurnOutcome:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
-        diffstat = turn.workspace.git("show", "--stat", "--format=", commit) if commit else ""
+        diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
+        warning = turn.workspace.size_warning(commit) if commit else None
         self._end_turn(turn)
         since = self._turn_start(tid)
         events = [e for e in self.store.audit_log(tid) if e["at"] >= since]
-        commands = sum(1 for e in events if e["event"] == "executed")
+        executed = [e for e in events if e["event"] == "executed"]
         usage = sum_usage(e["detail"] for e in events if e["event"] == "usage")
-        self.store.audit(tid, "turn finished", actor="devagent", detail={"commit": commit, "usage": usage})
+        self.store.audit(tid, "turn finished", actor="devagent",
+                         detail={"commit": commit, "usage": usage, "warning": warning})
         return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
-                           diffstat=diffstat.strip(), commands_run=commands, usage=usage)
+                           diffstat=diffstat.strip(), commands_run=len(executed),
+                           commands_failed=sum(1 for e in executed if e["exit_code"] != 0),  # None: timed out
+                           note=warning, usage=usage)
 
     def _turn_start(self, thread_id: str) -> float:
         starts = [e["at"] for e in self.store.audit_log(thread_id) if e["event"] == "task"]

@@ -344,6 +344,13 @@ class Store:
         rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? ORDER BY id", (thread_id,)).fetchall()
         return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
 
+    def call_events(self, thread_id: str, call_id: str, event: str) -> list[dict[str, Any]]:
+        """The audit events of one kind about one call (its own, or naming it in their detail), oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM audit WHERE thread_id=? AND event=? AND (call_id=? OR json_extract(detail, '$.call_id')=?)"
+            " ORDER BY id", (thread_id, event, call_id, call_id)).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
+
     # -- migrations history
 
     def record_migration(self, thread_id: str, call_id: str | None, database: str, digest: str,

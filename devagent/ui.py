@@ -148,6 +148,7 @@ def _warnings(req: ApprovalRequest) -> list[str]:
     out = []
     if req.error:
         out.append(f"⚠ {req.error}")
+    out += [f"⚠ {render_exact(notice)}" for notice in req.notices]  # paths in them come from the sandbox
     if has_hidden_characters(req.payload):
         out.append("⚠ hidden or control characters are shown as ⟪U+…⟫ tokens: they are part of what would run")
     looks = lookalikes(req.payload)

@@ -5,14 +5,25 @@ Layout under DEVAGENT_HOME/threads/<id>/:  `workspace/` (the work tree, mounted 
 and `git/` (the repository, mounted read-only at /workspace/.git). The sandbox can therefore never
 write hooks or config into the repository that host-side git uses, and every host-side git
 command below additionally runs with hooks off and without system/global config, so nothing the
-agent wrote (.gitattributes filters, fsmonitor, includes) can make the host run code.
+agent wrote (.gitattributes filters, fsmonitor, includes) can make the host run code, and with a
+deadline, so a FIFO planted where git reads a file cannot make it wait forever.
+
+Turn commits honour the repository's ignore files plus DEFAULT_EXCLUDES (environments and caches).
+The state of the work tree an approval binds (`ThreadWorkspace.state`) is read from the files
+themselves, never through git, so nothing the agent writes can hide a change from it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import os
 import shutil
-from dataclasses import dataclass
+import stat
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devagent.errors import DevagentError
@@ -41,6 +52,48 @@ THREAD_CONFIG_KEYS = frozenset({
 })
 
 
+# Environments and caches a command leaves behind never belong in a turn commit. Given to git as
+# core.excludesFile, the lowest-precedence ignore source: a `!pattern` in the repository's own
+# .gitignore brings any of them back.
+DEFAULT_EXCLUDES = """\
+# devagent: environments and caches stay out of a thread's commits
+.venv/
+venv/
+node_modules/
+__pycache__/
+*.py[cod]
+.pytest_cache/
+.mypy_cache/
+.ruff_cache/
+.hypothesis/
+.tox/
+.nox/
+.eggs/
+*.egg-info/
+.coverage
+htmlcov/
+.ipynb_checkpoints/
+.cache/
+.npm/
+.gradle/
+.terraform/
+.DS_Store
+"""
+
+# A turn that adds more than this is probably committing something generated: say so.
+TURN_WARN_FILES = 500
+TURN_WARN_BYTES = 20 * 1024 * 1024
+DIFFSTAT_LINES = 20
+
+LAST_COMMAND = "last-command"  # the saved state of the work tree after the last command
+
+# Host-side git gets a deadline: a FIFO where git expects a file (.gitignore) makes it wait forever.
+GIT_TIMEOUT_S = 600.0
+
+# Names host-side git opens and reads inside the work tree (at any depth).
+GIT_READS = frozenset({".gitignore", ".gitattributes", ".gitmodules", ".mailmap"})
+
+
 class GitError(DevagentError):
     pass
 
@@ -64,21 +117,16 @@ def _safe_env(name: str, email: str) -> dict[str, str]:
 
 def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path | None = None,
              identity: dict[str, str] | None = None, check: bool = True,
-             extra_env: dict[str, str] | None = None) -> str:
+             extra_env: dict[str, str] | None = None, options: list[str] | None = None) -> str:
     """Run git through GitPython with the protections above. Returns stdout."""
     import git  # GitPython; deferred so the CLI's fast paths stay fast
 
     ident = identity or GIT_IDENTITY
-    argv = ["git", *SAFE_GIT_OPTIONS]
-    if git_dir is not None:
-        argv += [f"--git-dir={git_dir}"]
-    if work_tree is not None:
-        argv += [f"--work-tree={work_tree}"]
-    argv += list(args)
+    argv = _git_argv(args, git_dir, work_tree, options)
     try:
         return git.Git(str(cwd)).execute(
             argv, env={**_safe_env(ident["name"], ident["email"]), **(extra_env or {})},
-            strip_newline_in_stdout=False,
+            strip_newline_in_stdout=False, kill_after_timeout=GIT_TIMEOUT_S,
         )
     except git.GitCommandError as exc:
         if not check:
@@ -87,6 +135,16 @@ def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path
         fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
         message = (fatal or lines or [f"exit status {exc.status}"])[0]
         raise GitError(f"git {args[0]} failed: {message}") from None
+
+
+def _git_argv(args: tuple[str, ...] | list[str], git_dir: Path | None, work_tree: Path | None,
+              options: list[str] | None = None) -> list[str]:
+    argv = ["git", *SAFE_GIT_OPTIONS, *(options or [])]
+    if git_dir is not None:
+        argv += [f"--git-dir={git_dir}"]
+    if work_tree is not None:
+        argv += [f"--work-tree={work_tree}"]
+    return argv + list(args)
 
 
 def find_repo(path: Path) -> Path:
@@ -121,10 +179,35 @@ class ThreadWorkspace:
     def branch(self) -> str:
         return f"devagent/{self.thread_id}"
 
+    @property
+    def excludes_file(self) -> Path:
+        """devagent's default excludes (host-only: the sandbox cannot edit them)."""
+        return self.root / "default-excludes"
+
+    def _options(self) -> list[str]:
+        if not self.excludes_file.is_file() or self.excludes_file.read_text() != DEFAULT_EXCLUDES:
+            self.excludes_file.write_text(DEFAULT_EXCLUDES)
+        return ["-c", f"core.excludesFile={self.excludes_file}"]
+
     def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
         self.check_metadata()
         return safe_git(*args, cwd=self.root, git_dir=self.git_dir, work_tree=self.work_dir,
-                        check=check, extra_env=extra_env)
+                        check=check, extra_env=extra_env, options=self._options())
+
+    def git_with_input(self, args: list[str], data: bytes, ok_status: tuple[int, ...] = (0,),
+                       timeout: float = GIT_TIMEOUT_S) -> bytes:
+        """Run git (with the same protections) feeding `data` on stdin. Returns raw stdout."""
+        self.check_metadata()
+        argv = _git_argv(args, self.git_dir, self.work_dir, self._options())
+        try:
+            done = subprocess.run(argv, input=data, cwd=self.root, env=_safe_env(**GIT_IDENTITY),
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} did not finish within {timeout:.0f} s") from None
+        if done.returncode not in ok_status:
+            message = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+            raise GitError(f"git {args[0]} failed: {message[0] if message else f'exit status {done.returncode}'}")
+        return done.stdout
 
     def check_metadata(self) -> None:
         """Refuse a thread repository whose config holds anything devagent did not write."""
@@ -158,6 +241,8 @@ class ThreadWorkspace:
         self.git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
         self.git("checkout", "--quiet", "--force", self.branch)
         self.git("config", "devagent.base", base)
+        # What "files changed since the last command" compares with until a command has run.
+        self.save_state(self.state(), LAST_COMMAND)
         if owner is not None:
             _chown_tree(self.root, *owner)
         return base
@@ -177,6 +262,30 @@ class ThreadWorkspace:
         self.git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
         return self.git("rev-parse", "HEAD").strip()
 
+    def diffstat(self, commit: str, limit: int = DIFFSTAT_LINES) -> str:
+        """`git show --stat` of a commit, at most `limit` file lines, then how many more."""
+        lines = self.git("show", "--stat=120", "--stat-graph-width=30", "--format=", "--no-ext-diff",
+                         "--no-textconv", commit).strip("\n").splitlines()
+        files, summary = lines[:-1], lines[-1:]
+        if len(files) > limit:
+            files = files[:limit] + [f" … and {len(files) - limit:,} more files"]
+        return "\n".join(files + summary)
+
+    def size_warning(self, commit: str, max_files: int = TURN_WARN_FILES, max_bytes: int = TURN_WARN_BYTES) -> str | None:
+        """A warning when a turn's commit adds more files or bytes than a turn normally would."""
+        added = self.git("diff-tree", "-r", "-z", "--no-commit-id", "--no-renames", "--diff-filter=A",
+                         f"{commit}^", commit).split("\0")
+        blobs = [meta.split()[3] for meta in added[0::2] if meta.startswith(":")]
+        if not blobs:
+            return None
+        sizes = self.git_with_input(["cat-file", "--batch-check=%(objectsize)"], "\n".join(blobs).encode() + b"\n")
+        total = sum(int(n) for n in sizes.split() if n.isdigit())
+        if len(blobs) <= max_files and total <= max_bytes:
+            return None
+        return (f"warning: this turn added {len(blobs):,} files ({total / 1e6:,.1f} MB) to the branch; "
+                "if they are generated (an environment, a cache, build output), add them to .gitignore "
+                "and let the next turn remove them")
+
     def snapshot(self) -> str:
         """A tree id for the current state of the work tree, without touching the real index."""
         env = {"GIT_INDEX_FILE": str(self.root / "snapshot.index")}
@@ -187,6 +296,10 @@ class ThreadWorkspace:
         """Stage the whole work tree except repositories nested in it (tracked gitlinks, and any
         repository a command created): `git add` would run `git status` inside them, under
         config (filters, fsmonitor) that the sandbox wrote."""
+        special = self.state().special_git_files()
+        if special:  # git would open it and wait forever for a writer
+            raise GitError(f"{quote_path(special[0])} in the checkout is a FIFO, socket or device where git "
+                           "expects a file; git cannot read the work tree until it is removed")
         staged = self.git("ls-files", "-z", "--stage", extra_env=env).split("\0")
         nested = [e.split("\t", 1)[1] for e in staged if e.startswith("160000 ")]
         untracked = self.git("ls-files", "-z", "--others", "--exclude-standard", extra_env=env).split("\0")
@@ -199,6 +312,74 @@ class ThreadWorkspace:
         out = self.git("diff", "--name-status", "--no-renames", "--no-ext-diff", "--no-textconv",
                        old_tree, new_tree)
         return [line.replace("\t", " ", 1) for line in out.splitlines() if line.strip()]
+
+    # -- workspace state (what an approval binds)
+
+    def state(self) -> WorkspaceState:
+        """The work tree as it is now (see "workspace state" below). Cheap when little changed."""
+        cache_path = self.root / "state-cache"
+        try:
+            cache = marshal.loads(cache_path.read_bytes())
+        except (OSError, ValueError, EOFError, TypeError):
+            cache = {}
+        state, new_cache, changed = scan_tree(self.work_dir, cache if isinstance(cache, dict) else {})
+        if changed:
+            _write_atomic(cache_path, marshal.dumps(new_cache))
+        return state
+
+    def save_state(self, state: WorkspaceState, name: str) -> None:
+        directory = self.root / "states"
+        directory.mkdir(exist_ok=True)
+        _write_atomic(directory / name, state.dump())
+        kept = sorted(directory.glob("fp-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[16:]:  # the states recent screens showed; older approvals then list no detail
+            old.unlink(missing_ok=True)
+
+    def load_state(self, name: str) -> WorkspaceState | None:
+        try:
+            return WorkspaceState.load((self.root / "states" / name).read_bytes())
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+
+    def remember_state(self, state: WorkspaceState) -> str:
+        """Keep a state by its fingerprint (for "what changed since you approved"); returns it."""
+        fingerprint = state.fingerprint
+        self.save_state(state, f"fp-{fingerprint}")
+        return fingerprint
+
+    def list_changes(self, old: WorkspaceState, new: WorkspaceState) -> tuple[list[FileChange], str | None]:
+        """What differs between two states, each marked when git ignores it; and why the marks
+        could not be worked out, if they could not (the list itself is then still complete)."""
+        changes = state_changes(old, new)
+        try:
+            ignored = self.ignored_paths([p.rstrip("/") for _s, p in changes], new)
+            error = None
+        except (GitError, OSError, subprocess.SubprocessError) as exc:
+            ignored, error = set(), f"could not tell which of these files git ignores: {exc}"
+        return [FileChange(s, p, p.rstrip("/") in ignored) for s, p in changes], error
+
+    def ignored_paths(self, paths: list[str], state: WorkspaceState) -> set[str]:
+        """The paths among `paths` that never reach a commit: ignored by git (the repository's
+        ignore files and devagent's default excludes) or inside a nested repository."""
+        if not paths:
+            return set()
+        special = state.special_git_files()
+        if special:
+            raise GitError(f"{quote_path(special[0])} is not a regular file (a FIFO, socket or device); "
+                           "git would wait forever reading it")
+        nested = tuple(n + "/" for n in state.nested)
+        ignored = {p for p in paths if p.startswith(nested) or p in state.nested}
+        query = [p for p in paths if p not in ignored and not _beyond_symlink(p, state)]
+        if not query:
+            return ignored
+        out = self.git_with_input(["check-ignore", "--verbose", "--non-matching", "-z", "--stdin"],
+                                  b"\0".join(os.fsencode(p) for p in query) + b"\0", ok_status=(0, 1), timeout=60)
+        fields = out.split(b"\0")
+        for i in range(0, len(fields) - 3, 4):
+            pattern, path = fields[i + 2], fields[i + 3]
+            if pattern and not pattern.startswith(b"!"):
+                ignored.add(os.fsdecode(path))
+        return ignored
 
     @property
     def base_commit(self) -> str:
@@ -241,6 +422,18 @@ class ThreadWorkspace:
         return run("rev-parse", "HEAD").strip()
 
 
+def _beyond_symlink(path: str, state: WorkspaceState) -> bool:
+    parts = path.split("/")
+    return any((e := state.entries.get("/".join(parts[:i]))) is not None and e[0] != "d"
+               for i in range(1, len(parts)))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _user_identity(repo: Path) -> dict[str, str]:
     """The user's own name/email for the merge commit (read, never executed from their config)."""
     import git
@@ -259,3 +452,207 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
         os.chown(dirpath, uid, gid)
         for name in filenames:
             os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+# ---------------------------------------------------------------------------- workspace state
+#
+# The approval binds the state of the work tree the human saw. A state is every path under the
+# work tree except the thread's own `.git` mount point -- ignored files, nested repositories and
+# empty directories included -- with its kind, permission bits and a SHA-256 of its content (the
+# target for a symlink). Its fingerprint is a SHA-256 over all of that. Files are hashed again only
+# when their stat signature changed; ctime is part of the signature because no unprivileged
+# process can set it back, and a file modified within the last second is never taken from the
+# cache (the granularity of the kernel's clock could hide a second write).
+
+_RACY_NS = 1_000_000_000
+_CHUNK = 1 << 20
+
+
+# An entry is (kind, permission bits, digest): kind f(ile) l(ink) d(ir) o(ther: FIFO, socket,
+# device); digest the SHA-256 of the content or link target, "" for directories and others, and
+# "?size:mtime:ctime" for a file devagent could not read.
+Entry = tuple[str, int, str]
+
+
+@dataclass
+class WorkspaceState:
+    entries: dict[str, Entry]
+    unreadable: list[str] = field(default_factory=list)  # paths devagent could not read
+    nested: list[str] = field(default_factory=list)  # directories holding their own .git
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            entries = self.entries
+            h.update("".join(f"{p}\0{entries[p][0]}{entries[p][1]:o}\0{entries[p][2]}\n"
+                             for p in sorted(entries)).encode("utf-8", "surrogateescape"))
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def dump(self) -> bytes:
+        return marshal.dumps((1, self.entries, self.unreadable, self.nested))
+
+    @classmethod
+    def load(cls, data: bytes) -> WorkspaceState:
+        version, entries, unreadable, nested = marshal.loads(data)
+        if version != 1 or not isinstance(entries, dict):
+            raise ValueError("unknown state format")
+        return cls(entries, unreadable, nested)
+
+    def special_git_files(self) -> list[str]:
+        """Files git reads (.gitignore, ...) that are FIFOs, sockets or devices: git would block."""
+        return sorted(p for p, e in self.entries.items()
+                      if e[0] == "o" and p.rsplit("/", 1)[-1] in GIT_READS)
+
+
+class FileChange(str):
+    """One line of "files changed since the last command": `M Makefile`, `A .env (ignored)`.
+
+    A str (what the screen prints), with the parts for JSON. The path is quoted the way
+    `git status` quotes it when it holds a newline, a control character or invalid UTF-8, so a
+    file name can never pass for a second line of the list.
+    """
+
+    status: str
+    path: str
+    ignored: bool
+
+    def __new__(cls, status: str, path: str, ignored: bool = False) -> FileChange:
+        obj = super().__new__(cls, f"{status} {quote_path(path)}" + (" (ignored)" if ignored else ""))
+        obj.status, obj.path, obj.ignored = status, path, ignored
+        return obj
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "path": quote_path(self.path),
+                "ignored": self.ignored}
+
+
+def quote_path(path: str) -> str:
+    """`path` as is, or quoted like `git status` does when it holds a control character, a quote,
+    a backslash or bytes that are not UTF-8 (shown as octal escapes)."""
+    if not any(ord(c) < 0x20 or c in '"\\\x7f' or 0xDC80 <= ord(c) <= 0xDCFF for c in path):
+        return path
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+    out = []
+    for c in path:
+        if c in named:
+            out.append(named[c])
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\{ord(c) - 0xDC00:03o}")
+        elif ord(c) < 0x20 or c == "\x7f":
+            out.append(f"\\{ord(c):03o}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def _hash_file(path: str, st: os.stat_result) -> tuple[str, os.stat_result]:
+    """SHA-256 of a regular file, opened without following links or blocking on a FIFO swapped in."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise OSError(f"{path} changed while it was read")
+        h = hashlib.sha256()
+        while chunk := os.read(fd, _CHUNK):
+            h.update(chunk)
+        return h.hexdigest(), opened
+    finally:
+        os.close(fd)
+
+
+def scan_tree(root: Path, cache: dict[str, tuple] | None = None) -> tuple[WorkspaceState, dict[str, tuple], bool]:
+    """Walk `root` (its top-level `.git` excluded) into a WorkspaceState. Returns the state, the
+    new stat cache, and whether that cache differs from the one given."""
+    old = cache or {}
+    new_cache: dict[str, tuple] = {}
+    entries: dict[str, Entry] = {}
+    unreadable: list[str] = []
+    nested: list[str] = []
+    hashed = 0
+    racy_before = time.time_ns() - _RACY_NS
+    base = str(root)
+    stack: list[str] = [""]
+    S_ISDIR, S_ISLNK, S_ISREG, S_IMODE = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
+    while stack:
+        rel_dir = stack.pop()
+        prefix = rel_dir + "/" if rel_dir else ""
+        try:
+            with os.scandir(base + "/" + rel_dir if rel_dir else base) as it:
+                children = list(it)
+        except OSError:
+            unreadable.append(prefix)
+            continue
+        for child in children:
+            name = child.name
+            if name == ".git":
+                if not rel_dir:
+                    continue  # the thread's repository (mounted read-only in the container)
+                nested.append(rel_dir)
+            path = prefix + name
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError:
+                continue  # deleted while walking
+            mode = st.st_mode
+            if S_ISREG(mode):
+                sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, mode)
+                cached = old.get(path)
+                if cached is not None and cached[0] == sig:
+                    digest = cached[1]
+                else:
+                    hashed += 1
+                    try:
+                        digest, st = _hash_file(child.path, st)
+                        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+                    except OSError:
+                        unreadable.append(path)
+                        digest = f"?{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+                if digest[0] != "?" and st.st_mtime_ns < racy_before and st.st_ctime_ns < racy_before:
+                    new_cache[path] = (sig, digest)
+                entries[path] = ("f", S_IMODE(st.st_mode), digest)
+            elif S_ISDIR(mode):
+                entries[path] = ("d", S_IMODE(mode), "")
+                stack.append(path)
+            elif S_ISLNK(mode):
+                try:
+                    target = os.readlink(child.path)
+                except OSError:
+                    continue
+                entries[path] = ("l", 0o777, hashlib.sha256(os.fsencode(target)).hexdigest())
+            else:
+                entries[path] = ("o", mode, "")
+    changed = hashed > 0 or len(new_cache) != len(old)
+    return WorkspaceState(entries, sorted(unreadable), sorted(nested)), new_cache, changed
+
+
+def state_changes(old: WorkspaceState, new: WorkspaceState) -> list[tuple[str, str]]:
+    """(status, path) for every path that differs, files before the directories holding them.
+
+    A directory is listed only when nothing listed lies under it (an empty directory added, or a
+    directory's permissions changed), so a new tree of files is not listed twice.
+    """
+    changes: list[tuple[str, str]] = []
+    for path in sorted(set(old.entries) | set(new.entries)):
+        before, after = old.entries.get(path), new.entries.get(path)
+        if before == after:
+            continue
+        if before is None:
+            status = "A"
+        elif after is None:
+            status = "D"
+        elif before[0] != after[0]:
+            status = "T"
+        else:
+            status = "M"
+        changes.append((status, path))
+    listed_dirs = {p for s, p in changes if (new.entries.get(p) or old.entries.get(p))[0] == "d"}
+    covered = set()
+    for _s, p in changes:
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            covered.add("/".join(parts[:i]))
+    return [(s, p + "/" if p in listed_dirs else p) for s, p in changes
+            if not (p in listed_dirs and p in covered)]

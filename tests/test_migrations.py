@@ -252,8 +252,11 @@ async def test_a_migration_file_edited_after_approval_is_refused(
     bound = next(e for e in log if e["event"] == "sql file bound" and e["call_id"] == "m1")
     assert bound["detail"]["sha256"] == sha(original)
 
-    # The second proposal showed the edited file (flagged) and ran exactly that.
-    [second] = approver.shown
+    # The workspace changed after the approval, so m1 was asked again first, flagged; then the
+    # second proposal showed the edited file (flagged) and ran exactly that.
+    again, second = approver.shown
+    assert again.call_id == "m1" and "changed after the call was proposed" in again.error
+    assert again.workspace_notice and "migrations/001_init.sql" in again.workspace_notice
     assert second.sql == edited and "DESTROYS/LOCKS DATA" in render(second)
     assert tool_outputs(model)["m2"].startswith("applied: 2 statement(s)")
     with sqlite3.connect(sqlite_db(runner, thread.id)) as conn:

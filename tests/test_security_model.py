@@ -24,7 +24,7 @@ from devagent.errors import ApprovalMismatch
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.sandbox import ContainerSpec, ThreadContainer
 from devagent.store import Store, sha256_text
-from devagent.tools import ToolRuntime, build_tools
+from devagent.tools import ToolRuntime, build_tools, current_fingerprint, record_seen
 from devagent.ui import TerminalApprover, approval_panel
 
 from agent_helpers import ScriptedApprover, run_new_thread, tool_outputs
@@ -320,6 +320,7 @@ async def test_the_tool_itself_refuses_a_call_without_a_matching_approval(home: 
 
     def record(call_id: str, command: str, status: str | None, tool: str = "run_shell") -> None:
         store.add_pending(thread.id, call_id, tool, json.dumps({"command": command}))
+        record_seen(store, thread.id, call_id, current_fingerprint(ws))  # as a proposal records it
         if status:
             store.decide(thread.id, call_id, status, actor="user")
 

@@ -82,3 +82,115 @@ def test_apply_refuses_a_conflict_and_leaves_the_checkout_clean(ws: ThreadWorksp
 def test_discard_removes_the_checkout(ws: ThreadWorkspace) -> None:
     ws.discard()
     assert not ws.root.exists()
+
+
+# ---------------------------------------------------------------------------- the state an approval binds
+
+
+def test_the_fingerprint_covers_content_mode_links_and_ignored_files_but_not_git(ws: ThreadWorkspace) -> None:
+    import os
+
+    work = ws.work_dir
+    (work / ".gitignore").write_text(".env\n")
+    (work / ".env").write_text("A=1\n")
+    os.symlink("README.md", work / "link")
+    seen = {ws.state().fingerprint}
+
+    def changed(what) -> None:
+        what()
+        fingerprint = ws.state().fingerprint
+        assert fingerprint not in seen
+        seen.add(fingerprint)
+
+    changed(lambda: (work / ".env").write_text("A=2\n"))  # an ignored file's content
+    changed(lambda: os.chmod(work / "Makefile", 0o755))  # a mode
+    changed(lambda: (os.unlink(work / "link"), os.symlink("Makefile", work / "link")))  # a link target
+    changed(lambda: (work / "empty").mkdir())  # an empty directory
+    changed(lambda: (work / "nested" / ".git").mkdir(parents=True))  # a nested repository
+    before = ws.state().fingerprint
+    (work / ".git" / "HEAD").write_text("ref: refs/heads/x\n")  # the thread's own .git mount point
+    assert ws.state().fingerprint == before
+
+
+def test_a_rewrite_within_the_same_second_is_never_hidden_by_the_stat_cache(ws: ThreadWorkspace) -> None:
+    import os
+    import time
+
+    path = ws.work_dir / "Makefile"
+    path.write_text("test:\n\t@echo aaaa\n")
+    first = ws.state().fingerprint
+    stat = os.stat(path)
+    path.write_text("test:\n\t@echo bbbb\n")  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime, set back
+    assert ws.state().fingerprint != first
+    time.sleep(1.1)
+    cached = ws.state().fingerprint  # now from the stat cache
+    path.write_text("test:\n\t@echo cccc\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ws.state().fingerprint != cached  # ctime moved: hashed again
+
+
+def test_changes_are_listed_with_ignored_files_marked_and_names_quoted(ws: ThreadWorkspace) -> None:
+    import os
+
+    before = ws.state()
+    work = ws.work_dir
+    (work / ".gitignore").write_text(".env\n")
+    (work / ".env").write_text("A=1\n")
+    (work / "node_modules" / "x").mkdir(parents=True)
+    (work / "node_modules" / "x" / "index.js").write_text("1\n")
+    (work / "Makefile").unlink()
+    (work / "a\nM README.md").write_text("x\n")  # a name that would look like a second entry
+    os.mkfifo(work / "fifo")
+    changes, error = ws.list_changes(before, ws.state())
+    assert error is None
+    assert changes == ["A .env (ignored)", "A .gitignore", "D Makefile", 'A "a\\nM README.md"', "A fifo",
+                       "A node_modules/x/index.js (ignored)"]
+    assert [c.to_json() for c in changes][0] == {"status": "A", "path": ".env", "ignored": True}
+
+
+def test_an_ignore_file_git_cannot_read_is_reported_not_waited_for(ws: ThreadWorkspace) -> None:
+    import os
+
+    before = ws.state()
+    (ws.work_dir / "Makefile").write_text("changed\n")
+    os.mkfifo(ws.work_dir / ".gitignore")
+    changes, error = ws.list_changes(before, ws.state())
+    assert changes == ["A .gitignore", "M Makefile"]  # still the whole list
+    assert ".gitignore is not a regular file" in error
+
+
+def test_environments_and_caches_stay_out_of_turn_commits(ws: ThreadWorkspace) -> None:
+    work = ws.work_dir
+    for rel in (".venv/bin/python", "node_modules/a/index.js", "src/__pycache__/m.cpython-311.pyc",
+                ".pytest_cache/v", ".mypy_cache/x", "src/m.py"):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text("x\n")
+    commit = ws.commit_turn("turn")
+    assert ws.git("ls-tree", "-r", "--name-only", commit).split() == ["Makefile", "README.md", "src/m.py"]
+
+
+def test_the_diffstat_is_capped_and_a_big_turn_is_warned_about(ws: ThreadWorkspace) -> None:
+    (ws.work_dir / "gen").mkdir()
+    for i in range(30):
+        (ws.work_dir / "gen" / f"f{i:02}.txt").write_text(f"{i}\n")
+    commit = ws.commit_turn("many files")
+    lines = ws.diffstat(commit).splitlines()
+    assert len(lines) == 22 and lines[20] == " … and 10 more files"
+    assert "30 files changed" in lines[21]
+    assert ws.size_warning(commit) is None
+    warning = ws.size_warning(commit, max_files=29)
+    assert warning.startswith("warning: this turn added 30 files")
+    assert ws.size_warning(commit, max_bytes=50) is not None  # 30 files of 2-3 bytes: 80 bytes
+
+
+def test_a_fifo_where_git_reads_a_file_fails_the_commit_at_once(ws: ThreadWorkspace) -> None:
+    import os
+    import time
+
+    (ws.work_dir / "sub").mkdir()
+    os.mkfifo(ws.work_dir / "sub" / ".gitattributes")
+    started = time.monotonic()
+    with pytest.raises(GitError, match="sub/.gitattributes in the checkout is a FIFO"):
+        ws.commit_turn("turn")
+    assert time.monotonic() - started < 30
