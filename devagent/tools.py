@@ -75,11 +75,43 @@ class ToolRuntime:
             return f"refused: this call is {row.status}, not approved; nothing ran"
         return None
 
+    def confirmation_refusal(self, call_id: str, sql: str, dialect: str) -> str | None:
+        """None unless `sql` (exactly what is about to run) destroys data and the approval of this
+        call lacks a human's typed confirmation of exactly the names it destroys. No rule, and no
+        approval given for other SQL, stands in for that confirmation."""
+        required = confirmation_words(sql, dialect)
+        if not required:
+            return None
+        row = self.store.approval(self.thread_id, call_id)
+        if row is not None and row.status == "approved" and same_words(row.confirmed, required):
+            return None
+        return (f"this SQL destroys data ({', '.join(required)}) and runs only after a human types "
+                "those names to approve it; this approval carries no such confirmation")
+
     def refuse(self, ctx: ToolContext, tool: str, reason: str) -> str:
         """Record that a call did not run, and tell the model why."""
         self.store.audit(self.thread_id, "refused", call_id=ctx.tool_call_id, tool=tool,
                          actor="devagent", detail={"reason": reason})
         return reason
+
+
+def confirmation_words(sql: str, dialect: str) -> tuple[str, ...]:
+    """The names a human types to approve this SQL, one per object it destroys; () when it
+    destroys nothing. The one place that reads them from the analysis."""
+    from devagent.sql_analysis import FALLBACK_CONFIRMATION, analyze_sql
+
+    analysis = analyze_sql(sql, dialect)
+    if not analysis.destructive:
+        return ()
+    words = getattr(analysis, "confirmation_words", None)
+    if words is None:
+        words = [analysis.confirmation_word]
+    return tuple(dict.fromkeys(w for w in words if w)) or (FALLBACK_CONFIRMATION,)
+
+
+def same_words(typed: tuple[str, ...] | list[str], required: tuple[str, ...]) -> bool:
+    """Whether what was typed names exactly the objects the SQL destroys (order aside)."""
+    return bool(required) and set(typed) == set(required)
 
 
 def _error_to_model(_ctx: Any, error: Exception) -> str:
@@ -236,4 +268,5 @@ def changed_files_since_last_command(store: Store, workspace: ThreadWorkspace, t
     return workspace.changed_between(last, workspace.snapshot())
 
 
-__all__ = ["ToolRuntime", "build_tools", "execute_command", "changed_files_since_last_command"]
+__all__ = ["ToolRuntime", "build_tools", "execute_command", "changed_files_since_last_command",
+           "confirmation_words", "same_words"]
