@@ -214,7 +214,7 @@ def approve(
     all_: bool = typer.Option(False, "--all", help="Approve every pending call of the thread (SQL that destroys data stays pending: it needs --confirm)."),
     always: bool = typer.Option(False, "--always", help="Also approve these exact calls in future turns of this thread (never SQL that destroys data)."),
     confirm: list[str] = typer.Option(None, "--confirm", metavar="NAME",
-                                      help="For SQL that destroys data: the name of what it destroys, as `pending` shows it; once per object. Needs exactly one CALL_ID."),
+                                      help="For SQL that destroys data: the name of what it destroys, as `approve --all` or the screen names it; once per object. Needs exactly one CALL_ID."),
 ) -> None:
     """Approve some or all pending calls of a paused thread (then `devagent resume`).
 
