@@ -278,20 +278,72 @@ def pending(
 def approve(
     thread_id: str = typer.Argument(..., metavar="ID"),
     call_ids: list[str] = typer.Argument(None, metavar="[CALL_ID ...]"),
-    all_: bool = typer.Option(False, "--all", help="Approve every pending call of the thread."),
-    always: bool = typer.Option(False, "--always", help="Also approve these exact calls in future turns of this thread."),
+    all_: bool = typer.Option(False, "--all", help="Approve every pending call of the thread (SQL that destroys data stays pending: it needs --confirm)."),
+    always: bool = typer.Option(False, "--always", help="Also approve these exact calls in future turns of this thread (never SQL that destroys data)."),
+    confirm: list[str] = typer.Option(None, "--confirm", metavar="NAME",
+                                      help="For SQL that destroys data: the name of what it destroys, as `approve --all` or the screen names it; once per object. Needs exactly one CALL_ID."),
 ) -> None:
-    """Approve some or all pending calls of a paused thread (then `devagent resume`)."""
+    """Approve some or all pending calls of a paused thread (then `devagent resume`).
+
+    Exits 3 when calls stay pending because they destroy data and need --confirm."""
+    from devagent.display import render_exact
+    from devagent.errors import UsageError
+    from devagent.runner import Decision, ThreadRunner, required_confirmation
+
     store = _store()
     store.thread(thread_id)
+    runner = ThreadRunner(store)
+    typed = tuple(word.strip() for word in confirm or ())
     pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
     targets = pending_ids if all_ else list(call_ids or [])
     if not targets:
         raise DevagentError("name the calls to approve, or pass --all" if pending_ids else f"thread {thread_id} has no pending approvals")
-    for call_id in targets:
-        store.decide(thread_id, call_id, "approved", actor="user", always=always)
-        print(f"approved {call_id}")
-    print(f"now run: devagent resume {thread_id}")
+    if typed and (all_ or len(targets) != 1):
+        raise UsageError("--confirm names what one call destroys: give exactly one CALL_ID (not --all)")
+    requests = [runner.request(thread_id, call_id) for call_id in targets]
+    if typed:
+        _check_confirmation(requests[0], typed)
+    unconfirmed = []
+    for req in requests:
+        required = required_confirmation(req)
+        if required and not typed:
+            unconfirmed.append((req, required))
+            continue
+        runner.decide(req, Decision(True, always=always, confirmed=typed))
+        note = " (once: SQL that destroys data is never approved 'always')" if required and always else ""
+        print(f"approved {render_exact(req.call_id)}{note}")
+    for req, required in unconfirmed:
+        words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
+        print(f"still pending: {render_exact(req.call_id)} destroys data ({render_exact(', '.join(required))}); "
+              f"approve it with: devagent approve {thread_id} {_shell_word(req.call_id)} {words}")
+    if len(unconfirmed) < len(requests):
+        print(f"now run: devagent resume {thread_id}")
+    if unconfirmed:
+        raise typer.Exit(EXIT_PAUSED)
+
+
+def _shell_word(text: str) -> str:
+    """A name from the model's SQL, quoted for a copy-pasteable command and shown escaped."""
+    import shlex
+
+    from devagent.display import render_exact
+
+    return render_exact(shlex.quote(text))
+
+
+def _check_confirmation(req: Any, typed: tuple[str, ...]) -> None:
+    """--confirm must name exactly what the call destroys; otherwise nothing is approved."""
+    from devagent.display import render_exact
+    from devagent.runner import required_confirmation
+    from devagent.tools import same_words
+
+    required = required_confirmation(req)
+    if not required:
+        raise DevagentError(f"call {render_exact(req.call_id)} destroys no data: approve it without --confirm")
+    if not same_words(typed, required):
+        expected = " ".join(f"--confirm {_shell_word(w)}" for w in required)
+        raise DevagentError(f"--confirm {render_exact(' '.join(typed))} does not match what call "
+                            f"{render_exact(req.call_id)} destroys; nothing was approved. Expected: {expected}")
 
 
 @app.command()
@@ -301,10 +353,12 @@ def reject(
     reason: str = typer.Option("rejected by the user", "--reason", help="Told to the model."),
 ) -> None:
     """Reject a call; the model is told the reason."""
+    from devagent.display import render_exact
+
     store = _store()
     store.thread(thread_id)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
-    print(f"rejected {call_id}; now run: devagent resume {thread_id}")
+    print(f"rejected {render_exact(call_id)}; now run: devagent resume {thread_id}")
 
 
 # ---------------------------------------------------------------------------- review

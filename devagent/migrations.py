@@ -327,6 +327,9 @@ class Migrator:
             digest = hashlib.sha256(data).hexdigest()
             text = data.decode("utf-8")
             statements, outside_tx, starts, spans = self.check_script(text, target.engine)
+            refusal = rt.confirmation_refusal(call_id, text, target.engine)  # destructive SQL: typed names
+            if refusal:
+                raise MigrationRefused(refusal)
         except MigrationRefused as exc:
             return self._refuse(rt, call_id, str(exc), display, digest, path, statements)
 

@@ -33,7 +33,7 @@ from devagent.migrations import (Database, attach_migrations, bind_proposed_sql,
 from devagent.paths import WorkspacePaths
 from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
-from devagent.store import Store, Thread, ThreadLock, new_thread_id, sha256_text
+from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
 
 
@@ -57,6 +57,22 @@ class Decision:
     approved: bool
     reason: str | None = None
     always: bool = False
+    # The names the human typed to approve SQL that destroys data (one per destroyed object).
+    # Approving such SQL without exactly these names records nothing.
+    confirmed: tuple[str, ...] = ()
+
+
+# How often the approver is asked again when it approves destructive SQL without the typed names.
+CONFIRM_ATTEMPTS = 3
+
+
+def required_confirmation(request: ApprovalRequest) -> tuple[str, ...]:
+    """The names a human must type to approve this call: one per object its SQL destroys."""
+    if request.tool != "run_migration":
+        return ()
+    from devagent.tools import confirmation_words
+
+    return confirmation_words(request.sql or "", request.sql_dialect)
 
 
 class NoApprover:
@@ -298,6 +314,33 @@ class ThreadRunner:
                 turn.runtime.container.stop()
                 self.store.set_thread_state(thread_id, "paused" if self.store.run(thread_id) else "done")
 
+    def request(self, thread_id: str, call_id: str) -> ApprovalRequest:
+        """What the approval screen shows for one call of a thread."""
+        approval = self.store.approval(thread_id, call_id)
+        if approval is None:
+            from devagent.errors import ThreadNotFound
+
+            raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
+        return self._request(self.store.thread(thread_id), approval)
+
+    def decide(self, request: ApprovalRequest, decision: Decision, *, actor: str = "user") -> Approval | None:
+        """Record a human decision on a call. Approving SQL that destroys data counts only with the
+        typed names of exactly what it destroys (and is never remembered as "always"); without
+        them nothing is recorded and None is returned."""
+        from devagent.tools import same_words
+
+        if not decision.approved:
+            return self.store.decide(request.thread_id, request.call_id, "rejected", actor=actor,
+                                     reason=decision.reason)
+        required = required_confirmation(request)
+        if required and not same_words(decision.confirmed, required):
+            return None
+        confirmed = tuple(dict.fromkeys(decision.confirmed)) if required else ()
+        if confirmed and decision.always:
+            self.events.notice("approved this once: SQL that destroys data is never remembered as 'always'")
+        return self.store.decide(request.thread_id, request.call_id, "approved", actor=actor,
+                                 always=decision.always, confirmed=confirmed)
+
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         thread = self.store.thread(thread_id)
         return [self._request(thread, a) for a in self.store.approvals(thread_id, "pending")]
@@ -322,9 +365,7 @@ class ThreadRunner:
                 self.store.save_run(turn.thread.id, turn.task, blob)
                 self.store.set_thread_state(turn.thread.id, "paused")
                 for item in result.interruptions:
-                    self.store.add_pending(turn.thread.id, item.call_id, item.name, item.arguments or "")
-                    # A path migration's file content is bound now, before anyone is shown it.
-                    bind_proposed_sql(turn.runtime, item.call_id, item.name, item.arguments or "")
+                    self._record_proposed(turn, item)
                 self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
                 result = await self._decide_and_continue(turn, blob)
             if isinstance(result, TurnOutcome):
@@ -339,11 +380,19 @@ class ThreadRunner:
         tid = turn.thread.id
         self._apply_rules(turn.thread)
         for approval in self.store.approvals(tid, "pending"):
-            decision = self.approver.decide(self._request(turn.thread, approval))
+            if self.store.approval(tid, approval.call_id).status != "pending":
+                continue  # an "always" rule given for an earlier call of this batch covered it
+            request = self._request(turn.thread, approval)
+            decision = None
+            for _attempt in range(CONFIRM_ATTEMPTS):
+                decision = self.approver.decide(request)
+                if decision is None or self.decide(request, decision) is not None:
+                    break
+                self.events.notice(
+                    f"not approved: this SQL destroys data; approving it needs the typed names "
+                    f"{', '.join(required_confirmation(request))} (and an 'always' rule never covers it)")
             if decision is None:
                 break
-            self.store.decide(tid, approval.call_id, "approved" if decision.approved else "rejected",
-                              actor="user", reason=decision.reason, always=decision.always)
             self._apply_rules(turn.thread)
         state = await self._restore(turn, blob)
         if not any(self._decided(tid, item.call_id) for item in state.get_interruptions()):
@@ -369,6 +418,7 @@ class ThreadRunner:
                 item = event.item
                 if event.name == "tool_called":
                     raw = item.raw_item
+                    self._note_unknown_tool(turn, raw)
                     self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "")
                 elif event.name == "tool_output":
                     raw = item.raw_item
@@ -477,12 +527,43 @@ class ThreadRunner:
             record_seen(self.store, thread_id, call_id, fingerprint)
 
     def _apply_rules(self, thread: Thread) -> None:
-        """Approve pending calls that an "approve always" rule of this thread covers exactly."""
+        """Approve pending calls that an "approve always" rule of this thread covers exactly.
+
+        SQL that destroys data is never covered, whatever rule exists: a rule may have been made
+        for the same call when its file held harmless SQL. (The migration tool checks again.)"""
         for approval in self.store.approvals(thread.id, "pending"):
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
+                if required_confirmation(self._request(thread, approval)):
+                    self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} destroys data")
+                    continue
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
                 self.events.notice(f"approved by your 'always' rule: {approval.call_id}")
         self._apply_command_rules(thread)
+
+    def _record_proposed(self, turn: _Turn, item: Any) -> None:
+        """Record a call that waits for approval as pending; one that cannot run at all (arguments
+        that are not JSON, no command, ...) is refused at once: the model is told why, the log
+        says so, and no human is asked to approve something that cannot run."""
+        tid, arguments = turn.thread.id, item.arguments or ""
+        # A path migration's file content is bound now, before anyone is shown it.
+        bind_proposed_sql(turn.runtime, item.call_id, item.name, arguments)
+        if self.store.approval(tid, item.call_id) is None:
+            probe = Approval(tid, item.call_id, item.name, arguments, sha256_text(arguments), "pending",
+                             None, None, 0.0, None)
+            error = self._request(turn.thread, probe).error
+            if error:
+                self.store.add_refused(tid, item.call_id, item.name, arguments, error)
+                self.events.notice(f"refused without asking ({item.name} {item.call_id}): {error}")
+                return
+        self.store.add_pending(tid, item.call_id, item.name, arguments)
+
+    def _note_unknown_tool(self, turn: _Turn, raw: Any) -> None:
+        """The SDK tells the model that a tool does not exist; the log says so too."""
+        name = getattr(raw, "name", None)
+        if isinstance(name, str) and name not in {tool.name for tool in turn.agent.tools}:
+            self.store.audit(turn.thread.id, "refused", call_id=getattr(raw, "call_id", None), tool=name,
+                             actor="devagent", detail={"arguments": getattr(raw, "arguments", "") or "",
+                                                       "reason": f"there is no tool named {name!r}; the model was told so"})
 
     def _decided(self, thread_id: str, call_id: str) -> bool:
         row = self.store.approval(thread_id, call_id)
@@ -524,6 +605,8 @@ class ThreadRunner:
                 state.approve(item)
             elif row.status == "rejected":
                 state.reject(item, rejection_message=f"The user rejected this call. Reason: {row.reason or '(none given)'}")
+            elif row.status == "refused":
+                state.reject(item, rejection_message=f"error: {row.reason}. Nothing ran; send a corrected call.")
         return state
 
     def _check_blob_decisions(self, thread_id: str, context: dict[str, Any]) -> None:
@@ -532,7 +615,7 @@ class ThreadRunner:
         records += [entry.get("decision") or {} for entry in context.get("function_tool_approvals") or []]
         tampered = bool(context.get("hosted_mcp_approvals"))
         for record in records:
-            for kind, allowed in (("approved", ("approved", "running", "done")), ("rejected", ("rejected",))):
+            for kind, allowed in (("approved", ("approved", "running", "done")), ("rejected", ("rejected", "refused"))):
                 ids = record.get(kind) or []
                 if ids is True or not isinstance(ids, list):
                     tampered = True  # a blanket decision is never something devagent records

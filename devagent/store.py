@@ -23,7 +23,7 @@ from typing import Any
 
 from devagent.errors import StateCorrupted, ThreadBusy, ThreadNotFound
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i+1. Never edit an entry once released.
 MIGRATIONS: list[str] = [
@@ -93,6 +93,12 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # The names a human typed to approve SQL that destroys data (JSON list); checked again by the
+    # migration tool against the SQL about to run. (Approval statuses are now pending | approved |
+    # rejected | running | done | refused: a call that cannot run is refused without asking.)
+    """
+    ALTER TABLE approvals ADD COLUMN confirmed TEXT;
+    """,
 ]
 
 
@@ -138,6 +144,13 @@ class Approval:
     decided_by: str | None
     created_at: float
     decided_at: float | None
+    confirmed: tuple[str, ...] = ()  # names typed to approve destructive SQL
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Approval:
+        data = dict(row)
+        data["confirmed"] = tuple(json.loads(data.get("confirmed") or "[]"))
+        return cls(**data)
 
 
 class Store:
@@ -257,17 +270,37 @@ class Store:
             ).fetchone()
             if existing is None:
                 db.execute(
-                    "INSERT INTO approvals VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (thread_id, call_id, tool, arguments, digest, "pending", None, None, time.time(), None),
+                    "INSERT INTO approvals (thread_id, call_id, tool, arguments, sha256, status, created_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (thread_id, call_id, tool, arguments, digest, "pending", time.time()),
                 )
                 self._audit(db, thread_id, "proposed", call_id, tool, "agent", {"arguments": arguments, "sha256": digest})
+        return self.approval(thread_id, call_id)  # type: ignore[return-value]
+
+    def add_refused(self, thread_id: str, call_id: str, tool: str, arguments: str, reason: str) -> Approval:
+        """Record a proposed call that cannot run (e.g. arguments that are not JSON): it is never
+        pending, no human is asked, and the model is told `reason`."""
+        digest = sha256_text(arguments)
+        with self.tx() as db:
+            existing = db.execute(
+                "SELECT 1 FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
+            ).fetchone()
+            if existing is None:
+                now = time.time()
+                db.execute(
+                    "INSERT INTO approvals (thread_id, call_id, tool, arguments, sha256, status, reason, decided_by,"
+                    " created_at, decided_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (thread_id, call_id, tool, arguments, digest, "refused", reason, "devagent", now, now),
+                )
+                self._audit(db, thread_id, "refused", call_id, tool, "devagent",
+                            {"arguments": arguments, "sha256": digest, "reason": reason})
         return self.approval(thread_id, call_id)  # type: ignore[return-value]
 
     def approval(self, thread_id: str, call_id: str) -> Approval | None:
         row = self.db.execute(
             "SELECT * FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
         ).fetchone()
-        return Approval(**dict(row)) if row else None
+        return Approval.from_row(row) if row else None
 
     def approvals(self, thread_id: str | None = None, status: str | None = None) -> list[Approval]:
         sql, args = "SELECT * FROM approvals WHERE 1=1", []
@@ -275,12 +308,16 @@ class Store:
             sql, args = sql + " AND thread_id=?", [*args, thread_id]
         if status:
             sql, args = sql + " AND status=?", [*args, status]
-        return [Approval(**dict(r)) for r in self.db.execute(sql + " ORDER BY created_at, call_id", args)]
+        return [Approval.from_row(r) for r in self.db.execute(sql + " ORDER BY created_at, call_id", args)]
 
     def decide(self, thread_id: str, call_id: str, status: str, *, actor: str,
-               reason: str | None = None, always: bool = False, detail: dict[str, Any] | None = None) -> Approval:
+               reason: str | None = None, always: bool = False, confirmed: tuple[str, ...] = (),
+               detail: dict[str, Any] | None = None) -> Approval:
         """Record a decision on a pending call (approved / rejected); `detail` adds to its audit entry
-        (e.g. the rule, and its file's sha256, that decided it)."""
+        (e.g. the rule, and its file's sha256, that decided it).
+
+        `confirmed`: the names the human typed to approve SQL that destroys data. Such an approval
+        is never remembered as an "always" rule: it is confirmed every time."""
         with self.tx() as db:
             row = db.execute(
                 "SELECT * FROM approvals WHERE thread_id=? AND call_id=?", (thread_id, call_id)
@@ -289,16 +326,22 @@ class Store:
                 raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
             if row["status"] not in ("pending", "approved", "rejected"):
                 raise StateCorrupted(f"call {call_id} was already {row['status']}")
+            confirmed = tuple(confirmed) if status == "approved" else ()
             db.execute(
-                "UPDATE approvals SET status=?, reason=?, decided_by=?, decided_at=? WHERE thread_id=? AND call_id=?",
-                (status, reason, actor, time.time(), thread_id, call_id),
+                "UPDATE approvals SET status=?, reason=?, decided_by=?, decided_at=?, confirmed=?"
+                " WHERE thread_id=? AND call_id=?",
+                (status, reason, actor, time.time(), json.dumps(list(confirmed)) if confirmed else None,
+                 thread_id, call_id),
             )
+            always = always and not confirmed
             if always and status == "approved":
                 db.execute(
                     "INSERT OR IGNORE INTO rules VALUES (?,?,?,?,?)",
                     (thread_id, row["tool"], rule_digest(row["arguments"]), row["arguments"], time.time()),
                 )
-            record = {"sha256": row["sha256"], "reason": reason, "always": always, **(detail or {})}
+            record: dict[str, Any] = {"sha256": row["sha256"], "reason": reason, "always": always, **(detail or {})}
+            if confirmed:
+                record["confirmed"] = list(confirmed)
             self._audit(db, thread_id, status, call_id, row["tool"], actor, record)
         return self.approval(thread_id, call_id)  # type: ignore[return-value]
 

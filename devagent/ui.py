@@ -204,6 +204,6 @@ class TerminalApprover:
         typed = self.console.input(Text.assemble("this SQL destroys or locks data; type ",
                                                  (render_exact(word), "bold"), " to approve: "))
         if typed.strip() == word:
-            return Decision(True)
+            return Decision(True, confirmed=(word,))
         self.console.print("confirmation did not match; not approved", style="red")
         return Decision(False, "the user did not confirm the destructive SQL")

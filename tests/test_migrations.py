@@ -25,6 +25,7 @@ from devagent.config import THREAD_LABEL
 from devagent.migrations import Database, mask_url
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.store import Store
+from devagent.tools import confirmation_words
 from devagent.ui import approval_panel
 
 from agent_helpers import ScriptedApprover, tool_outputs
@@ -147,7 +148,8 @@ TRICKY = (
 
 async def test_sqlite_runs_the_exact_sql_in_the_sandbox_and_records_history(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
-    approver = ScriptedApprover(then=Decision(True))
+    # The trigger is not analysed, so it counts as destructive: the human types the name asked for.
+    approver = ScriptedApprover(then=Decision(True, confirmed=confirmation_words(TRICKY, "sqlite")))
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": TRICKY}, call_id="m1"),
         assistant_message("users table created"),
@@ -240,7 +242,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
 
     # The file changes after the approval, before the call runs.
     (runner.workspace(thread.id).work_dir / "migrations" / "001_init.sql").write_text(edited)
-    runner.approver = approver = ScriptedApprover(then=Decision(True))
+    runner.approver = approver = ScriptedApprover(then=Decision(True, confirmed=confirmation_words(edited, "sqlite")))
     outcome = await runner.resume(thread.id)
     assert outcome.status == "done"
 
@@ -268,7 +270,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
 async def test_an_always_rule_covers_the_file_content_it_was_given_for(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
     first = "CREATE TABLE IF NOT EXISTS kept (x INTEGER);\n"
-    second = "DROP TABLE kept;\n"
+    second = "CREATE TABLE other (y INTEGER);\n"  # (a rule never covers SQL that destroys data at all)
     args = {"path": "m.sql"}
     runner, model = new_runner(home, docker_client, [
         function_call("write_file", {"path": "m.sql", "content": first}, call_id="w1"),
@@ -322,7 +324,8 @@ def labelled(docker_client: Any, thread_id: str) -> dict[str, list[str]]:
 
 async def test_postgres_sidecar_keeps_data_across_turns_and_is_removed_by_discard(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path, cli: Any) -> None:
-    approver = ScriptedApprover(then=Decision(True))
+    # CREATE INDEX locks writes to users: approving it takes typing "users".
+    approver = ScriptedApprover(then=Decision(True, confirmed=confirmation_words(PG_SCHEMA, "postgres")))
     runner, model = new_runner(home, docker_client, [
         function_call("run_migration", {"sql": PG_SCHEMA}, call_id="pg1"),
         function_call("run_migration", {"sql": PG_FAILING}, call_id="pg2"),

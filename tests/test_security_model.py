@@ -25,7 +25,7 @@ from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.sandbox import ContainerSpec, ThreadContainer
 from devagent.store import Store, sha256_text
 from devagent.tools import ToolRuntime, build_tools, current_fingerprint, record_seen
-from devagent.ui import TerminalApprover, approval_panel
+from devagent.ui import approval_panel
 
 from agent_helpers import ScriptedApprover, run_new_thread, tool_outputs
 
@@ -62,16 +62,12 @@ async def test_malformed_arguments_never_run_even_if_approved(home: Path, repo: 
     runner, model, thread, outcome = await run_new_thread(home, repo, steps, approver)
 
     assert outcome.status == "done"
-    shown = {r.call_id: r for r in approver.shown}
-    assert set(shown) == set(calls)
-    for cid, request in shown.items():
-        assert request.error, cid  # the screen says the call cannot run
-        assert "⚠" in screen(request)
-        # And the interactive prompt rejects such a call without asking.
-        decision = TerminalApprover(Console(file=io.StringIO())).decide(request)
-        assert decision is not None and not decision.approved and "cannot run" in decision.reason
+    # A call that cannot run is never put to the human: it goes straight back to the model.
+    assert approver.shown == []
+    assert runner.store.approvals(thread.id, "pending") == []
     outputs = tool_outputs(model)
-    assert all(outputs[cid].startswith("error:") or "Invalid JSON" in outputs[cid] for cid in calls), outputs
+    assert all(outputs[cid].startswith("error:") and "Nothing ran" in outputs[cid] for cid in calls), outputs
+    assert {e["call_id"] for e in events(runner, thread.id, "refused")} == set(calls)
     work = runner.workspace(thread.id).work_dir
     assert not list(work.glob("pwned-*"))
     assert events(runner, thread.id, "executed") == []
