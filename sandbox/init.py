@@ -1,12 +1,32 @@
 """PID 1 of a thread's container: waits forever and reaps the orphans commands leave behind.
 
-It has no child of its own, so after a command returns, every other process in the container
-is something the command left running (devagent-run stops those). `docker stop` sends TERM.
+It runs as root with every capability given up at start, so the sandbox user (another uid) can
+neither trace, write nor signal it, and it holds no power of its own. It has no child of its own;
+devagent-run stops whatever a command leaves running. `docker stop` sends TERM.
 """
+import ctypes
 import os
 import signal
 import sys
 
+
+def drop_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets (capset needs no capability to shrink)."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    if libc.capset(ctypes.byref(header), (Data * 2)()) != 0:
+        print(f"devagent init: cannot drop capabilities: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+
+
+drop_capabilities()
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
 # A handler (not SIG_IGN) so that pause() wakes up when an orphan exits.

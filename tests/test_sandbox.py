@@ -52,7 +52,7 @@ def test_container_is_labelled_and_limited(thread_box, docker_client) -> None:
     attrs = docker_client.api.inspect_container(box.spec.name)
     host = attrs["HostConfig"]
     assert attrs["Config"]["Labels"][THREAD_LABEL] == box.spec.thread_id
-    assert host["CapDrop"] == ["ALL"]
+    assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0
     assert host["NetworkMode"] == "none"
@@ -80,7 +80,7 @@ def test_timeout_kills_the_process_tree_and_the_container_survives(thread_box) -
     assert result.timed_out and result.exit_code is None
     assert result.duration_s < 30
     assert "never" not in result.output
-    after = box.exec("ps -eo comm | grep -c '^sleep' || true")
+    after = box.exec("ps -u \"$(id -u)\" -o comm= | grep -c '^sleep' || true")
     assert after.exit_code == 0
     assert after.output.split()[0] == "0"
 
