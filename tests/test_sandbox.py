@@ -162,3 +162,28 @@ def test_doctor_explains_a_missing_daemon(cli) -> None:
     result = cli("sandbox", "doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 1
     assert "daemon is not running" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_venv_and_pip_install_of_a_local_package_work_offline(thread_box) -> None:
+    box = thread_box()
+    project = (
+        "printf '[build-system]\\nrequires = [\"setuptools\"]\\nbuild-backend = \"setuptools.build_meta\"\\n"
+        "[project]\\nname = \"tinypkg\"\\nversion = \"0.1\"\\n' > pyproject.toml && echo 'VALUE = 42' > tinypkg.py"
+    )
+    result = box.exec(
+        f"set -e; {project}\n"
+        # A venv and a plain pip install into it, no network: the build takes Debian's wheels.
+        "python3 -m venv .venv && .venv/bin/pip install -q --no-index .\n"
+        "(cd /tmp && /workspace/.venv/bin/python -c 'import tinypkg; print(\"venv\", tinypkg.__file__, tinypkg.VALUE)')\n"
+        # Outside a venv, pip installs for the user (--user, and by itself without it).
+        "pip install -q --no-index .\n"
+        "pip install -q --user --no-index --force-reinstall .\n"
+        "(cd /tmp && python3 -c 'import tinypkg; print(\"user\", tinypkg.__file__)')\n"
+        "make test",
+        timeout_s=900,
+    )
+    assert result.exit_code == 0, result.output
+    assert "venv /workspace/.venv/lib/python3.11/site-packages/tinypkg.py 42" in result.output
+    assert "user /home/agent/.local/lib/python3.11/site-packages/tinypkg.py" in result.output
+    assert "tests pass" in result.output
+    assert "Can not perform a '--user' install" not in result.output
