@@ -115,7 +115,13 @@ rc=$?
 
 count_processes "$uid"
 left=$found
-stop_all
+# Everything but PID 1 and this script (the timer too), at once; then wait only for the sandbox
+# user's processes to be gone (the timer's, root's, need no waiting for).
+while :; do
+    kill -9 -1 2>/dev/null
+    count_processes "$uid"
+    [ "$found" = 0 ] && break
+done
 if [ "$left" -gt 0 ]; then
     echo "[devagent] stopped $left process(es) the command left running" >&2
 fi
