@@ -13,7 +13,8 @@
 # stopped (one command at a time: a command still running for a devagent that died is ended
 # first); TIMEOUT seconds after, the timer below kills the command even if nobody on the host is
 # waiting any more; after it returns, every process but PID 1 is killed (kill(-1) is atomic, so a
-# forking process cannot slip out) and waited for. Exit status is the command's.
+# forking process cannot slip out) and the sandbox user's are waited for. Exit status is the
+# command's.
 #
 # POSIX sh (dash) keeps the per-command overhead small. Only builtins and absolute paths are used:
 # the sandbox user can write ~/.local/bin, which comes first in the PATH commands see. After a fork
@@ -95,15 +96,28 @@ stop_all
 count_oom_kills
 oom_before=$oom_kills
 
-# The timer is this script's child: the stop_all below ends it, and a later command's stop_all
-# ends it should this script die, so a stale deadline never reaches a later command.
+# The timer is this script's child: the kill(-1) after the command ends it, and a later
+# command's stop_all ends it should this script die, so a stale deadline never reaches a later
+# command. It has PID 1 keep the time (no process to start): it registers with PID 1 and waits
+# on a FIFO nobody writes until PID 1 signals it; where PID 1 keeps no timers, /bin/sleep does.
 wrapper=$$
-{
-    /bin/sleep "$timeout"
-    # Only while the command it was started for is still running (its parent is still this script).
+time_up() {
+    # Only while the command it was started for runs (its parent is still this script).
     while read -r k v; do
         [ "$k" = PPid: ] && { [ "$v" = "$wrapper" ] && kill_user "$uid"; break; }
     done < /proc/self/status
+    exit 0
+}
+{
+    trap time_up USR1
+    read -r me _ < /proc/self/stat
+    if [ -p /run/devagent/timers ] && [ -p /run/devagent/idle ] \
+            && { echo "$me $timeout" > /run/devagent/timers; } 2>/dev/null; then
+        read -r _ <> /run/devagent/idle
+    else
+        /bin/sleep "$timeout"
+        time_up
+    fi
 } </dev/null >/dev/null 2>&1 &
 
 if [ "$mode" = shell ]; then
