@@ -436,6 +436,12 @@ class ThreadContainer:
                 timer.cancel()
         duration = time.monotonic() - started
         exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        if exit_code == 126 and cap.total < 1024 and f"{RUN_HELPER}: no such file" in cap.text():
+            raise DevagentError(
+                f"the container {self.spec.name} was made by an older devagent (no {RUN_HELPER}); "
+                f"remove it with `docker rm -f {self.spec.name}` and run again (the checkout is kept; "
+                "what was installed in the container is not)"
+            )
         return ExecResult(
             command=command,
             exit_code=None if timed_out.is_set() else exit_code,

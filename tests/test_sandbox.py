@@ -187,3 +187,25 @@ def test_venv_and_pip_install_of_a_local_package_work_offline(thread_box) -> Non
     assert "user /home/agent/.local/lib/python3.11/site-packages/tinypkg.py" in result.output
     assert "tests pass" in result.output
     assert "Can not perform a '--user' install" not in result.output
+
+
+def test_a_container_made_by_an_older_devagent_is_a_clear_error(docker_client, sandbox_image, tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from devagent.config import BASE_IMAGE
+    from devagent.errors import DevagentError
+    from devagent.sandbox import ContainerSpec, ThreadContainer
+
+    thread_id = "old" + os.urandom(3).hex()
+    box = ThreadContainer(docker_client, ContainerSpec(thread_id, tmp_path, tmp_path))
+    # The base image has no devagent-run, like a container made before it moved there.
+    docker_client.containers.run(BASE_IMAGE, ["sleep", "infinity"], name=box.spec.name, detach=True,
+                                 network_mode="none", labels={THREAD_LABEL: thread_id})
+    try:
+        box.ensure_running()
+        with pytest.raises(DevagentError, match=f"made by an older devagent.*docker rm -f {box.spec.name}"):
+            box.exec("true", timeout_s=30, workdir="/")
+    finally:
+        box.remove()
