@@ -8,14 +8,18 @@ the open fail instead of escaping.  Errors are one-line messages for the model.
 """
 from __future__ import annotations
 
+import codecs
 import errno
 import fnmatch
 import os
 import secrets
 import stat
 import unicodedata
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class PathOutsideWorkspace(ValueError):
@@ -62,6 +66,43 @@ def _check_regular(rel: str, mode: int) -> None:
         raise FileToolError(f"{rel!r} is a directory, not a file")
     if not stat.S_ISREG(mode):
         raise FileToolError(f"{rel!r} is not a regular file")
+
+
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TextWindow:
+    """Lines first_line..last_line of a file, as much of them as fit the read limit."""
+    text: str
+    first_line: int
+    last_line: int
+    # "line": stopped before line last_line+1 for the limit; "mid-line": line last_line alone is
+    # longer than the limit and only its head is in `text`; "": the range (or the file) ended.
+    cut: str
+    bytes_after: int  # bytes of the file after what `text` holds
+
+    def note(self) -> str:
+        """What the reader is told about the rest ("" when nothing was left out)."""
+        if self.cut == "line":
+            return (f"\n[... truncated at the read limit: lines {self.first_line}-{self.last_line} shown; "
+                    f"{self.bytes_after} more bytes in the file; continue with start_line={self.last_line + 1} ...]")
+        if self.cut == "mid-line":
+            return (f"\n[... truncated at the read limit: line {self.last_line} alone is longer; "
+                    f"{self.bytes_after} more bytes in the file; use run_shell (e.g. cut, head -c) to see more ...]")
+        return ""
+
+
+def _pieces(f: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """The file as (bytes, ends_a_line) pieces of at most _CHUNK bytes: memory stays flat
+    whatever the length of a line."""
+    while chunk := f.read(_CHUNK):
+        pos = 0
+        while (nl := chunk.find(b"\n", pos)) != -1:
+            yield chunk[pos:nl + 1], True
+            pos = nl + 1
+        if pos < len(chunk):
+            yield chunk[pos:], False
 
 
 class FileList(list):
@@ -140,8 +181,9 @@ class WorkspacePaths:
             os.close(fd)
             raise
 
-    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
-        """At most `limit` bytes (everything if None) of the regular file `rel`."""
+    @contextmanager
+    def _open_file(self, rel: str) -> Iterator[BinaryIO]:
+        """The regular file `rel`, opened for reading without following any symlink."""
         parts = self._parts_inside(str(self.resolve(rel)))
         if not parts:
             raise FileToolError(f"{rel!r} is a directory, not a file")
@@ -153,25 +195,72 @@ class WorkspacePaths:
                 os.close(dfd)
             with os.fdopen(fd, "rb") as f:
                 _check_regular(rel, os.fstat(fd).st_mode)
-                return f.read() if limit is None else f.read(max(limit, 0))
+                yield f
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        """At most `limit` bytes (everything if None) of the regular file `rel`."""
+        with self._open_file(rel) as f, _translated(rel):
+            return f.read() if limit is None else f.read(max(limit, 0))
 
     def read_text(self, rel: str, start_line: int | None = None,
                   end_line: int | None = None) -> str:
         """UTF-8 text of `rel`, optionally only lines start_line..end_line
         (1-based, inclusive).  Line endings are returned as stored."""
+        if start_line is None and end_line is None:
+            try:
+                return self.read_bytes(rel).decode("utf-8")
+            except UnicodeDecodeError:
+                raise FileToolError(f"{rel!r} is not UTF-8 text (binary file?)") from None
+        return self.read_window(rel, start_line, end_line, limit=None).text
+
+    def read_window(self, rel: str, start_line: int | None = None, end_line: int | None = None,
+                    limit: int | None = 64 * 1024) -> TextWindow:
+        """Lines start_line..end_line (1-based, inclusive; lines end at "\\n") of `rel`, whole
+        lines up to `limit` bytes (a longer first line is cut at the limit).
+
+        Reads the file only up to the end of what it returns (lines before start_line are
+        skipped in chunks), so memory and work are bounded by `limit`, not by the file's size.
+        Only what is returned must be UTF-8.
+        """
+        start = 1 if start_line is None else start_line
+        if start < 1 or (end_line is not None and end_line < start):
+            raise FileToolError(f"invalid line range {start}-{end_line} for {rel!r}: lines are "
+                                "numbered from 1 and the range must not end before it starts")
+        with self._open_file(rel) as f, _translated(rel):
+            size = os.fstat(f.fileno()).st_size
+            line, consumed, ended = 1, 0, True
+            out, cut, line_at = bytearray(), "", 0  # line_at: where the current line starts in out
+            for piece, ends in _pieces(f):
+                if line >= start:
+                    if end_line is not None and line > end_line:
+                        break
+                    if ended:
+                        line_at = len(out)
+                    room = len(piece) if limit is None else limit - len(out)
+                    if len(piece) > room:
+                        if line_at:  # the window holds whole lines: stop before this one
+                            consumed -= len(out) - line_at
+                            del out[line_at:]
+                            cut = "line"
+                            break
+                        piece, ends, cut = piece[:room], False, "mid-line"
+                    out += piece
+                consumed += len(piece)
+                ended = ends
+                if cut:
+                    break
+                if ends:
+                    line += 1
+            lines_seen = line - 1 + (0 if ended else 1)
+        if start > max(lines_seen, 1):
+            raise FileToolError(f"invalid line range {start}-{end_line} for {rel!r}: it has "
+                                f"{lines_seen} lines, numbered from 1")
         try:
-            text = self.read_bytes(rel).decode("utf-8")
+            text = codecs.getincrementaldecoder("utf-8")().decode(bytes(out), final=cut != "mid-line")
         except UnicodeDecodeError:
             raise FileToolError(f"{rel!r} is not UTF-8 text (binary file?)") from None
-        if start_line is None and end_line is None:
-            return text
-        lines = text.splitlines(keepends=True)
-        start = 1 if start_line is None else start_line
-        end = max(len(lines), start) if end_line is None else end_line
-        if not 1 <= start <= min(end, max(len(lines), 1)):
-            raise FileToolError(f"invalid line range {start}-{end} for {rel!r}: it has "
-                                f"{len(lines)} lines, numbered from 1")
-        return "".join(lines[start - 1:end])
+        last = line if cut == "mid-line" or (not cut and not ended) else line - 1
+        return TextWindow(text, start, max(last, start), cut, max(size - consumed, 0))
 
     def write_text(self, rel: str, content: str) -> None:
         """Atomically create or replace `rel` with UTF-8 `content`, creating

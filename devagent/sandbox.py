@@ -1,10 +1,11 @@
 """Docker: the sandbox image, one hardened container per thread, and exec with limits.
 
-Every container belongs to one thread (label `org.devagent.thread`), runs as an unprivileged uid
-with all capabilities dropped, and is kept stopped between turns so what the agent installed is
-still there next turn. Commands run through `devagent-run` inside the container, which stops
-whatever a command leaves running; the timeout is enforced from here by killing every process
-of the container's user, because docker's exec API has no timeout of its own.
+Every container belongs to one thread (label `org.devagent.thread`) and is kept stopped between
+turns so what the agent installed is still there next turn. Commands run as an unprivileged uid
+with no capabilities. They are started by `devagent-run`, devagent's root-owned wrapper in the
+image, which runs as root in the container (capabilities KILL, SETUID, SETGID only; PID 1 gives up
+even those): the command cannot signal or trace it, it enforces the timeout inside the container
+(so it holds even if devagent dies), and it stops every process the command leaves running.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ from devagent.errors import DevagentError, DockerUnavailable, ImageMissing
 
 CONTEXT_LABEL = "org.devagent.context-sha256"
 WORKDIR = "/workspace"
+# devagent's wrapper in the image (sandbox/run.sh), run by absolute path as root.
+RUN_HELPER = "/usr/local/lib/devagent/devagent-run"
+ROOT = "0:0"
+# The container's root gets back only what devagent-run needs: KILL to stop the sandbox user's
+# processes, SETUID/SETGID to start the command as that user. The sandbox user has none of them.
+ROOT_CAPABILITIES = ["KILL", "SETGID", "SETUID"]
+# The host's own deadline comes this long after the one devagent-run enforces inside.
+HOST_TIMEOUT_GRACE_S = 10.0
 # Only these reach the container: never the host environment (API keys live there).
 CONTAINER_ENV = {"HOME": "/home/agent", "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat"}
 
@@ -306,7 +315,9 @@ class ThreadContainer:
                 SANDBOX_IMAGE,
                 name=s.name,
                 labels={THREAD_LABEL: s.thread_id},
-                user=f"{self.uid}:{self.gid}",
+                # PID 1 runs as root (capabilities given up at start): another uid than the
+                # sandbox user's, so commands can neither trace, write nor signal it.
+                user=ROOT,
                 working_dir=WORKDIR,
                 environment=CONTAINER_ENV,
                 hostname="devagent",
@@ -317,6 +328,7 @@ class ThreadContainer:
                     Mount(f"{WORKDIR}/.git", str(s.git_dir), type="bind", read_only=True),
                 ],
                 cap_drop=["ALL"],
+                cap_add=ROOT_CAPABILITIES,
                 security_opt=["no-new-privileges"],
                 pids_limit=lim.pids,
                 mem_limit=lim.memory,
@@ -370,7 +382,8 @@ class ThreadContainer:
     ) -> ExecResult:
         """Run `command` (exactly this string, via bash -c) and return its capped result.
 
-        `argv` runs a program directly instead (used for devagent's own helpers in the image).
+        `argv` runs a program directly instead (devagent's own helpers in the image): a bare
+        program name is looked up in the system directories only, never in the sandbox user's.
         `on_output` receives decoded text as it arrives.
         """
         with self._exec_lock:
@@ -381,24 +394,32 @@ class ThreadContainer:
               workdir: str, stdin: bytes | None, argv: list[str] | None) -> ExecResult:
         lim = self.spec.limits
         timeout = min(float(timeout_s or lim.default_timeout_s), float(lim.max_timeout_s))
-        cmd = argv if argv is not None else ["/usr/local/bin/devagent-run", command]
+        if argv is not None:
+            cmd = [RUN_HELPER, "argv", str(self.uid), str(self.gid), f"{timeout:.3f}", *argv]
+        else:
+            cmd = [RUN_HELPER, "shell", str(self.uid), str(self.gid), f"{timeout:.3f}", command]
         exec_id = self.api.exec_create(
             self.spec.name,
             cmd,
             stdout=True,
             stderr=True,
             stdin=stdin is not None,
-            user=f"{self.uid}:{self.gid}",
+            user=ROOT,
             workdir=workdir,
             environment=CONTAINER_ENV,
         )["Id"]
         cap = OutputCap(lim.output_head, lim.output_tail)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         timed_out = threading.Event()
-        timer = threading.Timer(timeout, self._kill_all, args=(timed_out,))
-        timer.daemon = True
+        # devagent-run kills the command at `timeout` inside the container; here the result is
+        # marked timed out then, and should the command still not have ended a little later
+        # (a broken container), every process in it is stopped from here too.
+        timers = [threading.Timer(timeout, timed_out.set),
+                  threading.Timer(timeout + HOST_TIMEOUT_GRACE_S, self._kill_all, args=(timed_out,))]
         started = time.monotonic()
-        timer.start()
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
         try:
             for chunk in self._stream(exec_id, stdin):
                 cap.feed(chunk)
@@ -411,9 +432,16 @@ class ThreadContainer:
             self._kill_all(timed_out, mark=False)
             raise
         finally:
-            timer.cancel()
+            for timer in timers:
+                timer.cancel()
         duration = time.monotonic() - started
         exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        if exit_code == 126 and cap.total < 1024 and f"{RUN_HELPER}: no such file" in cap.text():
+            raise DevagentError(
+                f"the container {self.spec.name} was made by an older devagent (no {RUN_HELPER}); "
+                f"remove it with `docker rm -f {self.spec.name}` and run again (the checkout is kept; "
+                "what was installed in the container is not)"
+            )
         return ExecResult(
             command=command,
             exit_code=None if timed_out.is_set() else exit_code,
@@ -446,13 +474,11 @@ class ThreadContainer:
         self._kill_all(threading.Event(), mark=False)
 
     def _kill_all(self, flag: threading.Event, mark: bool = True) -> None:
-        """Kill every process of the sandbox user except PID 1 (the container stays up)."""
+        """Stop every process in the container but PID 1 (the container stays up)."""
         if mark:
             flag.set()
         try:
-            kill_id = self.api.exec_create(
-                self.spec.name, ["/bin/bash", "-c", "kill -9 -1"], user=f"{self.uid}:{self.gid}"
-            )["Id"]
+            kill_id = self.api.exec_create(self.spec.name, [RUN_HELPER, "stop"], user=ROOT)["Id"]
             self.api.exec_start(kill_id)
         except Exception:  # the container may already be gone; nothing left to kill then
             pass

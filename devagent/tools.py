@@ -143,10 +143,9 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         """Read a UTF-8 text file of the workspace, optionally only lines start_line..end_line (1-based)."""
 
         def read() -> str:
-            text = rt.paths.read_text(path, start_line, end_line)
-            if len(text) > READ_LIMIT:
-                return text[:READ_LIMIT] + f"\n[... truncated: {len(text)} characters; read a line range ...]"
-            return text
+            # Reads no further than what it returns, however large the file.
+            window = rt.paths.read_window(path, start_line, end_line, READ_LIMIT)
+            return window.text + window.note()
 
         return _result_or_error(read)
 

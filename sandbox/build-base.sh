@@ -7,7 +7,7 @@ set -eu
 TAG=${1:?usage: build-base.sh TAG [MIRROR]}
 MIRROR=${2:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=bash,coreutils,procps,findutils,grep,sed,less,git,python3,python3-venv,python3-pip,sqlite3,postgresql-client,make,ca-certificates,curl,patch,diffutils,file
+PACKAGES=bash,coreutils,procps,findutils,grep,sed,less,git,python3,python3-venv,python3-pip,python3-wheel-whl,sqlite3,postgresql-client,make,ca-certificates,curl,patch,diffutils,file
 
 if ! command -v debootstrap >/dev/null 2>&1; then
     echo "debootstrap is not installed (Debian/Ubuntu: apt-get install debootstrap)" >&2

@@ -234,6 +234,50 @@ def test_read_line_ranges(layout):
     assert ws.read_text("lines.txt", 4, 4) == "4"
 
 
+def _bytes_read() -> int:
+    """Bytes this process has read through read(2) and friends so far."""
+    for line in open("/proc/self/io"):
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_reading_a_gibibyte_sparse_file_reads_only_what_it_returns(layout):
+    ws, root, _ = layout
+    with open(root / "sparse.bin", "wb") as f:
+        f.truncate(1 << 30)
+    before = _bytes_read()
+    window = ws.read_window("sparse.bin", limit=64 * 1024)
+    read = _bytes_read() - before
+    assert read < 256 * 1024, f"read {read} bytes to return {len(window.text)}"
+    assert window.text == "\0" * (64 * 1024)
+    assert (window.first_line, window.last_line, window.cut) == (1, 1, "mid-line")
+    assert window.bytes_after == (1 << 30) - 64 * 1024
+    assert f"{window.bytes_after} more bytes" in window.note()
+
+
+def test_a_read_window_holds_whole_lines_and_says_where_to_continue(layout):
+    ws, root, _ = layout
+    (root / "many.txt").write_text("".join(f"line {i:05}\n" for i in range(1, 100_001)))  # 11 bytes a line
+    size = (root / "many.txt").stat().st_size
+    window = ws.read_window("many.txt", limit=1105)
+    assert window.text == "".join(f"line {i:05}\n" for i in range(1, 101))
+    assert (window.last_line, window.cut, window.bytes_after) == (100, "line", size - 1100)
+    assert "continue with start_line=101" in window.note()
+    following = ws.read_window("many.txt", start_line=101, limit=1100)
+    assert following.text.startswith("line 00101\n") and following.last_line == 200
+    # A range that fits is returned whole, with nothing to add; the end of the file likewise.
+    assert ws.read_window("many.txt", 5, 6, limit=1100).note() == ""
+    tail = ws.read_window("many.txt", start_line=99_999, limit=1100)
+    assert tail.text == "line 99999\nline 100000\n" and tail.note() == "" and tail.bytes_after == 0
+    # Only what is shown must be UTF-8; a window never ends inside a character.
+    (root / "mixed.txt").write_bytes(b"ok\n" + "\u00e9".encode() * 40 + b"\n\xff\xfe\n")
+    assert ws.read_window("mixed.txt", 1, 1).text == "ok\n"
+    assert ws.read_window("mixed.txt", 2, 2, limit=5).text == "\u00e9\u00e9"
+    with pytest.raises(FileToolError, match="not UTF-8"):
+        ws.read_window("mixed.txt", 3, 3)
+
+
 def test_edit_text(layout):
     ws, root, _ = layout
     (root / "f.py").write_text("x = 1\ny = 2\ny = 2\nz = 3\n")

@@ -52,7 +52,7 @@ def test_container_is_labelled_and_limited(thread_box, docker_client) -> None:
     attrs = docker_client.api.inspect_container(box.spec.name)
     host = attrs["HostConfig"]
     assert attrs["Config"]["Labels"][THREAD_LABEL] == box.spec.thread_id
-    assert host["CapDrop"] == ["ALL"]
+    assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0
     assert host["NetworkMode"] == "none"
@@ -80,7 +80,7 @@ def test_timeout_kills_the_process_tree_and_the_container_survives(thread_box) -
     assert result.timed_out and result.exit_code is None
     assert result.duration_s < 30
     assert "never" not in result.output
-    after = box.exec("ps -eo comm | grep -c '^sleep' || true")
+    after = box.exec("ps -u \"$(id -u)\" -o comm= | grep -c '^sleep' || true")
     assert after.exit_code == 0
     assert after.output.split()[0] == "0"
 
@@ -162,3 +162,50 @@ def test_doctor_explains_a_missing_daemon(cli) -> None:
     result = cli("sandbox", "doctor", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 1
     assert "daemon is not running" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_venv_and_pip_install_of_a_local_package_work_offline(thread_box) -> None:
+    box = thread_box()
+    project = (
+        "printf '[build-system]\\nrequires = [\"setuptools\"]\\nbuild-backend = \"setuptools.build_meta\"\\n"
+        "[project]\\nname = \"tinypkg\"\\nversion = \"0.1\"\\n' > pyproject.toml && echo 'VALUE = 42' > tinypkg.py"
+    )
+    result = box.exec(
+        f"set -e; {project}\n"
+        # A venv and a plain pip install into it, no network: the build takes Debian's wheels.
+        "python3 -m venv .venv && .venv/bin/pip install -q --no-index .\n"
+        "(cd /tmp && /workspace/.venv/bin/python -c 'import tinypkg; print(\"venv\", tinypkg.__file__, tinypkg.VALUE)')\n"
+        # Outside a venv, pip installs for the user (--user, and by itself without it).
+        "pip install -q --no-index .\n"
+        "pip install -q --user --no-index --force-reinstall .\n"
+        "(cd /tmp && python3 -c 'import tinypkg; print(\"user\", tinypkg.__file__)')\n"
+        "make test",
+        timeout_s=900,
+    )
+    assert result.exit_code == 0, result.output
+    assert "venv /workspace/.venv/lib/python3.11/site-packages/tinypkg.py 42" in result.output
+    assert "user /home/agent/.local/lib/python3.11/site-packages/tinypkg.py" in result.output
+    assert "tests pass" in result.output
+    assert "Can not perform a '--user' install" not in result.output
+
+
+def test_a_container_made_by_an_older_devagent_is_a_clear_error(docker_client, sandbox_image, tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from devagent.config import BASE_IMAGE
+    from devagent.errors import DevagentError
+    from devagent.sandbox import ContainerSpec, ThreadContainer
+
+    thread_id = "old" + os.urandom(3).hex()
+    box = ThreadContainer(docker_client, ContainerSpec(thread_id, tmp_path, tmp_path))
+    # The base image has no devagent-run, like a container made before it moved there.
+    docker_client.containers.run(BASE_IMAGE, ["sleep", "infinity"], name=box.spec.name, detach=True,
+                                 network_mode="none", labels={THREAD_LABEL: thread_id})
+    try:
+        box.ensure_running()
+        with pytest.raises(DevagentError, match=f"made by an older devagent.*docker rm -f {box.spec.name}"):
+            box.exec("true", timeout_s=30, workdir="/")
+    finally:
+        box.remove()

@@ -10,6 +10,9 @@ import json
 import os
 import re
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -48,10 +51,10 @@ def box(docker_client, sandbox_image, tmp_path_factory):
 
 
 def leftovers(box: ThreadContainer) -> list[str]:
-    """Processes in the container other than PID 1 and the command asking."""
-    result = box.exec("ps -eo pid=,ppid=,comm= | awk -v me=$$ '$1 != 1 && $1 != me && $2 != me'", timeout_s=30)
+    """Processes of the sandbox user other than the command asking."""
+    result = box.exec("ps -u \"$(id -u)\" -o pid=,ppid=,comm= | awk -v me=$$ '$1 != me && $2 != me'", timeout_s=30)
     assert result.exit_code == 0, result.output
-    return [line for line in result.output.splitlines() if line.strip() and "devagent-run" not in line]
+    return [line for line in result.output.splitlines() if line.strip()]
 
 
 def assert_answers(box: ThreadContainer) -> None:
@@ -72,7 +75,9 @@ def test_the_container_has_the_documented_limits(box: ThreadContainer, docker_cl
     assert host["PidsLimit"] == LIMITS.pids
     assert host["Memory"] == host["MemorySwap"] > 0  # no swap on top of the memory limit
     assert host["NanoCpus"] == int(LIMITS.cpus * 1e9)
-    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]
+    # Root in the container (PID 1, devagent-run) gets these back; the sandbox user has none.
+    assert sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["NetworkMode"] == "none"
 
@@ -188,6 +193,197 @@ def test_nothing_survives_the_turn_either(box: ThreadContainer) -> None:
     box.stop()
     box.ensure_running()
     assert_answers(box)
+
+
+# ------------------------------------------------------------------ PID 1 and devagent's own processes
+
+LIST_PROCESSES = """
+import os
+for pid in sorted(int(p) for p in os.listdir('/proc') if p.isdigit()):
+    try:
+        status = dict(l.split(':', 1) for l in open(f'/proc/{pid}/status').read().splitlines() if ':' in l)
+    except OSError:
+        continue
+    print(pid, status['Uid'].split()[0], status['State'].split()[0], status['Name'].strip(), sep='\\t')
+"""
+
+
+def processes(docker_client, box: ThreadContainer) -> list[tuple[int, int, str, str]]:
+    """Every process in the container, as root sees it through /proc: (pid, uid, state, name).
+
+    Read through a docker exec of its own, so nothing of devagent-run runs in between. (A
+    devagent-run starting meanwhile stops it, as it stops every other process: then again.)"""
+    for _ in range(5):
+        listing = docker_client.containers.get(box.spec.name).exec_run(
+            ["/usr/bin/python3", "-I", "-S", "-c", LIST_PROCESSES], user="0:0")
+        if listing.exit_code == 0:
+            rows = [line.split("\t") for line in listing.output.decode().splitlines()]
+            return [(int(pid), int(uid), state, name) for pid, uid, state, name in rows]
+    raise AssertionError(f"cannot list the container's processes: {listing.output!r}")
+
+
+def sandbox_user_processes(docker_client, box: ThreadContainer) -> list[tuple[int, int, str, str]]:
+    uid = sandbox_user()[0]
+    return [p for p in processes(docker_client, box) if p[1] == uid and p[2] != "Z"]
+
+
+def pid_1(docker_client, box: ThreadContainer) -> tuple[int, int, str, str]:
+    first = processes(docker_client, box)[0]
+    assert first[0] == 1
+    return first
+
+
+TOUCH_PROCESS = r"""
+echo "status $1: $(grep -E '^(Uid|CapEff):' /proc/$1/status | tr '\t\n' '  ')"
+kill -9 "$1" 2>&1; kill -STOP "$1" 2>&1
+/usr/bin/python3 -c '
+import ctypes, os, sys
+pid = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+print("ptrace", pid, libc.ptrace(16, pid, None, None), os.strerror(ctypes.get_errno()))  # PTRACE_ATTACH
+try:
+    with open(f"/proc/{pid}/mem", "r+b") as mem:
+        print("mem", pid, "OPENED")
+except OSError as exc:
+    print("mem", pid, exc.strerror)
+' "$1"
+"""
+
+
+def test_commands_cannot_trace_write_or_signal_pid_1_or_devagent_run(box: ThreadContainer, docker_client) -> None:
+    first = pid_1(docker_client, box)
+    assert first[1] == 0 and first[3] == "python3"
+    command = (
+        f"touch_process() {{ {TOUCH_PROCESS} }}\n"
+        "wrapper=$(awk '/^PPid:/{print $2}' /proc/$$/status)\n"  # devagent-run started this bash
+        "touch_process 1; touch_process $wrapper\n"
+        "kill -9 -1; echo 'survived kill -1'\n"
+        "grep -E '^Cap(Prm|Eff)' /proc/self/status"
+    )
+    result = box.exec(command, timeout_s=60)
+    out = result.output
+    assert result.exit_code == 0 and not result.timed_out, out
+    wrapper = int(re.findall(r"^ptrace (\d+) ", out, re.M)[1])
+    assert wrapper not in (0, 1)
+    for pid in (1, wrapper):
+        # Both run as root, another uid than the sandbox user's: nothing reaches them.
+        assert re.search(rf"^status {pid}: Uid: 0 0 0 0 ", out, re.M), out
+        assert f"ptrace {pid} -1 Operation not permitted" in out
+        assert f"mem {pid} Permission denied" in out
+    assert out.count("Operation not permitted") == 2 * 2 + 2, out  # kill -9 and -STOP twice; ptrace twice
+    assert "OPENED" not in out
+    assert re.search(r"^status 1: .*CapEff: 0000000000000000", out, re.M), out  # PID 1 gave up its capabilities
+    # The command's own kill -1 reached only the sandbox user's processes.
+    assert "survived kill -1" in out
+    assert "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000" in out
+    assert pid_1(docker_client, box) == first
+    assert_answers(box)
+
+
+MOVER = "import os\nwhile True:\n    if os.fork():\n        os._exit(0)\n"
+
+
+@pytest.mark.parametrize("command", [
+    # Double-forked and setsid'd: its parent is PID 1, its session its own.
+    "python3 -c \"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(1000)\"",
+    # Forks and exits in a loop: never the same pid twice.
+    f"setsid python3 -c '{MOVER}' </dev/null >/dev/null 2>&1 & sleep 0.5",
+    # The same, each generation also stopping every other process of the user (the command
+    # included, so this one ends at its timeout).
+    "setsid python3 -c 'import os, signal\nwhile True:\n    if os.fork():\n        os._exit(0)\n"
+    "    try:\n        os.kill(-1, signal.SIGSTOP)\n    except OSError:\n        pass\n' </dev/null >/dev/null 2>&1 & wait",
+], ids=["double-fork", "fork-loop", "fork-loop-stopping-everything"])
+def test_no_process_of_the_sandbox_user_outlives_its_command(box: ThreadContainer, docker_client, command: str) -> None:
+    first = pid_1(docker_client, box)
+    result = box.exec(command, timeout_s=5)
+    # Looked at the moment the command has returned, from outside it.
+    assert sandbox_user_processes(docker_client, box) == []
+    assert result.timed_out or "[devagent] stopped" in result.output, result.output
+    assert result.duration_s < 30
+    assert pid_1(docker_client, box) == first
+    assert_answers(box)
+
+
+def _start_exec_in_a_process_then_kill_it(box: ThreadContainer, docker_client, command: str,
+                                           timeout_s: float) -> float:
+    """Run `command` through a devagent process of its own; SIGKILL that process once the
+    command runs. Returns the time (monotonic) the command was seen running."""
+    script = textwrap.dedent(f"""
+        import docker
+        from pathlib import Path
+        from devagent.sandbox import ContainerSpec, ThreadContainer
+        box = ThreadContainer(docker.from_env(), ContainerSpec({box.spec.thread_id!r},
+                              Path({str(box.spec.workspace_dir)!r}), Path({str(box.spec.git_dir)!r})))
+        box.exec({command!r}, timeout_s={timeout_s!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p[3] == "sleep" for p in sandbox_user_processes(docker_client, box)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the command never started"
+            time.sleep(0.1)
+        seen = time.monotonic()
+    finally:
+        proc.kill()
+        proc.wait()
+    return seen
+
+
+def test_a_timeout_holds_when_devagent_is_killed(box: ThreadContainer, docker_client) -> None:
+    seen = _start_exec_in_a_process_then_kill_it(box, docker_client, "sleep 1000", timeout_s=6)
+    time.sleep(max(0.0, seen + 2 - time.monotonic()))
+    # devagent is gone, the command is not: what ends it is the timeout inside the container.
+    assert any(p[3] == "sleep" for p in sandbox_user_processes(docker_client, box))
+    while any(p[3] == "sleep" for p in sandbox_user_processes(docker_client, box)):
+        assert time.monotonic() < seen + 6 + 15, "the command outlived its timeout"
+        time.sleep(0.2)
+    assert time.monotonic() > seen + 3
+    assert_answers(box)
+
+
+def test_a_deadline_left_by_a_killed_devagent_never_reaches_a_later_command(box: ThreadContainer,
+                                                                          docker_client) -> None:
+    _start_exec_in_a_process_then_kill_it(box, docker_client, "sleep 1000", timeout_s=3)
+    # The next command ends the one left running, then outlives that one's deadline.
+    result = box.exec("sleep 6; echo finished", timeout_s=60)
+    assert result.exit_code == 0 and not result.timed_out, result.output
+    assert result.output == "finished\n"
+    assert sandbox_user_processes(docker_client, box) == []
+
+
+def test_devagents_helpers_ignore_programs_planted_by_commands(thread_box, docker_client) -> None:
+    box = thread_box()
+    fakes = "sh dash bash python3 python3.11 kill sleep setpriv timeout cat env ps id grep awk sed".split()
+    plant = box.exec(
+        "mkdir -p ~/.local/bin && cd ~/.local/bin && for f in " + " ".join(fakes) + "; do "
+        "printf '#!/bin/sh\\necho planted > /tmp/planted-%s; echo FAKE-%s\\n' $f $f > $f; chmod +x $f; done; "
+        "for d in /usr/local/bin /usr/local/sbin /usr/local/lib/devagent /usr/bin /bin; do "
+        "/bin/cp ~/.local/bin/sh $d/sh 2>/dev/null && echo \"WROTE $d\"; done; "
+        "/bin/cp ~/.local/bin/sh /usr/local/lib/devagent/devagent-run 2>/dev/null && echo WROTE-RUN; "
+        "command -v python3", timeout_s=30)
+    assert plant.exit_code == 0 and "WROTE" not in plant.output, plant.output
+    assert plant.output.strip().endswith("/home/agent/.local/bin/python3")  # the user's own PATH is theirs
+
+    left = box.exec("/bin/sleep 1000 >/dev/null 2>&1 &", timeout_s=30)
+    assert "[devagent] stopped 1 process(es)" in left.output, left.output
+    assert sandbox_user_processes(docker_client, box) == []
+    late = box.exec("/bin/sleep 1000", timeout_s=3)
+    assert late.timed_out and late.duration_s < 30
+    assert sandbox_user_processes(docker_client, box) == []
+    # devagent's own helpers (argv=) find their programs in the system directories only.
+    helper = box.exec("helper", argv=["python3", "-c", "import sys; print(sys.executable)"], timeout_s=30)
+    assert helper.exit_code == 0 and helper.output == "/usr/bin/python3\n", helper.output
+    shell = box.exec("helper", argv=["sh", "-c", "command -v cat"], timeout_s=30)
+    assert shell.output == "/usr/bin/cat\n", shell.output
+    # PID 1 after a restart is still devagent's init, started by absolute path.
+    box.stop()
+    box.ensure_running()
+    container = docker_client.containers.get(box.spec.name)
+    init = container.exec_run(["/bin/cat", "/proc/1/cmdline"], user="0:0").output
+    assert init.split(b"\0")[:2] == [b"/usr/bin/python3", b"-I"], init
+    assert b"planted" not in container.exec_run(["/bin/ls", "/tmp"], user="0:0").output
+    for result in (left, late, helper, shell):
+        assert "FAKE" not in result.output
 
 
 # ------------------------------------------------------------------ symlinks made in the sandbox
