@@ -333,5 +333,89 @@ def changes_since_last_command(workspace: ThreadWorkspace) -> ChangeReport:
     return ChangeReport(changes, fingerprint, "; ".join(errors) or None)
 
 
+def current_fingerprint(workspace: ThreadWorkspace) -> str:
+    """The fingerprint of the workspace now ("" if it cannot be read: nothing can match it)."""
+    try:
+        return workspace.remember_state(workspace.state())
+    except (OSError, DevagentError):
+        return ""
+
+
+def record_seen(store: Store, thread_id: str, call_id: str, fingerprint: str) -> None:
+    """Note the state of the workspace a call was shown (or proposed) with, if it is a new one."""
+    seen = store.call_events(thread_id, call_id, SEEN_EVENT)
+    if not seen or seen[-1]["detail"].get("fingerprint") != fingerprint:
+        # Not one of the call's own events (those tell what happened to it): the call is named inside.
+        store.audit(thread_id, SEEN_EVENT, actor="devagent", detail={"call_id": call_id, "fingerprint": fingerprint})
+
+
+def approved_fingerprint(store: Store, approval: Approval) -> str | None:
+    """The state of the workspace the approval of a call was given on: the last one seen before it."""
+    if approval.decided_at is None:
+        return None
+    seen = [e for e in store.call_events(approval.thread_id, approval.call_id, SEEN_EVENT)
+            if e["at"] <= approval.decided_at]
+    return seen[-1]["detail"].get("fingerprint") if seen else None
+
+
+def workspace_notice(store: Store, approval: Approval) -> str | None:
+    """Why a call that was approved is asked again, if that is the case."""
+    changed = store.call_events(approval.thread_id, approval.call_id, CHANGED_EVENT)
+    if not changed or approval.status != "pending" or changed[-1]["at"] < (approval.decided_at or 0):
+        return None
+    detail = changed[-1]["detail"]
+    files = detail.get("changes") or []
+    listed = ", ".join(files[:5]) + (f" and {detail.get('count', len(files)) - 5} more" if len(files) > 5 else "")
+    what = f" ({listed})" if listed else " (the files are listed below as changed since the last command)"
+    return f"this call was approved, but the workspace changed before it started{what}; it did not run"
+
+
+def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str, entered: float) -> str:
+    """The fingerprint the call starts from, if the workspace is in the state its approval was given
+    on, or got there only through commands this process ran from such a state (the approved calls of
+    one model turn run one after the other). Otherwise the call goes back to pending and
+    WorkspaceChanged stops the run; calls of the same turn that were waiting do not start either."""
+    store, ws = rt.store, rt.workspace
+    if rt.halted_at is not None and entered <= rt.halted_at:
+        raise WorkspaceChanged(f"call {call_id} did not start: another call of its turn is asked again")
+    approval = store.approval(rt.thread_id, call_id)
+    bound = approved_fingerprint(store, approval) if approval else None
+    try:
+        state = ws.state()
+        now = state.fingerprint
+    except (OSError, DevagentError):
+        state, now = None, ""
+    allowed = {bound} if bound else set()
+    for before, after in rt.transitions:
+        if before in allowed:
+            allowed.add(after)
+    if now and now in allowed:
+        return now
+    approved = ws.load_state(f"fp-{bound}") if bound else None
+    changes: list[str] = []
+    if approved is not None and state is not None:
+        changes = [str(c) for c in ws.list_changes(approved, state)[0]]
+    if state is not None:
+        ws.remember_state(state)
+    store.mark_status(rt.thread_id, call_id, "pending")
+    store.audit(rt.thread_id, CHANGED_EVENT, call_id=call_id, tool=tool, actor="devagent",
+                detail={"approved": bound, "now": now, "changes": changes[:50], "count": len(changes),
+                        "note": "not run: the workspace is not in the state the approval was given on; asked again"})
+    rt.halted_at = time.monotonic()
+    raise WorkspaceChanged(f"the workspace changed after call {call_id} was approved; it did not run")
+
+
+def record_command_state(rt: ToolRuntime, start: str) -> None:
+    """The state after a command: what the next screen's "files changed" list is compared with,
+    and a state the other approved calls of the turn may start from."""
+    try:
+        state = rt.workspace.state()
+        rt.workspace.save_state(state, LAST_COMMAND)
+        rt.transitions.append((start, state.fingerprint))
+    except (OSError, DevagentError):
+        # The next screen then says that what changed is unknown, rather than list too little.
+        (rt.workspace.root / "states" / LAST_COMMAND).unlink(missing_ok=True)
+
+
 __all__ = ["ToolRuntime", "build_tools", "execute_command", "changes_since_last_command", "WorkspaceChanged",
            "record_seen", "workspace_notice", "verify_workspace_unchanged", "confirmation_words", "same_words"]
