@@ -221,6 +221,13 @@ def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -
         if name in SECRET_ENV_NAMES:
             raise ConfigError(f"{settings['sandbox.env'].source}: sandbox.env may not pass {name} into the "
                               "sandbox: it is devagent's own secret")
+    for path in settings["sandbox.ca_certificates"].value:
+        where = settings["sandbox.ca_certificates"].source
+        full = Path(path).expanduser()
+        if not full.is_absolute():
+            raise ConfigError(f"{where}: sandbox.ca_certificates needs absolute paths (got {path!r})")
+        if not full.is_file():
+            raise ConfigError(f"{where}: sandbox.ca_certificates: {full} is not a readable file")
     return EffectiveConfig(settings)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -477,8 +478,12 @@ class ThreadRunner:
         if not ws.git_dir.is_dir():
             raise StateCorrupted(f"the checkout of thread {thread_id} is missing ({ws.root}); discard the thread")
         settings = thread.settings
+        sandbox = settings.get("sandbox") or {}
+        # `sandbox.env` names variables; their values are the host's at each turn (absent: not passed).
+        passed = tuple((name, os.environ[name]) for name in sandbox.get("env") or () if name in os.environ)
         spec = ContainerSpec(thread_id, ws.work_dir, ws.git_dir, network=bool(settings.get("network")),
-                             limits=thread_limits(settings))
+                             limits=thread_limits(settings), env=passed,
+                             ca_certificates=tuple(sandbox.get("ca_certificates") or ()), proxy=sandbox.get("proxy"))
         container = ThreadContainer(self.docker(), spec)
         runtime = ToolRuntime(thread_id=thread_id, store=self.store, workspace=ws, container=container,
                               network=spec.network, sandbox_owner=sandbox_user(),

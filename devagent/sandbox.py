@@ -48,6 +48,9 @@ ROOT_CAPABILITIES = ["KILL", "SETGID", "SETUID"]
 HOST_TIMEOUT_GRACE_S = 10.0
 # Only these reach the container: never the host environment (API keys live there).
 CONTAINER_ENV = {"HOME": "/home/agent", "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat"}
+# The system CAs of the image plus the user's extra ones (`sandbox.ca_certificates`), root-owned.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CA_BUNDLE = "/etc/ssl/devagent-ca-bundle.crt"
 
 Progress = Callable[[str], None]
 
@@ -268,10 +271,27 @@ class ContainerSpec:
     # A per-thread internal network (database sidecar) used when the thread has no outside network.
     internal_network: str | None = None
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    # From the config (`sandbox.env`, `sandbox.ca_certificates`, `sandbox.proxy`): variables passed
+    # in by name, extra CA certificates (host files) trusted inside, a proxy for --network threads.
+    env: tuple[tuple[str, str], ...] = ()
+    ca_certificates: tuple[str, ...] = ()
+    proxy: str | None = None
 
     @property
     def name(self) -> str:
         return f"devagent-{self.thread_id}"
+
+    def environment(self) -> dict[str, str]:
+        """What every process in the container sees: devagent's few variables, never the host's."""
+        env = {**dict(self.env), **CONTAINER_ENV}
+        if self.ca_certificates:
+            # Every common TLS stack reads one of these; each points at the system CAs + the extra ones.
+            env.update({name: CA_BUNDLE for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                                                     "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO")})
+        if self.proxy and self.network:
+            env.update({"HTTP_PROXY": self.proxy, "HTTPS_PROXY": self.proxy, "http_proxy": self.proxy,
+                        "https_proxy": self.proxy, "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
+        return env
 
 
 class ThreadContainer:
@@ -319,7 +339,7 @@ class ThreadContainer:
                 # sandbox user's, so commands can neither trace, write nor signal it.
                 user=ROOT,
                 working_dir=WORKDIR,
-                environment=CONTAINER_ENV,
+                environment=s.environment(),
                 hostname="devagent",
                 mounts=[
                     Mount(WORKDIR, str(s.workspace_dir), type="bind"),
@@ -342,6 +362,34 @@ class ThreadContainer:
             )
         except docker.errors.APIError as exc:
             raise DevagentError(f"cannot create the sandbox container: {exc.explanation or exc}") from None
+        if s.ca_certificates:
+            self._install_ca_bundle()
+
+    def _install_ca_bundle(self) -> None:
+        """Write the image's CAs + the user's extra certificates into the new container (as root,
+        through the engine: the sandbox user cannot change it)."""
+        extra = []
+        for path in self.spec.ca_certificates:
+            try:
+                data = Path(path).expanduser().read_bytes()
+            except OSError as exc:
+                self.remove()
+                raise DevagentError(f"sandbox.ca_certificates: cannot read {path}: {exc.strerror or exc}") from None
+            if b"-----BEGIN CERTIFICATE-----" not in data:
+                self.remove()
+                raise DevagentError(f"sandbox.ca_certificates: {path} holds no PEM certificate")
+            extra.append(data.rstrip(b"\n") + b"\n")
+        stream, _ = self.api.get_archive(self.spec.name, SYSTEM_CA_BUNDLE)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            system = tar.extractfile(member).read() if member is not None and member.isfile() else b""
+        bundle = system.rstrip(b"\n") + b"\n" + b"".join(extra)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(Path(CA_BUNDLE).name)
+            info.size, info.mode, info.uid, info.gid = len(bundle), 0o644, 0, 0
+            tar.addfile(info, io.BytesIO(bundle))
+        self.api.put_archive(self.spec.name, str(Path(CA_BUNDLE).parent), buf.getvalue())
 
     def stop(self) -> None:
         import docker
@@ -406,7 +454,7 @@ class ThreadContainer:
             stdin=stdin is not None,
             user=ROOT,
             workdir=workdir,
-            environment=CONTAINER_ENV,
+            environment=self.spec.environment(),
         )["Id"]
         cap = OutputCap(lim.output_head, lim.output_tail)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
