@@ -335,7 +335,7 @@ def _check_confirmation(req: Any, typed: tuple[str, ...]) -> None:
     """--confirm must name exactly what the call destroys; otherwise nothing is approved."""
     from devagent.display import render_exact
     from devagent.runner import required_confirmation
-    from devagent.tools import same_words
+    from devagent.execution import same_words
 
     required = required_confirmation(req)
     if not required:

@@ -71,7 +71,7 @@ def required_confirmation(request: ApprovalRequest) -> tuple[str, ...]:
     """The names a human must type to approve this call: one per object its SQL destroys."""
     if request.tool != "run_migration":
         return ()
-    from devagent.tools import confirmation_words
+    from devagent.execution import confirmation_words
 
     return confirmation_words(request.sql or "", request.sql_dialect)
 
@@ -328,7 +328,7 @@ class ThreadRunner:
         """Record a human decision on a call. Approving SQL that destroys data counts only with the
         typed names of exactly what it destroys (and is never remembered as "always"); without
         them nothing is recorded and None is returned."""
-        from devagent.tools import same_words
+        from devagent.execution import same_words
 
         if not decision.approved:
             return self.store.decide(request.thread_id, request.call_id, "rejected", actor=actor,
@@ -505,7 +505,7 @@ class ThreadRunner:
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
     def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
-        from devagent.tools import changes_since_last_command, record_seen, workspace_notice
+        from devagent.execution import changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
         report = changes_since_last_command(ws)
@@ -525,7 +525,7 @@ class ThreadRunner:
 
     def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
         """The state of the workspace when calls are proposed: what a rule's approval binds."""
-        from devagent.tools import current_fingerprint, record_seen
+        from devagent.execution import current_fingerprint, record_seen
 
         fingerprint = current_fingerprint(self.workspace(thread_id))
         for call_id in call_ids:

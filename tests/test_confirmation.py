@@ -161,7 +161,7 @@ def test_an_always_rule_never_applies_destructive_sql(cli: Any, llm: Any, home: 
 
 def _several_words() -> bool:
     """Whether the analysis asks for one name per destroyed object (else: the first one)."""
-    from devagent.tools import confirmation_words
+    from devagent.execution import confirmation_words
 
     return len(confirmation_words("TRUNCATE users; DROP TABLE IF EXISTS sessions;", "postgres")) == 2
 

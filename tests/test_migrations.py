@@ -25,7 +25,7 @@ from devagent.config import THREAD_LABEL
 from devagent.migrations import Database, mask_url
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.store import Store
-from devagent.tools import confirmation_words
+from devagent.execution import confirmation_words
 from devagent.ui import approval_panel
 
 from agent_helpers import ScriptedApprover, tool_outputs

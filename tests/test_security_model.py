@@ -24,7 +24,8 @@ from devagent.errors import ApprovalMismatch
 from devagent.runner import Decision, TaskOptions, ThreadRunner
 from devagent.sandbox import ContainerSpec, ThreadContainer
 from devagent.store import Store, sha256_text
-from devagent.tools import ToolRuntime, build_tools, current_fingerprint, record_seen
+from devagent.execution import ToolRuntime, current_fingerprint, record_seen
+from devagent.tools import build_tools
 from devagent.ui import approval_panel
 
 from agent_helpers import ScriptedApprover, run_new_thread, tool_outputs
