@@ -65,6 +65,35 @@ def _store() -> Any:
     return Store(devagent_home())
 
 
+def _thread_id(store: Any, given: str | None, *, required: bool = False) -> str:
+    """The thread meant: `given` as an id or a unique prefix of one; else (where allowed) the most
+    recent thread of the repository you are in, which is named on stderr."""
+    if given:
+        return store.find_thread(given).id
+    from devagent.errors import UsageError
+
+    if required:
+        raise UsageError("name the thread: its id, or a unique prefix of it (see `devagent threads`)")
+    here = _current_repo()
+    mine = [t for t in store.threads() if here is not None and Path(t.repo) == here]
+    if not mine:
+        raise UsageError("no thread of this repository to pick; name one (see `devagent threads --all`)")
+    print(f"thread {mine[0].id} (the most recent of {here})", file=sys.stderr)
+    return mine[0].id
+
+
+def _current_repo() -> Path | None:
+    """The top of the git work tree you are in (plain git, nothing of yours runs)."""
+    import subprocess
+
+    found = subprocess.run(["git", "-c", "core.fsmonitor=false", "rev-parse", "--show-toplevel"],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return Path(found.stdout.strip()).resolve() if found.returncode == 0 and found.stdout.strip() else None
+
+
+OPTIONAL_ID = "The thread's id or a unique prefix (default: the most recent thread of this repository)."
+
+
 def _interactive(no_input: bool) -> bool:
     return not no_input and sys.stdin.isatty()
 
@@ -177,7 +206,8 @@ def usage_line(usage: dict[str, int]) -> str:
 @app.command()
 def task(
     text: str = typer.Argument(..., help="What you want done."),
-    thread: Optional[str] = typer.Option(None, "--thread", help="Continue this thread instead of starting one."),
+    thread: Optional[str] = typer.Option(None, "--thread", metavar="ID",
+                                         help="Continue this thread (its id or a unique prefix) instead of starting one."),
     repo: Path = typer.Option(Path("."), "--repo", help="The git repository to work on (new threads)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (default: $DEVAGENT_MODEL or gpt-4.1)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (Chat Completions)."),
@@ -213,6 +243,7 @@ def task(
         thread = created.id
         _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
     else:
+        thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_steps)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
@@ -221,7 +252,7 @@ def task(
 
 @app.command()
 def resume(
-    thread_id: str = typer.Argument(..., metavar="ID"),
+    thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: stop again at an undecided approval."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
     model: Optional[str] = typer.Option(None, "--model", help="Continue with this model (default: the thread's)."),
@@ -232,6 +263,7 @@ def resume(
              "the conversation are kept and the thread takes a new task."),
 ) -> None:
     """Resume a paused thread with the decisions recorded so far."""
+    thread_id = _thread_id(_store(), thread_id)
     runner = _runner(_interactive(no_input), as_json)
     if abandon_turn:
         import asyncio
@@ -259,7 +291,7 @@ def pending(
 
     store = _store()
     runner = ThreadRunner(store)
-    thread_ids = [thread_id] if thread_id else [t.id for t in store.threads()]
+    thread_ids = [_thread_id(store, thread_id)] if thread_id else [t.id for t in store.threads()]
     requests = [req for tid in thread_ids for req in runner.pending_requests(tid)]
     if as_json:
         _emit_json([r.to_json() for r in requests])
@@ -291,7 +323,7 @@ def approve(
     from devagent.runner import Decision, ThreadRunner, required_confirmation
 
     store = _store()
-    store.thread(thread_id)
+    thread_id = _thread_id(store, thread_id, required=True)
     runner = ThreadRunner(store)
     typed = tuple(word.strip() for word in confirm or ())
     pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
@@ -356,7 +388,7 @@ def reject(
     from devagent.display import render_exact
 
     store = _store()
-    store.thread(thread_id)
+    thread_id = _thread_id(store, thread_id, required=True)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
     print(f"rejected {render_exact(call_id)}; now run: devagent resume {thread_id}")
 
@@ -365,49 +397,77 @@ def reject(
 
 
 @app.command()
-def threads(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List threads: id, repo, branch, state, pending approvals, last activity."""
+def threads(
+    as_json: bool = typer.Option(False, "--json"),
+    all_: bool = typer.Option(False, "--all", help="Threads of every repository (default: the one you are in)."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="Threads of this repository."),
+    wide: bool = typer.Option(False, "--wide", help="Also the branch, the repository and token usage."),
+) -> None:
+    """List threads: id, state, pending approvals, task, last activity."""
     import time
 
     from devagent.store import ThreadLock
 
     store = _store()
+    here = None if all_ else (repo.resolve() if repo else _current_repo())
+    tasks, usage = store.last_tasks(), store.usage_totals()
     rows = []
     for t in store.threads():
+        if here is not None and Path(t.repo) != here:
+            continue
         state = t.state
-        if state == "running" and not ThreadLock(store.home, t.id).held():
+        alive = ThreadLock(store.home, t.id).held()
+        if state == "running" and not alive:
             state = "interrupted"  # its process died mid-turn: `devagent resume` continues it
         error = t.settings.get("last_error") if state == "failed" else None
+        # A call that was running when its process died is asked again at resume: it is pending.
+        waiting = store.approvals(t.id, "pending") + ([] if alive else store.approvals(t.id, "running"))
         rows.append({
             "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
-            "pending": len(store.approvals(t.id, "pending")),
+            "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": usage.get(t.id, {}),
             "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
         })
     if as_json:
         _emit_json(rows)
         return
     if not rows:
-        print("no threads yet: start one with devagent task \"...\"")
+        where = f" of {here}" if here is not None else ""
+        print(f"no threads{where} yet: start one with devagent task \"...\"" +
+              (" (devagent threads --all lists every repository's)" if here is not None else ""))
         return
     from rich.table import Table
 
     from devagent.display import render_exact
 
-    table = Table("id", "state", "pending", "branch", "repo", "last activity")
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
+                       ("task", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis"}),
+                       ("last activity", {"no_wrap": True})):
+        table.add_column(name, **opts)
+    if wide:
+        table.add_column("branch", no_wrap=True)
+        table.add_column("repo")
+        table.add_column("tokens in/out", justify="right", no_wrap=True)
     for r in rows:
         state = r["state"] if not r["error"] else f"{r['state']}: {render_exact(r['error'])[:60]}"
-        table.add_row(r["id"], state, str(r["pending"]), r["branch"], render_exact(r["repo"]), r["last_activity"])
+        task = render_exact((r["task"].splitlines() or [""])[0])
+        cells = [r["id"], state, str(r["pending"]), task, r["last_activity"][5:16]]
+        if wide:
+            u = r["usage"]
+            cells += [r["branch"], render_exact(r["repo"]),
+                      f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
+        table.add_row(*cells)
     _console().print(table)
 
 
 @app.command()
-def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json"),
+def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json"),
         no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Audit trail: every proposed, approved, rejected and executed call."""
     import time
 
     store = _store()
-    store.thread(thread_id)
+    thread_id = _thread_id(store, thread_id)
     entries = store.audit_log(thread_id)
     if as_json:
         _emit_json(entries)
@@ -436,13 +496,13 @@ def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = type
 
 
 @app.command()
-def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.Option(False, "--stat"),
+def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), stat: bool = typer.Option(False, "--stat"),
          no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Show what the thread's branch changes against where it started."""
     from devagent.runner import ThreadRunner
 
     store = _store()
-    store.thread(thread_id)
+    thread_id = _thread_id(store, thread_id)
     text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
     if sys.stdout.isatty():
         from rich.syntax import Syntax
@@ -458,24 +518,61 @@ def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.
 
 
 @app.command()
-def apply(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
-    """Merge the thread's branch into your current branch (refuses a dirty checkout)."""
+def apply(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
+    """Merge the thread's branch into your current branch (refuses a dirty checkout; on a conflict
+    the thread becomes the local branch devagent/ID for you to merge by hand)."""
     from devagent.runner import ThreadRunner
+    from devagent.workspace import AlreadyMerged
 
     store = _store()
-    head = ThreadRunner(store).apply(thread_id)
+    thread_id = _thread_id(store, thread_id)
+    try:
+        head = ThreadRunner(store).apply(thread_id)
+    except AlreadyMerged as exc:
+        print(f"already merged: {exc}")
+        return
     print(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
 
 
 @app.command()
-def discard(thread_id: str = typer.Argument(..., metavar="ID"),
-            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
-    """Delete a thread: its container, checkout, branch and records."""
+def checkout(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
+    """Bring the thread's branch into your repository as the local branch devagent/ID (no merge)."""
     from devagent.runner import ThreadRunner
 
     store = _store()
-    store.thread(thread_id)
-    if not yes and sys.stdin.isatty():
+    thread_id = _thread_id(store, thread_id)
+    commit = ThreadRunner(store).checkout(thread_id)
+    print(f"branch devagent/{thread_id} is in {store.thread(thread_id).repo} at {commit[:10]}; "
+          f"review or merge it with git (git merge devagent/{thread_id})")
+
+
+@app.command()
+def undo(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
+    """Undo the thread's last turn: its branch and files go back to before it; the model is told."""
+    import asyncio
+
+    from devagent.display import render_exact
+    from devagent.runner import ThreadRunner
+
+    store = _store()
+    thread_id = _thread_id(store, thread_id)
+    undone = asyncio.run(ThreadRunner(store).undo(thread_id))
+    print(f"undid the last turn of thread {thread_id}: {render_exact(undone)}")
+
+
+@app.command()
+def discard(thread_id: str = typer.Argument(..., metavar="ID", help="The thread's id or a unique prefix."),
+            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Delete a thread: its container, checkout, branch and records."""
+    from devagent.errors import UsageError
+    from devagent.runner import ThreadRunner
+
+    store = _store()
+    thread_id = _thread_id(store, thread_id, required=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"discard deletes thread {thread_id} and its work; without a terminal to ask, "
+                             "pass --yes to confirm")
         if not typer.confirm(f"delete thread {thread_id}, its container, checkout and branch?"):
             raise typer.Exit(EXIT_USAGE)
     ThreadRunner(store).discard(thread_id)
@@ -483,26 +580,28 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID"),
 
 
 @app.command()
-def shell(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
+def shell(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
     """Open a shell in the thread's container (no agent, no approvals: you are the user)."""
     import os
     import subprocess
 
     from devagent.runner import ThreadRunner
 
-    with ThreadRunner(_store()).user_container(thread_id) as container:
+    store = _store()
+    thread_id = _thread_id(store, thread_id)
+    with ThreadRunner(store).user_container(thread_id) as container:
         code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
                                 "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
     raise typer.Exit(code)
 
 
 @app.command()
-def migrations(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
+def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json")) -> None:
     """Migrations applied in the thread: sha256, statements, result."""
     import time
 
     store = _store()
-    store.thread(thread_id)
+    thread_id = _thread_id(store, thread_id)
     rows = store.migrations(thread_id)
     if as_json:
         _emit_json(rows)

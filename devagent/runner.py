@@ -286,8 +286,40 @@ class ThreadRunner:
             ws = self.workspace(thread_id)
             ws.commit_turn("devagent: uncommitted work")
             head = ws.apply_to(Path(thread.repo))
-        self.store.audit(thread_id, "applied", actor="user", detail={"repo": thread.repo, "commit": head})
+            self.store.audit(thread_id, "applied", actor="user", detail={"repo": thread.repo, "commit": head})
+            if self.store.run(thread_id) is None:
+                self.store.set_thread_state(thread_id, "merged")
         return head
+
+    def checkout(self, thread_id: str) -> str:
+        """Bring the thread's branch into the user's repository as a local branch (no merge)."""
+        thread = self.store.thread(thread_id)
+        with ThreadLock(self.home, thread_id):
+            ws = self.workspace(thread_id)
+            ws.commit_turn("devagent: uncommitted work")
+            commit = ws.checkout_to(Path(thread.repo))
+        self.store.audit(thread_id, "checked out", actor="user", detail={"repo": thread.repo, "commit": commit})
+        return commit
+
+    async def undo(self, thread_id: str) -> str:
+        """Reset the thread's branch to before its last turn and tell the model so. Returns the
+        subject of the turn undone. Refused while a run is in progress or paused."""
+        from agents import SQLiteSession
+
+        with ThreadLock(self.home, thread_id):
+            if self.store.run(thread_id) is not None:
+                raise DevagentError(f"thread {thread_id} has a run in progress or paused; finish it "
+                                    f"(devagent resume {thread_id}) or drop it (--abandon-turn) before undoing")
+            ws = self.workspace(thread_id)
+            ws.commit_turn("devagent: uncommitted work")
+            undone = ws.undo_last_turn()
+            session = SQLiteSession(thread_id, str(self.store.sessions_path))
+            await session.add_items([{"role": "user", "content":
+                                      f"(The user undid your last turn, \"{undone}\": its file changes are reverted; "
+                                      "the files are as they were before it.)"}])
+            self.store.audit(thread_id, "undone", actor="user", detail={"turn": undone})
+            self.store.set_thread_state(thread_id, "done")
+            return undone
 
     def discard(self, thread_id: str) -> None:
         """Delete the thread: containers, networks, volumes, checkout, branch, rows, conversation."""

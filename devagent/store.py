@@ -222,6 +222,36 @@ class Store:
             raise ThreadNotFound(f"no thread {thread_id!r} (see `devagent threads`)")
         return Thread(**{**dict(row), "settings": json.loads(row["settings"])})
 
+    def find_thread(self, given: str) -> Thread:
+        """The thread whose id is `given` or, failing that, starts with it (unique prefixes work)."""
+        row = self.db.execute("SELECT id FROM threads WHERE id=?", (given,)).fetchone()
+        if row is not None:
+            return self.thread(row["id"])
+        escaped = given.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        ids = [r["id"] for r in self.db.execute(
+            "SELECT id FROM threads WHERE id LIKE ? ESCAPE '\\' ORDER BY updated_at DESC", (escaped + "%",))]
+        if len(ids) > 1:
+            raise ThreadNotFound(f"{given!r} matches {len(ids)} threads ({', '.join(ids[:5])}); give more of the id")
+        if not ids:
+            raise ThreadNotFound(f"no thread {given!r} (see `devagent threads`)")
+        return self.thread(ids[0])
+
+    def last_tasks(self) -> dict[str, str]:
+        """Each thread's latest task text (one query, for `threads`)."""
+        rows = self.db.execute("SELECT thread_id, detail FROM audit WHERE id IN "
+                               "(SELECT MAX(id) FROM audit WHERE event='task' GROUP BY thread_id)")
+        return {r["thread_id"]: (json.loads(r["detail"] or "{}").get("task") or "") for r in rows}
+
+    def usage_totals(self) -> dict[str, dict[str, int]]:
+        """Token usage per thread, added up over its model requests."""
+        totals: dict[str, dict[str, int]] = {}
+        for r in self.db.execute("SELECT thread_id, detail FROM audit WHERE event='usage'"):
+            total = totals.setdefault(r["thread_id"], {})
+            for key, value in json.loads(r["detail"] or "{}").items():
+                if isinstance(value, int):
+                    total[key] = total.get(key, 0) + value
+        return totals
+
     def threads(self) -> list[Thread]:
         rows = self.db.execute("SELECT id FROM threads ORDER BY updated_at DESC").fetchall()
         return [self.thread(r["id"]) for r in rows]

@@ -23,6 +23,7 @@ import stat
 import subprocess
 import threading
 import time
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,10 @@ GIT_TIMEOUT_S = 600.0
 
 # Names host-side git opens and reads inside the work tree (at any depth).
 GIT_READS = frozenset({".gitignore", ".gitattributes", ".gitmodules", ".mailmap"})
+
+
+class AlreadyMerged(DevagentError):
+    """`apply` of a thread whose branch is already in the user's branch: nothing to do."""
 
 
 class GitError(DevagentError):
@@ -405,21 +410,59 @@ class ThreadWorkspace:
                 f"{target_repo} has uncommitted changes ({len(dirty.splitlines())} file(s)); "
                 "commit or stash them, then run apply again"
             )
-        # The thread's repository is owned by the sandbox uid; the upload-pack git spawns for a
-        # local fetch does not inherit -c options, so it gets safe.directory explicitly.
-        run("fetch", "--quiet", "--no-tags", "--upload-pack=git -c safe.directory=* upload-pack",
-            str(self.git_dir), f"refs/heads/{self.branch}")
+        self._fetch_into(target_repo, run)
+        head = run("rev-parse", "FETCH_HEAD").strip()
+        if self._is_ancestor(run, head):
+            raise AlreadyMerged(f"{self.branch} is already merged into {target_repo}; nothing changed")
         try:
             run("merge", "--no-ff", "--no-edit", "--no-verify", "-m",
                 f"Merge devagent thread {self.thread_id}", "FETCH_HEAD")
         except GitError:
             conflicts = run("diff", "--name-only", "--diff-filter=U", check=False).split()
             run("merge", "--abort", check=False)
+            self.checkout_to(target_repo)
             raise GitError(
                 f"merging {self.branch} conflicts with your branch in {', '.join(conflicts) or 'some files'}; "
-                "nothing was changed. Resolve by continuing the thread, or merge by hand"
+                f"your branch is unchanged. The thread is now the local branch {self.branch}: "
+                f"merge it by hand with `git merge {self.branch}`"
             ) from None
         return run("rev-parse", "HEAD").strip()
+
+    def checkout_to(self, target_repo: Path) -> str:
+        """Bring the thread's branch into the user's repository as the local branch
+        `devagent/<id>` (updated if it exists), without touching their checkout. Returns its commit."""
+        run = lambda *a, check=True: safe_git(*a, cwd=target_repo, check=check)  # noqa: E731
+        self.check_metadata()
+        if run("symbolic-ref", "--quiet", "HEAD", check=False).strip() == f"refs/heads/{self.branch}":
+            raise GitError(f"{self.branch} is checked out in {target_repo}; switch to another branch first")
+        self._fetch_into(target_repo, run, f"+refs/heads/{self.branch}:refs/heads/{self.branch}")
+        return run("rev-parse", f"refs/heads/{self.branch}").strip()
+
+    def _fetch_into(self, target_repo: Path, run: Any, refspec: str | None = None) -> None:
+        # The thread's repository is owned by the sandbox uid; the upload-pack git spawns for a
+        # local fetch does not inherit -c options, so it gets safe.directory explicitly.
+        run("fetch", "--quiet", "--no-tags", "--upload-pack=git -c safe.directory=* upload-pack",
+            str(self.git_dir), refspec or f"refs/heads/{self.branch}")
+
+    @staticmethod
+    def _is_ancestor(run: Any, commit: str) -> bool:
+        try:
+            run("merge-base", "--is-ancestor", commit, "HEAD")
+            return True
+        except GitError:
+            return False
+
+    def undo_last_turn(self) -> str:
+        """Reset the thread's branch and checkout to before its last commit (one turn). Returns the
+        subject of the commit undone. Ignored files (environments, caches) are left as they are."""
+        self.check_metadata()
+        head = self.git("rev-parse", "HEAD").strip()
+        if head == self.base_commit:
+            raise GitError("the thread has no turn to undo: its branch is where it started")
+        subject = self.git("log", "-1", "--format=%s", head).strip()
+        self.git("reset", "--quiet", "--hard", f"{head}~1")
+        self.git("clean", "--quiet", "-d", "--force")  # files the undone turn added (not ignored ones)
+        return subject
 
 
 def _beyond_symlink(path: str, state: WorkspaceState) -> bool:

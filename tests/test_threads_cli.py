@@ -1,0 +1,108 @@
+"""Threads as a user handles them: short ids, the current repository's latest thread by default,
+merge and checkout into the user's repository, undo, and a discard that never happens unasked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+from llm_stub import tool_call
+
+pytestmark = pytest.mark.usefixtures("sandbox_image")
+
+
+def turn(cli, llm, task: str, *calls: dict, thread: str | None = None) -> str:
+    llm.script(*[{"tool_calls": [c]} for c in calls], {"content": f"{task}: done"})
+    args = ["--thread", thread] if thread else ["--base-url", llm.url, "--model", "stub"]
+    result = cli("task", task, *args, "--no-input", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["thread"]
+
+
+def write(path: str, content: str, call_id: str) -> dict:
+    return tool_call("write_file", {"path": path, "content": content}, call_id)
+
+
+def test_a_unique_prefix_or_nothing_names_the_thread(cli, llm, repo: Path) -> None:
+    thread = turn(cli, llm, "first", write("a.txt", "a\n", "w1"))
+    assert "a.txt" in cli("diff", thread[:3]).stdout
+    latest = cli("diff")
+    assert "a.txt" in latest.stdout
+    assert f"thread {thread} (the most recent of {repo})" in latest.stderr
+    assert cli("log", "zzzz").returncode == 1
+
+
+def test_discard_without_a_terminal_needs_yes(cli, llm) -> None:
+    thread = turn(cli, llm, "first", write("a.txt", "a\n", "w1"))
+    refused = cli("discard", thread)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert [t["id"] for t in json.loads(cli("threads", "--json").stdout)] == [thread]
+    assert cli("discard", thread, "--yes").returncode == 0
+    assert json.loads(cli("threads", "--json").stdout) == []
+
+
+def test_a_conflicting_apply_leaves_a_local_branch_and_a_second_apply_changes_nothing(cli, llm, repo: Path) -> None:
+    thread = turn(cli, llm, "edit readme", write("README.md", "# from the thread\n", "w1"))
+    (repo / "README.md").write_text("# from the user\n")
+    git(repo, "commit", "-qam", "user edit")
+    mine = git(repo, "rev-parse", "HEAD").strip()
+
+    conflict = cli("apply", thread)
+    assert conflict.returncode == 1
+    assert f"git merge devagent/{thread}" in conflict.stderr
+    assert git(repo, "rev-parse", "HEAD").strip() == mine and git(repo, "status", "--porcelain") == ""
+    assert "from the thread" in git(repo, "show", f"devagent/{thread}:README.md")
+
+    # Resolved by hand: the thread's work is in, and devagent sees that.
+    git(repo, "merge", "-q", "-X", "theirs", f"devagent/{thread}", "-m", "merged by hand")
+    again = cli("apply", thread)
+    assert again.returncode == 0 and "already merged" in again.stdout
+    assert git(repo, "rev-parse", "HEAD").strip() == git(repo, "rev-parse", "HEAD").strip()
+
+
+def test_apply_then_apply_again_says_already_merged(cli, llm, repo: Path) -> None:
+    thread = turn(cli, llm, "add notes", write("notes.txt", "n\n", "w1"))
+    assert cli("apply", thread).returncode == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    again = cli("apply", thread)
+    assert again.returncode == 0 and "already merged" in again.stdout
+    assert git(repo, "rev-parse", "HEAD").strip() == head
+    assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "merged"
+
+
+def test_checkout_brings_the_branch_without_merging(cli, llm, repo: Path) -> None:
+    thread = turn(cli, llm, "add notes", write("notes.txt", "n\n", "w1"))
+    head = git(repo, "rev-parse", "HEAD").strip()
+    out = cli("checkout", thread)
+    assert out.returncode == 0, out.stderr
+    assert git(repo, "rev-parse", "HEAD").strip() == head
+    assert git(repo, "show", f"devagent/{thread}:notes.txt") == "n\n"
+
+
+def test_undo_resets_the_last_turn_and_tells_the_model(cli, llm, home: Path) -> None:
+    thread = turn(cli, llm, "first", write("one.txt", "1\n", "w1"))
+    turn(cli, llm, "second", write("two.txt", "2\n", "w2"), thread=thread)
+    work = home / "threads" / thread / "workspace"
+    assert (work / "two.txt").exists()
+
+    out = cli("undo", thread)
+    assert out.returncode == 0, out.stderr
+    assert "second" in out.stdout
+    assert not (work / "two.txt").exists() and (work / "one.txt").read_text() == "1\n"
+    assert any(e["event"] == "undone" for e in json.loads(cli("log", thread, "--json").stdout))
+
+    turn(cli, llm, "third", thread=thread)
+    told = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert any("undid your last turn" in m and "second" in m for m in told)
+
+
+def test_undo_is_refused_while_a_run_is_paused(cli, llm) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
+    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert paused.returncode == 3
+    thread = json.loads(paused.stdout)["thread"]
+    refused = cli("undo", thread)
+    assert refused.returncode == 1 and "paused" in refused.stderr
