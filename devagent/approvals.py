@@ -46,6 +46,8 @@ class ApprovalRequest:
     changed_files: list[str] = field(default_factory=list)
     migration_runner: MigrationRunner | None = None
     error: str | None = None  # arguments that cannot run (malformed JSON, missing field)
+    batch_index: int = 1  # "1 of 3" when the model proposed several calls at once
+    batch_size: int = 1
 
     @property
     def payload(self) -> str:

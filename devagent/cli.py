@@ -40,10 +40,18 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+def _screen(stderr: bool = False) -> Any:
+    """Where output goes: every string is escaped on the way (see devagent.term)."""
+    from devagent.term import Screen
 
-    return Console(stderr=stderr, highlight=False)
+    return Screen(stderr=stderr)
+
+
+def _say(*parts: Any, stderr: bool = False, style: str = "") -> None:
+    """One message line; every part (a string, or a (string, style) pair) is escaped."""
+    from devagent.term import shown
+
+    _screen(stderr).print(shown(*parts, style=style))
 
 
 def _store() -> Any:
@@ -58,16 +66,28 @@ def _interactive(no_input: bool) -> bool:
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from devagent.term import emit_json
+
+    emit_json(data)
 
 
 def _runner(interactive: bool, as_json: bool) -> Any:
     from devagent.runner import NoApprover, ThreadRunner
     from devagent.ui import ConsoleEvents, TerminalApprover
 
-    progress = _console(stderr=as_json)
+    progress = _screen(stderr=as_json)
     approver = TerminalApprover(progress) if interactive else NoApprover()
-    return ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    runner = ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    if interactive:
+        approver.diff = lambda request: _diff_since_last_command(runner, request.thread_id)
+    return runner
+
+
+def _diff_since_last_command(runner: Any, thread_id: str) -> str:
+    """The diff behind "files changed since the last command" (the approval screen's `d`)."""
+    ws = runner.workspace(thread_id)
+    last = runner.store.exec_tree(thread_id) or ws.git("rev-parse", f"{ws.base_commit}^{{tree}}").strip()
+    return ws.git("diff", "--no-ext-diff", "--no-textconv", "--no-renames", last, ws.snapshot())
 
 
 def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
@@ -94,7 +114,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
             loop.run_until_complete(asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30))
         except BaseException:
             pass
-        print(f"\ninterrupted; nothing is lost: continue with `devagent resume {thread_id}`", file=sys.stderr)
+        _say("\ninterrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         loop.close()
@@ -102,9 +122,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
 
 def _report(outcome: Any, as_json: bool) -> None:
     """Print how the turn ended; exit 3 when it is paused for approval."""
-    from rich.text import Text
-
-    from devagent.display import render_exact
+    from devagent.term import shown
 
     if as_json:
         _emit_json({
@@ -115,24 +133,24 @@ def _report(outcome: Any, as_json: bool) -> None:
             "pending": [p.to_json() for p in outcome.pending],
         })
     else:
-        console = _console()
+        screen = _screen()
         if outcome.status == "paused":
-            from devagent.ui import approval_panel
+            from devagent.ui import pending_screens
 
-            for req in outcome.pending:
-                console.print(approval_panel(req))
-            console.print(
+            screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
+            screen.print(shown(
                 f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.\n"
                 f"  devagent approve {outcome.thread_id} --all   (or: devagent reject {outcome.thread_id} CALL_ID --reason ...)\n"
                 f"  devagent resume {outcome.thread_id}"
-            )
+            ))
         else:
             summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
-            console.print(Text(summary, style="bold green"))
+            screen.print(shown(summary, style="bold green"))
             if outcome.diffstat:
-                console.print(Text(render_exact(outcome.diffstat), style="dim"))
-            console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
+                screen.print(shown(outcome.diffstat, style="dim"))
+            screen.print(shown(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}",
+                               style="dim"))
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
 
@@ -162,7 +180,7 @@ def task(
                               max_turns=max_turns or 50)
         created = runner.create_thread(repo, options)
         thread = created.id
-        _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
+        _say(f"thread {thread} on branch devagent/{thread}", stderr=True, style="bold")
     else:
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_turns)
@@ -198,13 +216,12 @@ def pending(
         _emit_json([r.to_json() for r in requests])
         return
     if not requests:
-        print("no pending approvals")
+        _say("no pending approvals")
         return
-    from devagent.ui import approval_panel
+    from devagent.ui import pending_screens
 
-    console = _console()
-    for req in requests:
-        console.print(approval_panel(req))
+    screen = _screen()
+    screen.print(*pending_screens(requests, expand=screen.wraps))
 
 
 @app.command()
@@ -223,8 +240,8 @@ def approve(
         raise DevagentError("name the calls to approve, or pass --all" if pending_ids else f"thread {thread_id} has no pending approvals")
     for call_id in targets:
         store.decide(thread_id, call_id, "approved", actor="user", always=always)
-        print(f"approved {call_id}")
-    print(f"now run: devagent resume {thread_id}")
+        _say(f"approved {call_id}")
+    _say(f"now run: devagent resume {thread_id}")
 
 
 @app.command()
@@ -237,7 +254,7 @@ def reject(
     store = _store()
     store.thread(thread_id)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
-    print(f"rejected {call_id}; now run: devagent resume {thread_id}")
+    _say(f"rejected {call_id}; now run: devagent resume {thread_id}")
 
 
 # ---------------------------------------------------------------------------- review
@@ -265,14 +282,16 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
         _emit_json(rows)
         return
     if not rows:
-        print("no threads yet: start one with devagent task \"...\"")
+        _say("no threads yet: start one with devagent task \"...\"")
         return
     from rich.table import Table
 
-    table = Table("id", "state", "pending", "branch", "repo", "last activity")
+    from devagent.term import shown
+
+    table = Table(*(shown(h) for h in ("id", "state", "pending", "branch", "repo", "last activity")))
     for r in rows:
-        table.add_row(r["id"], r["state"], str(r["pending"]), r["branch"], r["repo"], r["last_activity"])
-    _console().print(table)
+        table.add_row(*(shown(str(r[k]), inline=True) for k in ("id", "state", "pending", "branch", "repo", "last_activity")))
+    _screen().print(table)
 
 
 @app.command()
@@ -286,25 +305,23 @@ def log(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool = type
     if as_json:
         _emit_json(entries)
         return
-    from rich.text import Text
+    from devagent.term import shown
 
-    from devagent.display import render_exact
-
-    console = _console()
+    screen = _screen()
     for e in entries:
         detail = e["detail"]
         text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
         if not text and detail:
             # The output the model read is in `log --json`; one line per event here.
             text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
-        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ")
-        line.append(f"{e['event']:<14}", style="bold")
+        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ",
+                     (f"{e['event']:<14}", "bold"), inline=True)
         for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
                              ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
             if value is not None and value != "":
-                line.append(f"{label}={value}  ", style="dim")
-        line.append(render_exact(str(text)))
-        console.print(line, soft_wrap=True)
+                line.append_text(shown((f"{label}={value}  ", "dim"), inline=True))
+        line.append_text(shown(str(text), inline=True, limit=4096))
+        screen.print(line)
 
 
 @app.command()
@@ -316,13 +333,13 @@ def diff(thread_id: str = typer.Argument(..., metavar="ID"), stat: bool = typer.
     store.thread(thread_id)
     text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
     if sys.stdout.isatty():
-        from rich.syntax import Syntax
+        from devagent.ui import diff_text
 
-        from devagent.display import render_exact
-
-        _console().print(Syntax(render_exact(text), "diff", theme="ansi_dark"))
+        _screen().print(diff_text(text, limit=len(text) * 40 + 1))
     else:
-        sys.stdout.write(text)
+        from devagent.term import emit_raw
+
+        emit_raw(text)  # a patch for a file or a pipe, byte for byte
 
 
 @app.command()
@@ -332,7 +349,7 @@ def apply(thread_id: str = typer.Argument(..., metavar="ID")) -> None:
 
     store = _store()
     head = ThreadRunner(store).apply(thread_id)
-    print(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
+    _say(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
 
 
 @app.command()
@@ -344,10 +361,13 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID"),
     store = _store()
     store.thread(thread_id)
     if not yes and sys.stdin.isatty():
-        if not typer.confirm(f"delete thread {thread_id}, its container, checkout and branch?"):
+        from devagent.term import shown
+
+        answer = _screen().ask(shown(f"delete thread {thread_id}, its container, checkout and branch? [y/N] "))
+        if answer.strip().lower() not in ("y", "yes"):
             raise typer.Exit(EXIT_USAGE)
     ThreadRunner(store).discard(thread_id)
-    print(f"discarded thread {thread_id}")
+    _say(f"discarded thread {thread_id}")
 
 
 @app.command()
@@ -376,20 +396,17 @@ def migrations(thread_id: str = typer.Argument(..., metavar="ID"), as_json: bool
         _emit_json(rows)
         return
     if not rows:
-        print("no migrations in this thread")
+        _say("no migrations in this thread")
         return
-    from rich.text import Text
+    from devagent.term import shown
 
-    from devagent.display import render_exact
-
-    console = _console()
+    screen = _screen()
     for r in rows:
-        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ")
-        line.append(f"{r['result']:<8}", style="bold green" if r["result"] == "applied" else "bold red")
-        line.append(f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
-                    style="dim")
-        line.append(render_exact(f"{r['database']}  {r['detail'] or ''}"))
-        console.print(line, soft_wrap=True)
+        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ",
+                     (f"{r['result']:<8}", "bold green" if r["result"] == "applied" else "bold red"),
+                     (f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
+                      "dim"), f"{r['database']}  {r['detail'] or ''}", inline=True, limit=4096)
+        screen.print(line)
 
 
 # ---------------------------------------------------------------------------- sandbox
@@ -400,14 +417,14 @@ def sandbox_build(force: bool = typer.Option(False, "--force", help="Rebuild eve
     """Build the sandbox image (from Debian packages; no container registry needed)."""
     from devagent.sandbox import build_images, connect
 
-    console = _console(stderr=True)
-    with console.status("building the sandbox image") as status:
-        def progress(line: str) -> None:
-            from rich.text import Text
+    from devagent.term import shown
 
-            status.update(Text(line[:120]))
+    screen = _screen(stderr=True)
+    with screen.console.status(shown("building the sandbox image")) as status:
+        def progress(line: str) -> None:
+            status.update(shown(line, inline=True, limit=120))
             if line.startswith(("step", "built", "building", "base image", "sandbox image")):
-                console.print(Text(line))
+                screen.print(shown(line, inline=True))
 
         build_images(connect(), progress, force=force)
 
@@ -419,7 +436,7 @@ def sandbox_doctor() -> None:
 
     problems = 0
     for ok, line in diagnose():
-        print(("ok    " if ok else "FAIL  ") + line)
+        _say(("ok    " if ok else "FAIL  ") + line)
         problems += not ok
     if problems:
         raise typer.Exit(EXIT_ERROR)
@@ -441,18 +458,19 @@ def main() -> None:
         exc.show()
         code = EXIT_USAGE
     except (typer.Abort, KeyboardInterrupt):
-        print("\ninterrupted", file=sys.stderr)
+        _say("\ninterrupted", stderr=True)
         code = EXIT_INTERRUPTED
     except DevagentError as exc:
         if _debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # The message can quote the model (a path, a call id): escaped like everything else.
+        _say("error: ", str(exc), stderr=True)
         code = exc.exit_code
     except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
         if _debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        _say(f"error: {type(exc).__name__}: ", str(exc), " (run with --debug for the traceback)", stderr=True)
         code = EXIT_ERROR
     sys.exit(code or 0)

@@ -37,10 +37,11 @@ class TurnEvents(Protocol):
     """What the runner tells whoever is watching (the CLI renders it)."""
 
     def notice(self, text: str) -> None: ...
-    def tool_call(self, name: str, arguments: str) -> None: ...
-    def tool_result(self, name: str, output: str) -> None: ...
+    def tool_call(self, name: str, arguments: str, call_id: str = "") -> None: ...
+    def tool_result(self, name: str, output: str, call_id: str = "") -> None: ...
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
+    def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
 
 
 class Approver(Protocol):
@@ -53,6 +54,7 @@ class Decision:
     approved: bool
     reason: str | None = None
     always: bool = False
+    stop: bool = False  # reject, and end the turn once the calls already approved have run
 
 
 class NoApprover:
@@ -64,10 +66,11 @@ class NoApprover:
 
 class SilentEvents:
     def notice(self, text: str) -> None: ...
-    def tool_call(self, name: str, arguments: str) -> None: ...
-    def tool_result(self, name: str, output: str) -> None: ...
+    def tool_call(self, name: str, arguments: str, call_id: str = "") -> None: ...
+    def tool_result(self, name: str, output: str, call_id: str = "") -> None: ...
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
+    def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
 
 
 @dataclass
@@ -255,13 +258,20 @@ class ThreadRunner:
         """Ask for decisions; run again if any was made, else return the paused outcome."""
         tid = turn.thread.id
         self._apply_rules(turn.thread)
-        for approval in self.store.approvals(tid, "pending"):
-            decision = self.approver.decide(self._request(turn.thread, approval))
-            if decision is None:
-                break
-            self.store.decide(tid, approval.call_id, "approved" if decision.approved else "rejected",
-                              actor="user", reason=decision.reason, always=decision.always)
-            self._apply_rules(turn.thread)
+        batch = self.store.approvals(tid, "pending")
+        for index, approval in enumerate(batch, 1):
+            if not self._decided(tid, approval.call_id):
+                request = self._request(turn.thread, approval)
+                request.batch_index, request.batch_size = index, len(batch)
+                decision = self.approver.decide(request)
+                if decision is None:
+                    break
+                self.store.decide(tid, approval.call_id, "approved" if decision.approved else "rejected",
+                                  actor="user", reason=decision.reason, always=decision.always)
+                if decision.stop:
+                    self._stop_turn(turn, decision.reason)
+                    break
+                self._apply_rules(turn.thread)
         state = await self._restore(turn, blob)
         if not any(self._decided(tid, item.call_id) for item in state.get_interruptions()):
             pending = self.pending_requests(tid)
@@ -284,11 +294,13 @@ class ThreadRunner:
                 item = event.item
                 if event.name == "tool_called":
                     raw = item.raw_item
-                    self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "")
+                    self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "",
+                                          call_id=getattr(raw, "call_id", "") or "")
                 elif event.name == "tool_output":
                     raw = item.raw_item
                     name = raw.get("name", "") if isinstance(raw, dict) else getattr(raw, "name", "")
-                    self.events.tool_result(name or "tool", str(item.output))
+                    call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+                    self.events.tool_result(name or "tool", str(item.output), call_id=call_id or "")
                 elif event.name == "message_output_created":
                     self.events.assistant_message(ItemHelpers.text_message_output(item))
             return result
@@ -369,7 +381,18 @@ class ThreadRunner:
         for approval in self.store.approvals(thread.id, "pending"):
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
-                self.events.notice(f"approved by your 'always' rule: {approval.call_id}")
+                self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
+
+    def _stop_turn(self, turn: _Turn, reason: str | None) -> None:
+        """The user stopped the turn: every call still pending is rejected with the same reason,
+        and the run ends once the calls already approved have run, without asking the model again
+        (its work is committed as at any end of a turn)."""
+        from agents.agent import ToolsToFinalOutputResult
+
+        for approval in self.store.approvals(turn.thread.id, "pending"):
+            self.store.decide(turn.thread.id, approval.call_id, "rejected", actor="user", reason=reason)
+        turn.agent = turn.agent.clone(tool_use_behavior=lambda _ctx, _results: ToolsToFinalOutputResult(
+            is_final_output=True, final_output="(stopped by the user)"))
 
     def _decided(self, thread_id: str, call_id: str) -> bool:
         row = self.store.approval(thread_id, call_id)
