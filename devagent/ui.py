@@ -8,6 +8,7 @@ is compact: the exact payload in its box, one dim line of context, the keys; the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from rich.cells import cell_len, get_character_cell_size
@@ -207,9 +208,15 @@ def _count(n: int, word: str) -> str:
 
 
 def _sql_analysis(req: ApprovalRequest) -> Any:
+    return _analyze(req.sql or "", req.sql_dialect)
+
+
+@lru_cache(maxsize=4)
+def _analyze(sql: str, dialect: str) -> Any:
+    """One analysis per SQL text, however often the screen is drawn (it is costly for huge SQL)."""
     from devagent.sql_analysis import analyze_sql
 
-    return analyze_sql(req.sql or "", req.sql_dialect)
+    return analyze_sql(sql, dialect)
 
 
 def confirmation_word(req: ApprovalRequest) -> str | None:

@@ -356,16 +356,14 @@ def test_a_wrapped_long_line_never_looks_like_a_separate_line_of_the_command() -
     command = "ls\nrm -rf /workspace " + "x" * 300 + " && echo done"
     request = ApprovalRequest("t", "c1", "run_shell", "{}", "x", "pending", command=command, timeout_s=300)
     rows = screen(request, width=80).splitlines()
-    inner = [row.strip()[1:-1].strip()[1:-1] for row in rows]  # inside the outer and command panels
+    inner = [row[2:-2] for row in rows if row.startswith("│")]  # inside the command's box
     second = next(i for i, row in enumerate(inner) if "2 │ rm -rf" in row)
     gutter = inner[second].index("rm -rf")
     continuation = []
     for row in inner[second + 1:]:
-        if not row.strip() or "─" in row:  # end of the command panel
-            break
         continuation.append(row)
     assert continuation, "the long line must wrap at this width"
-    # Every wrapped piece sits under the text column, never where a line number would be.
-    assert all(row[:gutter].strip() == "" for row in continuation)
-    shown = "".join(r.strip() for r in [inner[second][gutter:], *continuation])
+    # Every wrapped piece is marked as a continuation where a line number would be.
+    assert all(row[:gutter].strip() == "↪" for row in continuation)
+    shown = "".join(r[gutter:].rstrip() for r in [inner[second], *continuation])
     assert shown.replace(" ", "") == command.split("\n")[1].replace(" ", "")
