@@ -140,7 +140,8 @@ def _report(outcome: Any, as_json: bool) -> None:
             screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
             screen.print(shown(
                 f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.\n"
-                f"  devagent approve {outcome.thread_id} --all   (or: devagent reject {outcome.thread_id} CALL_ID --reason ...)\n"
+                f"  devagent approve {outcome.thread_id} --all\n"
+                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"\n"
                 f"  devagent resume {outcome.thread_id}"
             ))
         else:
@@ -288,7 +289,9 @@ def threads(as_json: bool = typer.Option(False, "--json")) -> None:
 
     from devagent.term import shown
 
-    table = Table(*(shown(h) for h in ("id", "state", "pending", "branch", "repo", "last activity")))
+    table = Table()
+    for header in ("id", "state", "pending", "branch", "repo", "last activity"):
+        table.add_column(shown(header), no_wrap=header != "repo", overflow="fold")
     for r in rows:
         table.add_row(*(shown(str(r[k]), inline=True) for k in ("id", "state", "pending", "branch", "repo", "last_activity")))
     _screen().print(table)

@@ -175,7 +175,7 @@ class ConsoleEvents:
     def tool_result(self, name: str, output: str, call_id: str = "") -> None:
         first = output.split("\n", 1)[0] if output else ""
         label = self.labels.get(call_id) or name
-        self.screen.print(shown("  ⎿ ", (label, "bold"), inline=True, limit=LABEL_LIMIT)
+        self.screen.print(shown("  ⎿ ", (_short(label), "bold"), inline=True)
                           .append_text(shown(" → ", (first, "dim"), inline=True, limit=160)))
 
     def command_output(self, text: str) -> None:
@@ -344,13 +344,13 @@ def _details(req: ApprovalRequest) -> Table:
 
 
 def legend(keys: list[tuple[str, str]], width: int) -> Shown:
-    """"[y] approve  [n] reject ..." on one line: double spaces when they fit, else single."""
-    for gap in ("  ", " "):
+    """"[y] approve  [n] reject ..." on one line: the roomiest form that fits the width."""
+    for brackets, gap in (("[]", "  "), ("[]", " "), ("", "  "), ("", " ")):
         text = shown()
         for i, (key, what) in enumerate(keys):
             if i:
                 text.append(gap)
-            text.append_text(shown((f"[{key}]", "bold"), f" {what}"))
+            text.append_text(shown((f"{brackets[:1]}{key}{brackets[1:]}", "bold"), f" {what}"))
         text.append(" › ")
         if cell_len(text.plain) <= width:
             break
@@ -456,7 +456,8 @@ def diff_text(text: str, limit: int = 1024 * 1024) -> Shown:
 
 def pending_screens(requests: Iterable[ApprovalRequest], expand: bool) -> list[Any]:
     """The paused calls as `pending` and a paused run list them: the call id is in each title."""
-    return [approval_panel(r, title=f"{r.tool} · call {_short(r.call_id)}", expand=expand) for r in requests]
+    return [approval_panel(r, title=f"{r.tool} · thread {r.thread_id} · call {_short(r.call_id)}", expand=expand)
+            for r in requests]
 
 
 def _short(text: str, limit: int = LABEL_LIMIT) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pexpect
 import pyte
 
-LEGEND = r"\[s\](?:\x1b\[[0-9;]*m)* stop.*› "
+LEGEND = r"s\]?(?:\x1b\[[0-9;]*m)* stop.*› "
 # rich's own colour and style codes: the only escape sequences devagent may write.
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -196,3 +196,28 @@ def test_an_always_rule_prints_the_command_it_approved(home: Path, repo: Path, l
     text = term.text()
     rule = text.index("approved by your 'always' rule")
     assert "│ echo again" in text[rule:].split("\n", 2)[1], text
+
+
+def test_destructive_sql_offers_no_always_and_a_typo_asks_again(home: Path, repo: Path, llm, cli) -> None:
+    sql = "CREATE TABLE legacy (x int);\nDROP TABLE legacy;\n"
+    llm.script({"tool_calls": [tool_call("run_migration", {"sql": sql}, "m1")]}, {"content": "dropped"})
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    text = term.text()
+    assert "no [a] always here: SQL that destroys data needs its name typed every time" in text
+    assert "[a]" not in term.lines()[-1]
+    term.send("a")  # not a key on this screen: nothing happens
+    time.sleep(1)
+    assert "no [a] always" in term.lines()[-2] and term.lines()[-1].endswith("›")
+    term.send("y")
+    term.expect("type legacy to approve: ")
+    term.send("legacyy\r")
+    term.expect("that is not legacy; 2 more tries")
+    term.expect("type legacy to approve: ")
+    term.send("legacy\r")
+    term.expect("dropped")
+    assert term.wait() == 0
+    [row] = json.loads(cli("migrations", thread_of(home), "--json").stdout)
+    assert (row["call_id"], row["result"]) == ("m1", "applied")
+    log = json.loads(cli("log", thread_of(home), "--json").stdout)
+    assert [e["detail"].get("always") for e in log if e["event"] == "approved"] == [False]
