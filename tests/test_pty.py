@@ -210,10 +210,13 @@ def test_destructive_sql_offers_no_always_and_a_typo_asks_again(home: Path, repo
     time.sleep(1)
     assert "no [a] always" in term.lines()[-2] and term.lines()[-1].endswith("›")
     term.send("y")
-    term.expect("type legacy to approve: ")
+    term.expect("to approve: ")
+    assert term.lines()[-1] == "this SQL destroys or locks data; type legacy to approve:"
     term.send("legacyy\r")
-    term.expect("that is not legacy; 2 more tries")
-    term.expect("type legacy to approve: ")
+    term.expect("more tries")
+    term.expect("to approve: ")
+    assert term.lines()[-2:] == ["that is not legacy; 2 more tries",
+                                 "this SQL destroys or locks data; type legacy to approve:"]
     term.send("legacy\r")
     term.expect("dropped")
     assert term.wait() == 0
