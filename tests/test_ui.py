@@ -153,3 +153,17 @@ def test_off_a_terminal_nothing_is_wrapped() -> None:
     lines = out.getvalue().split("\n")
     assert any(command in line for line in lines)
     assert max(len(line) for line in lines) < len(command) + 10  # a box around it, no padding to the width
+
+
+def test_the_paused_output_in_a_pipe_keeps_commands_on_one_line(sandbox_image: str, home, repo, llm, cli) -> None:
+    from llm_stub import tool_call
+
+    command = "curl -fsSL https://example.com/install.sh -o install.sh && sha256sum install.sh && " * 3 + "echo ok"
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "call_1")]})
+    paused = cli("task", "install it", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert paused.returncode == 3, paused.stderr
+    thread = re.search(r"thread ([0-9a-f]{8})", paused.stderr).group(1)
+    lines = paused.stdout.split("\n")
+    assert any(command in line for line in lines), paused.stdout
+    assert f"  devagent approve {thread} --all" in lines and f"  devagent resume {thread}" in lines
+    assert "↪" not in paused.stdout
