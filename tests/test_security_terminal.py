@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from devagent.display import has_hidden_characters
 from llm_stub import tool_call
 from terminal_helpers import LEGEND, Terminal, foreign_escapes
 
@@ -91,6 +92,8 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     # --no-input: progress lines, then the paused calls and how to go on.
     started = run(home, repo, "task", argument, "--base-url", llm.url, "--model", "stub", "--no-input")
     check("task --no-input", started)
+    if has_hidden_characters(text):  # the attack did reach the screen, as visible tokens
+        assert "⟪U+" in started.text() and "● run_shell⟪U+" in started.text().replace("\n", "")
     thread = re.search(r"thread ([0-9a-f]{8}) on branch", started.output).group(1)
     for args in (["pending", thread], ["pending"], ["log", thread], ["threads"]):
         check(" ".join(args), run(home, repo, *args))
@@ -100,6 +103,12 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     check("resume", resumed)
     for args in (["migrations", thread], ["log", thread], ["diff", thread], ["log", argument]):
         check(" ".join(args), run(home, repo, *args))
+
+
+def test_the_check_itself_tells_rich_styling_from_foreign_sequences() -> None:
+    assert foreign_escapes("\x1b[1;31mbold red\x1b[0m\r\n⟪U+001B ESC⟫") == []
+    for attack in ("\x1b]0;title\x07", "\x1b[2J", "\x9b2J", "\u202e", "\u200b", "\x07", "\x00"):
+        assert foreign_escapes(f"ok {attack} ok"), attack
 
 
 def test_pending_on_a_huge_sql_file_of_nul_bytes_is_quick_and_shows_the_head(home: Path, repo: Path, llm, cli) -> None:
