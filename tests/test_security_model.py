@@ -131,10 +131,11 @@ async def test_a_100_kb_command_is_shown_whole_and_runs_byte_for_byte(home: Path
     assert request.command == command and request.sha256 == sha256_text(command)
     wide = screen(request, width=len(command) + 200)
     assert command in wide  # on one line, whole, unescaped
-    # A real terminal: wrapped over many lines, never cut. Only the wrap points may differ.
-    body = [line[4:-4] for line in screen(request, width=120).splitlines()
-            if line.startswith("│ │ ") and line.endswith(" │ │")]
-    assert "".join(body).replace(" ", "") == command.replace(" ", "")
+    # A real terminal: wrapped over many lines (each marked ↪), never cut.
+    body = [line[2:-2] for line in screen(request, width=120).splitlines()
+            if line.startswith("│ ") and line.endswith(" │")]
+    assert all(row.startswith("↪ ") for row in body[1:])
+    assert (body[0] + "".join(row[2:] for row in body[1:])).replace(" ", "") == command.replace(" ", "")
 
     [executing] = events(runner, thread.id, "executing")
     assert executing["detail"]["command"] == command
