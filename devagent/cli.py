@@ -145,7 +145,10 @@ def _report(outcome: Any, as_json: bool) -> None:
                 f"  devagent resume {outcome.thread_id}"
             ))
         else:
-            summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
+            from devagent.runner import STOPPED_BY_USER
+
+            ended = "stopped" if outcome.final_output == STOPPED_BY_USER else "done"
+            summary = f"thread {outcome.thread_id} {ended}: {outcome.commands_run} command(s) run"
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             screen.print(shown(summary, style="bold green"))
             if outcome.diffstat:

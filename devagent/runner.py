@@ -57,6 +57,9 @@ class Decision:
     stop: bool = False  # reject, and end the turn once the calls already approved have run
 
 
+STOPPED_BY_USER = "(stopped by the user)"  # the final output of a turn the user stopped
+
+
 class NoApprover:
     """Non-interactive mode: never asks, so the first approval pauses the run."""
 
@@ -392,7 +395,7 @@ class ThreadRunner:
         for approval in self.store.approvals(turn.thread.id, "pending"):
             self.store.decide(turn.thread.id, approval.call_id, "rejected", actor="user", reason=reason)
         turn.agent = turn.agent.clone(tool_use_behavior=lambda _ctx, _results: ToolsToFinalOutputResult(
-            is_final_output=True, final_output="(stopped by the user)"))
+            is_final_output=True, final_output=STOPPED_BY_USER))
 
     def _decided(self, thread_id: str, call_id: str) -> bool:
         row = self.store.approval(thread_id, call_id)
