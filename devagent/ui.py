@@ -194,10 +194,14 @@ class ConsoleEvents:
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None:
         """A call an "always" rule approved: the exact command it runs, not only its id."""
         args, _error = parse_arguments(arguments)
-        payload = read_shell_call(arguments, 0).command if tool == "run_shell" else str(args.get("sql") or args.get("path") or "")
+        if tool == "run_shell":
+            payload = read_shell_call(arguments, 0).command
+        else:
+            payload = str(args.get("sql") or args.get("path") or "")
         self.labels[call_id] = call_label(tool, arguments)
-        self.screen.print(Panel(ExactLines(payload), title=shown("approved by your 'always' rule: ", tool, inline=True, limit=60),
-                                title_align="left", border_style="green", expand=self.screen.wraps))
+        title = shown("approved by your 'always' rule: ", tool, inline=True, limit=60)
+        self.screen.print(Panel(ExactLines(payload), title=title, title_align="left", border_style="green",
+                                expand=self.screen.wraps))
 
 
 # ------------------------------------------------------------------ the approval screen
