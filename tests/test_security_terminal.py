@@ -72,6 +72,7 @@ def run(home: Path, repo: Path, *args: str, keys: list[str] | None = None) -> Te
 def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path, repo: Path, llm, text: str) -> None:
     line = text.replace("\n", " ")
     argument = text.replace("\x00", "")  # a command-line argument cannot hold a NUL byte
+    llm.steps.clear()  # the fixtures outlive one example: nothing left over from the last one
     llm.script(
         {"tool_calls": [
             tool_call(f"run_shell{text}", {"command": text}, f"u{text}"),  # a tool that does not exist
@@ -101,6 +102,7 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     # the model's last message.
     resumed = run(home, repo, "resume", thread, keys=["m", "d", "y", "y", "y", "y"])
     check("resume", resumed)
+    assert re.search(rf"thread {thread} done: [0-9]+ command", resumed.text()), resumed.text()[-3000:]
     for args in (["migrations", thread], ["log", thread], ["diff", thread], ["log", argument]):
         check(" ".join(args), run(home, repo, *args))
 
