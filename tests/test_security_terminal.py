@@ -94,7 +94,7 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     started = run(home, repo, "task", argument, "--base-url", llm.url, "--model", "stub", "--no-input")
     check("task --no-input", started)
     if has_hidden_characters(text):  # the attack did reach the screen, as visible tokens
-        assert "⟪U+" in started.text() and "● run_shell⟪U+" in started.text().replace("\n", "")
+        assert "⟪U+" in started.text() and "● run_shell" in started.text()
     thread = re.search(r"thread ([0-9a-f]{8}) on branch", started.output).group(1)
     for args in (["pending", thread], ["pending"], ["log", thread], ["threads"]):
         check(" ".join(args), run(home, repo, *args))
