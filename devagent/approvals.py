@@ -51,6 +51,8 @@ class ApprovalRequest:
     workspace_notice: str | None = None  # approved before, asked again: the workspace changed
     migration_runner: MigrationRunner | None = None
     error: str | None = None  # arguments that cannot run (malformed JSON, missing field)
+    batch_index: int = 1  # "1 of 3" when the model proposed several calls at once
+    batch_size: int = 1
 
     @property
     def notices(self) -> list[str]:

@@ -35,7 +35,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        print(f"devagent {version('devagent')}")
+        _say(f"devagent {version('devagent')}")
         raise typer.Exit()
 
 
@@ -52,10 +52,18 @@ def _root(
 # ---------------------------------------------------------------------------- helpers
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+def _screen(stderr: bool = False) -> Any:
+    """Where output goes: every string is escaped on the way (see devagent.term)."""
+    from devagent.term import Screen
 
-    return Console(stderr=stderr, highlight=False)
+    return Screen(stderr=stderr)
+
+
+def _say(*parts: Any, stderr: bool = False, style: str = "") -> None:
+    """One message line; every part (a string, or a (string, style) pair) is escaped."""
+    from devagent.term import shown
+
+    _screen(stderr).print(shown(*parts, style=style))
 
 
 def _store() -> Any:
@@ -78,7 +86,7 @@ def _thread_id(store: Any, given: str | None, *, required: bool = False) -> str:
     mine = [t for t in store.threads() if here is not None and Path(t.repo) == here]
     if not mine:
         raise UsageError("no thread of this repository to pick; name one (see `devagent threads --all`)")
-    print(f"thread {mine[0].id} (the most recent of {here})", file=sys.stderr)
+    _say(f"thread {mine[0].id} (the most recent of {here})", stderr=True)
     return mine[0].id
 
 
@@ -99,16 +107,28 @@ def _interactive(no_input: bool) -> bool:
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from devagent.term import emit_json
+
+    emit_json(data)
 
 
 def _runner(interactive: bool, as_json: bool) -> Any:
     from devagent.runner import NoApprover, ThreadRunner
     from devagent.ui import ConsoleEvents, TerminalApprover
 
-    progress = _console(stderr=as_json)
+    progress = _screen(stderr=as_json)
     approver = TerminalApprover(progress) if interactive else NoApprover()
-    return ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    runner = ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    if interactive:
+        approver.diff = lambda request: _diff_since_last_command(runner, request.thread_id)
+    return runner
+
+
+def _diff_since_last_command(runner: Any, thread_id: str) -> str:
+    """The diff behind "files changed since the last command" (the approval screen's `d`)."""
+    ws = runner.workspace(thread_id)
+    last = runner.store.exec_tree(thread_id) or ws.git("rev-parse", f"{ws.base_commit}^{{tree}}").strip()
+    return ws.git("diff", "--no-ext-diff", "--no-textconv", "--no-renames", last, ws.snapshot())
 
 
 def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
@@ -135,7 +155,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
             loop.run_until_complete(asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30))
         except BaseException:
             pass
-        print(f"\ninterrupted; nothing is lost: continue with `devagent resume {thread_id}`", file=sys.stderr)
+        _say("\ninterrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         loop.close()
@@ -143,9 +163,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
 
 def _report(outcome: Any, as_json: bool) -> None:
     """Print how the turn ended; exit 3 when it is paused for approval."""
-    from rich.text import Text
-
-    from devagent.display import render_exact
+    from devagent.term import shown
 
     if as_json:
         _emit_json({
@@ -160,30 +178,34 @@ def _report(outcome: Any, as_json: bool) -> None:
             "pending": [p.to_json() for p in outcome.pending],
         })
     else:
-        console = _console()
+        screen = _screen()
         if outcome.status == "paused":
-            from devagent.ui import approval_panel
+            from devagent.ui import pending_screens
 
-            for req in outcome.pending:
-                console.print(approval_panel(req))
-            console.print(
+            screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
+            screen.print(shown(
                 f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.\n"
-                f"  devagent approve {outcome.thread_id} --all   (or: devagent reject {outcome.thread_id} CALL_ID --reason ...)\n"
+                f"  devagent approve {outcome.thread_id} --all\n"
+                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"\n"
                 f"  devagent resume {outcome.thread_id}"
-            )
+            ))
         else:
-            summary = f"thread {outcome.thread_id} done: {outcome.commands_run} command(s) run"
+            from devagent.runner import STOPPED_BY_USER
+
+            ended = "stopped" if outcome.final_output == STOPPED_BY_USER else "done"
+            summary = f"thread {outcome.thread_id} {ended}: {outcome.commands_run} command(s) run"
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
-            console.print(Text(summary, style="bold green"))
+            screen.print(shown(summary, style="bold green"))
             if outcome.usage:
-                console.print(Text(usage_line(outcome.usage), style="dim"))
+                screen.print(shown(usage_line(outcome.usage), style="dim"))
             if outcome.diffstat:
-                console.print(Text(render_exact(outcome.diffstat), style="dim"))
+                screen.print(shown(outcome.diffstat, style="dim"))
             if outcome.note:
-                console.print(Text(render_exact(outcome.note), style="bold yellow"))
+                screen.print(shown(outcome.note, style="bold yellow"))
             if outcome.commit:
-                console.print(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}", style="dim")
+                screen.print(shown(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}",
+                                   style="dim"))
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
 
@@ -241,7 +263,7 @@ def task(
                               max_steps=max_steps)
         created = runner.create_thread(repo, options)
         thread = created.id
-        _console(stderr=True).print(f"thread {thread} on branch devagent/{thread}", style="bold")
+        _say(f"thread {thread} on branch devagent/{thread}", stderr=True, style="bold")
     else:
         thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
@@ -269,8 +291,8 @@ def resume(
         import asyncio
 
         dropped = asyncio.run(runner.abandon_turn(thread_id))
-        print(f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
-              f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        _say(f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+             f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
         return
     import os
 
@@ -297,13 +319,12 @@ def pending(
         _emit_json([r.to_json() for r in requests])
         return
     if not requests:
-        print("no pending approvals")
+        _say("no pending approvals")
         return
-    from devagent.ui import approval_panel
+    from devagent.ui import pending_screens
 
-    console = _console()
-    for req in requests:
-        console.print(approval_panel(req))
+    screen = _screen()
+    screen.print(*pending_screens(requests, expand=screen.wraps))
 
 
 @app.command()
@@ -318,7 +339,6 @@ def approve(
     """Approve some or all pending calls of a paused thread (then `devagent resume`).
 
     Exits 3 when calls stay pending because they destroy data and need --confirm."""
-    from devagent.display import render_exact
     from devagent.errors import UsageError
     from devagent.runner import Decision, ThreadRunner, required_confirmation
 
@@ -343,39 +363,36 @@ def approve(
             continue
         runner.decide(req, Decision(True, always=always, confirmed=typed))
         note = " (once: SQL that destroys data is never approved 'always')" if required and always else ""
-        print(f"approved {render_exact(req.call_id)}{note}")
+        _say(f"approved {req.call_id}{note}")
     for req, required in unconfirmed:
         words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
-        print(f"still pending: {render_exact(req.call_id)} destroys data ({render_exact(', '.join(required))}); "
-              f"approve it with: devagent approve {thread_id} {_shell_word(req.call_id)} {words}")
+        _say(f"still pending: {req.call_id} destroys data ({', '.join(required)}); "
+             f"approve it with: devagent approve {thread_id} {_shell_word(req.call_id)} {words}")
     if len(unconfirmed) < len(requests):
-        print(f"now run: devagent resume {thread_id}")
+        _say(f"now run: devagent resume {thread_id}")
     if unconfirmed:
         raise typer.Exit(EXIT_PAUSED)
 
 
 def _shell_word(text: str) -> str:
-    """A name from the model's SQL, quoted for a copy-pasteable command and shown escaped."""
+    """A name from the model's SQL, quoted for a copy-pasteable command (escaped when shown)."""
     import shlex
 
-    from devagent.display import render_exact
-
-    return render_exact(shlex.quote(text))
+    return shlex.quote(text)
 
 
 def _check_confirmation(req: Any, typed: tuple[str, ...]) -> None:
     """--confirm must name exactly what the call destroys; otherwise nothing is approved."""
-    from devagent.display import render_exact
-    from devagent.runner import required_confirmation
     from devagent.execution import same_words
+    from devagent.runner import required_confirmation
 
     required = required_confirmation(req)
     if not required:
-        raise DevagentError(f"call {render_exact(req.call_id)} destroys no data: approve it without --confirm")
+        raise DevagentError(f"call {req.call_id} destroys no data: approve it without --confirm")
     if not same_words(typed, required):
         expected = " ".join(f"--confirm {_shell_word(w)}" for w in required)
-        raise DevagentError(f"--confirm {render_exact(' '.join(typed))} does not match what call "
-                            f"{render_exact(req.call_id)} destroys; nothing was approved. Expected: {expected}")
+        raise DevagentError(f"--confirm {' '.join(typed)} does not match what call "
+                            f"{req.call_id} destroys; nothing was approved. Expected: {expected}")
 
 
 @app.command()
@@ -385,12 +402,10 @@ def reject(
     reason: str = typer.Option("rejected by the user", "--reason", help="Told to the model."),
 ) -> None:
     """Reject a call; the model is told the reason."""
-    from devagent.display import render_exact
-
     store = _store()
     thread_id = _thread_id(store, thread_id, required=True)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
-    print(f"rejected {render_exact(call_id)}; now run: devagent resume {thread_id}")
+    _say(f"rejected {call_id}; now run: devagent resume {thread_id}")
 
 
 # ---------------------------------------------------------------------------- review
@@ -432,32 +447,30 @@ def threads(
         return
     if not rows:
         where = f" of {here}" if here is not None else ""
-        print(f"no threads{where} yet: start one with devagent task \"...\"" +
-              (" (devagent threads --all lists every repository's)" if here is not None else ""))
+        _say(f"no threads{where} yet: start one with devagent task \"...\"" +
+             (" (devagent threads --all lists every repository's)" if here is not None else ""))
         return
     from rich.table import Table
 
-    from devagent.display import render_exact
+    from devagent.term import shown
 
     table = Table(box=None, pad_edge=False, show_edge=False)
     for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
                        ("task", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis"}),
                        ("last activity", {"no_wrap": True})):
-        table.add_column(name, **opts)
+        table.add_column(shown(name), **opts)
     if wide:
-        table.add_column("branch", no_wrap=True)
-        table.add_column("repo")
-        table.add_column("tokens in/out", justify="right", no_wrap=True)
+        table.add_column(shown("branch"), no_wrap=True)
+        table.add_column(shown("repo"), overflow="fold")
+        table.add_column(shown("tokens in/out"), justify="right", no_wrap=True)
     for r in rows:
-        state = r["state"] if not r["error"] else f"{r['state']}: {render_exact(r['error'])[:60]}"
-        task = render_exact((r["task"].splitlines() or [""])[0])
-        cells = [r["id"], state, str(r["pending"]), task, r["last_activity"][5:16]]
+        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'][:60]}"
+        cells = [r["id"], state, str(r["pending"]), (r["task"].splitlines() or [""])[0], r["last_activity"][5:16]]
         if wide:
             u = r["usage"]
-            cells += [r["branch"], render_exact(r["repo"]),
-                      f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
-        table.add_row(*cells)
-    _console().print(table)
+            cells += [r["branch"], r["repo"], f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
+        table.add_row(*(shown(c, inline=True) for c in cells))
+    _screen().print(table)
 
 
 @app.command()
@@ -472,27 +485,27 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
     if as_json:
         _emit_json(entries)
         return
-    from rich.text import Text
+    from devagent.term import shown
 
-    from devagent.display import render_exact
     from devagent.pager import finish_paging, pager_console
+    from devagent.term import Screen
 
-    console = pager_console(no_pager)
+    screen = Screen(console=pager_console(no_pager))
     for e in entries:
         detail = e["detail"]
         text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
         if not text and detail:
             # The output the model read is in `log --json`; one line per event here.
             text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
-        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ")
-        line.append(f"{e['event']:<14}", style="bold")
+        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ",
+                     (f"{e['event']:<14}", "bold"), inline=True)
         for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
                              ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
             if value is not None and value != "":
-                line.append(f"{label}={value}  ", style="dim")
-        line.append(render_exact(str(text)))
-        console.print(line, soft_wrap=True)
-    finish_paging(console)
+                line.append_text(shown((f"{label}={value}  ", "dim"), inline=True))
+        line.append_text(shown(str(text), inline=True, limit=4096))
+        screen.print(line)
+    finish_paging(screen.console)
 
 
 @app.command()
@@ -505,16 +518,17 @@ def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OP
     thread_id = _thread_id(store, thread_id)
     text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
     if sys.stdout.isatty():
-        from rich.syntax import Syntax
-
-        from devagent.display import render_exact
         from devagent.pager import finish_paging, pager_console
+        from devagent.term import Screen
+        from devagent.ui import diff_text
 
-        console = pager_console(no_pager)
-        console.print(Syntax(render_exact(text), "diff", theme="ansi_dark"))
-        finish_paging(console)
+        screen = Screen(console=pager_console(no_pager))
+        screen.print(diff_text(text, limit=len(text) * 40 + 1))
+        finish_paging(screen.console)
     else:
-        sys.stdout.write(text)
+        from devagent.term import emit_raw
+
+        emit_raw(text)  # a patch for a file or a pipe, byte for byte
 
 
 @app.command()
@@ -529,9 +543,9 @@ def apply(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=O
     try:
         head = ThreadRunner(store).apply(thread_id)
     except AlreadyMerged as exc:
-        print(f"already merged: {exc}")
+        _say(f"already merged: {exc}")
         return
-    print(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
+    _say(f"merged devagent/{thread_id} into {store.thread(thread_id).repo} ({head[:10]})")
 
 
 @app.command()
@@ -542,8 +556,8 @@ def checkout(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", hel
     store = _store()
     thread_id = _thread_id(store, thread_id)
     commit = ThreadRunner(store).checkout(thread_id)
-    print(f"branch devagent/{thread_id} is in {store.thread(thread_id).repo} at {commit[:10]}; "
-          f"review or merge it with git (git merge devagent/{thread_id})")
+    _say(f"branch devagent/{thread_id} is in {store.thread(thread_id).repo} at {commit[:10]}; "
+         f"review or merge it with git (git merge devagent/{thread_id})")
 
 
 @app.command()
@@ -551,13 +565,12 @@ def undo(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OP
     """Undo the thread's last turn: its branch and files go back to before it; the model is told."""
     import asyncio
 
-    from devagent.display import render_exact
     from devagent.runner import ThreadRunner
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
     undone = asyncio.run(ThreadRunner(store).undo(thread_id))
-    print(f"undid the last turn of thread {thread_id}: {render_exact(undone)}")
+    _say(f"undid the last turn of thread {thread_id}: {undone}")
 
 
 @app.command()
@@ -573,10 +586,13 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID", help="The thread'
         if not sys.stdin.isatty():
             raise UsageError(f"discard deletes thread {thread_id} and its work; without a terminal to ask, "
                              "pass --yes to confirm")
-        if not typer.confirm(f"delete thread {thread_id}, its container, checkout and branch?"):
+        from devagent.term import shown
+
+        answer = _screen().ask(shown(f"delete thread {thread_id}, its container, checkout and branch? [y/N] "))
+        if answer.strip().lower() not in ("y", "yes"):
             raise typer.Exit(EXIT_USAGE)
     ThreadRunner(store).discard(thread_id)
-    print(f"discarded thread {thread_id}")
+    _say(f"discarded thread {thread_id}")
 
 
 @app.command()
@@ -607,20 +623,17 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
         _emit_json(rows)
         return
     if not rows:
-        print("no migrations in this thread")
+        _say("no migrations in this thread")
         return
-    from rich.text import Text
+    from devagent.term import shown
 
-    from devagent.display import render_exact
-
-    console = _console()
+    screen = _screen()
     for r in rows:
-        line = Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ")
-        line.append(f"{r['result']:<8}", style="bold green" if r["result"] == "applied" else "bold red")
-        line.append(f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
-                    style="dim")
-        line.append(render_exact(f"{r['database']}  {r['detail'] or ''}"))
-        console.print(line, soft_wrap=True)
+        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ",
+                     (f"{r['result']:<8}", "bold green" if r["result"] == "applied" else "bold red"),
+                     (f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
+                      "dim"), f"{r['database']}  {r['detail'] or ''}", inline=True, limit=4096)
+        screen.print(line)
 
 
 @app.command("config")
@@ -645,17 +658,15 @@ def config_cmd(
         _emit_json({"files": [str(f) for f in config_files(root)], "settings": rows})
         return
     from rich.table import Table
-    from rich.text import Text
 
-    from devagent.display import render_exact
+    from devagent.term import shown
 
-    table = Table("setting", "value", "from", box=None, pad_edge=False)
+    table = Table(shown("setting"), shown("value"), shown("from"), box=None, pad_edge=False)
     for row in rows:
         value = "" if row["value"] is None else json.dumps(row["value"]) if isinstance(row["value"], (list, bool)) else str(row["value"])
-        table.add_row(row["key"], Text(render_exact(value)), Text(render_exact(row["source"]), style="dim"))
-    console = _console()
-    console.print(table)
-    console.print(Text(render_exact("files: " + ", ".join(str(f) for f in config_files(root))), style="dim"))
+        table.add_row(shown(row["key"]), shown(value, inline=True), shown(row["source"], style="dim", inline=True))
+    _screen().print(table)
+    _say("files: " + ", ".join(str(f) for f in config_files(root)), style="dim")
 
 
 # ---------------------------------------------------------------------------- command rules
@@ -678,11 +689,7 @@ def _rules_project(repo: Optional[Path]) -> Optional[Path]:
 
 
 def _print_plain(text: str, style: str | None = None) -> None:
-    from rich.text import Text
-
-    from devagent.display import render_exact
-
-    _console().print(Text(render_exact(text), style=style or ""), soft_wrap=True)
+    _say(text, style=style or "")
 
 
 @rules_app.callback()
@@ -802,14 +809,14 @@ def sandbox_build(force: bool = typer.Option(False, "--force", help="Rebuild eve
     """Build the sandbox image (from Debian packages; no container registry needed)."""
     from devagent.sandbox import build_images, connect
 
-    console = _console(stderr=True)
-    with console.status("building the sandbox image") as status:
-        def progress(line: str) -> None:
-            from rich.text import Text
+    from devagent.term import shown
 
-            status.update(Text(line[:120]))
+    screen = _screen(stderr=True)
+    with screen.console.status(shown("building the sandbox image")) as status:
+        def progress(line: str) -> None:
+            status.update(shown(line, inline=True, limit=120))
             if line.startswith(("step", "built", "building", "base image", "sandbox image")):
-                console.print(Text(line))
+                screen.print(shown(line, inline=True))
 
         build_images(connect(), progress, force=force)
 
@@ -821,7 +828,7 @@ def sandbox_doctor() -> None:
 
     problems = 0
     for ok, line in diagnose():
-        print(("ok    " if ok else "FAIL  ") + line)
+        _say(("ok    " if ok else "FAIL  ") + line)
         problems += not ok
     if problems:
         raise typer.Exit(EXIT_ERROR)
@@ -843,18 +850,19 @@ def main() -> None:
         exc.show()
         code = EXIT_USAGE
     except (typer.Abort, KeyboardInterrupt):
-        print("\ninterrupted", file=sys.stderr)
+        _say("\ninterrupted", stderr=True)
         code = EXIT_INTERRUPTED
     except DevagentError as exc:
         if _debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # The message can quote the model (a path, a call id): escaped like everything else.
+        _say("error: ", str(exc), stderr=True)
         code = exc.exit_code
     except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
         if _debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        _say(f"error: {type(exc).__name__}: ", str(exc), " (run with --debug for the traceback)", stderr=True)
         code = EXIT_ERROR
     sys.exit(code or 0)

@@ -132,3 +132,31 @@ def lookalikes(text: str) -> list[Lookalike]:
     lists them for the approver."""
     return [Lookalike(i, ch, f"U+{ord(ch):04X}", _name(ch))
             for i, ch in enumerate(text) if ord(ch) > 0x7F and not _hidden(ch)]
+
+
+LF_TOKEN = _token("\n")
+
+
+def render_inline(text: str) -> str:
+    """`render_exact` for a place that holds one line (a progress line, a table cell, a file
+    name): a newline becomes a visible token too, so nothing can start a line of its own."""
+    return render_exact(text).replace("\n", LF_TOKEN)
+
+
+def render_head(text: str, limit: int) -> tuple[str, int]:
+    """The rendering of the longest head of `text` whose rendering has at most `limit`
+    characters, and how many characters of `text` are left out. Linear in `limit`, whatever
+    the length of `text`, so a huge or token-heavy payload costs no more than the screen shows."""
+    head = text[:limit]
+    rendered = render_exact(head)
+    if len(rendered) <= limit:
+        return rendered, len(text) - len(head)
+    out: list[str] = []
+    used = 0
+    for i, ch in enumerate(head):
+        piece = _token(ch) if _hidden(ch) else ch
+        if used + len(piece) > limit:
+            return "".join(out), len(text) - i
+        out.append(piece)
+        used += len(piece)
+    return "".join(out), len(text) - len(head)  # not reached: rendered was longer than limit

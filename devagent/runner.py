@@ -42,10 +42,11 @@ class TurnEvents(Protocol):
     """What the runner tells whoever is watching (the CLI renders it)."""
 
     def notice(self, text: str) -> None: ...
-    def tool_call(self, name: str, arguments: str) -> None: ...
-    def tool_result(self, name: str, output: str) -> None: ...
+    def tool_call(self, name: str, arguments: str, call_id: str = "") -> None: ...
+    def tool_result(self, name: str, output: str, call_id: str = "") -> None: ...
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
+    def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
 
 
 class Approver(Protocol):
@@ -61,7 +62,10 @@ class Decision:
     # The names the human typed to approve SQL that destroys data (one per destroyed object).
     # Approving such SQL without exactly these names records nothing.
     confirmed: tuple[str, ...] = ()
+    stop: bool = False  # reject, and end the turn once the calls already approved have run
 
+
+STOPPED_BY_USER = "(stopped by the user)"  # the final output of a turn the user stopped
 
 # How often the approver is asked again when it approves destructive SQL without the typed names.
 CONFIRM_ATTEMPTS = 3
@@ -85,10 +89,11 @@ class NoApprover:
 
 class SilentEvents:
     def notice(self, text: str) -> None: ...
-    def tool_call(self, name: str, arguments: str) -> None: ...
-    def tool_result(self, name: str, output: str) -> None: ...
+    def tool_call(self, name: str, arguments: str, call_id: str = "") -> None: ...
+    def tool_result(self, name: str, output: str, call_id: str = "") -> None: ...
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
+    def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
 
 
 @dataclass
@@ -412,10 +417,12 @@ class ThreadRunner:
         """Ask for decisions; run again if any was made, else return the paused outcome."""
         tid = turn.thread.id
         self._apply_rules(turn.thread)
-        for approval in self.store.approvals(tid, "pending"):
-            if self.store.approval(tid, approval.call_id).status != "pending":
-                continue  # an "always" rule given for an earlier call of this batch covered it
+        batch = self.store.approvals(tid, "pending")
+        for index, approval in enumerate(batch, 1):
+            if self._decided(tid, approval.call_id):
+                continue  # a rule, or an "always" answer for an earlier call of this batch, covered it
             request = self._request(turn.thread, approval)
+            request.batch_index, request.batch_size = index, len(batch)
             decision = None
             for _attempt in range(CONFIRM_ATTEMPTS):
                 decision = self.approver.decide(request)
@@ -425,6 +432,9 @@ class ThreadRunner:
                     f"not approved: this SQL destroys data; approving it needs the typed names "
                     f"{', '.join(required_confirmation(request))} (and an 'always' rule never covers it)")
             if decision is None:
+                break
+            if decision.stop:
+                self._stop_turn(turn, decision.reason)
                 break
             self._apply_rules(turn.thread)
         state = await self._restore(turn, blob)
@@ -452,11 +462,13 @@ class ThreadRunner:
                 if event.name == "tool_called":
                     raw = item.raw_item
                     self._note_unknown_tool(turn, raw)
-                    self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "")
+                    self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "",
+                                          call_id=getattr(raw, "call_id", "") or "")
                 elif event.name == "tool_output":
                     raw = item.raw_item
                     name = raw.get("name", "") if isinstance(raw, dict) else getattr(raw, "name", "")
-                    self.events.tool_result(name or "tool", str(item.output))
+                    call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+                    self.events.tool_result(name or "tool", str(item.output), call_id=call_id or "")
                 elif event.name == "message_output_created":
                     self.events.assistant_message(ItemHelpers.text_message_output(item))
             return result
@@ -574,7 +586,7 @@ class ThreadRunner:
                     self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} destroys data")
                     continue
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
-                self.events.notice(f"approved by your 'always' rule: {approval.call_id}")
+                self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
         self._apply_command_rules(thread)
 
     def _record_proposed(self, turn: _Turn, item: Any) -> None:
@@ -601,6 +613,17 @@ class ThreadRunner:
             self.store.audit(turn.thread.id, "refused", call_id=getattr(raw, "call_id", None), tool=name,
                              actor="devagent", detail={"arguments": getattr(raw, "arguments", "") or "",
                                                        "reason": f"there is no tool named {name!r}; the model was told so"})
+
+    def _stop_turn(self, turn: _Turn, reason: str | None) -> None:
+        """The user stopped the turn: every call still pending is rejected with the same reason,
+        and the run ends once the calls already approved have run, without asking the model again
+        (its work is committed as at any end of a turn)."""
+        from agents.agent import ToolsToFinalOutputResult
+
+        for approval in self.store.approvals(turn.thread.id, "pending"):
+            self.store.decide(turn.thread.id, approval.call_id, "rejected", actor="user", reason=reason)
+        turn.agent = turn.agent.clone(tool_use_behavior=lambda _ctx, _results: ToolsToFinalOutputResult(
+            is_final_output=True, final_output=STOPPED_BY_USER))
 
     def _decided(self, thread_id: str, call_id: str) -> bool:
         row = self.store.approval(thread_id, call_id)

@@ -1,54 +1,182 @@
-"""Terminal rendering (rich): live progress, the approval screen, the interactive prompt.
+"""Terminal rendering: live progress, the approval screen, the one-key approval prompt.
 
-Everything that came from the model or a command is passed through `render_exact` and printed as
-`rich.text.Text` (never as markup), so no control character, escape sequence or markup in it can
-hide or rewrite what the approver sees.
+Everything printed goes through `devagent.term` (escaped `Shown` text only). The approval screen
+is compact: the exact payload in its box, one dim line of context, the keys; the rest is one key
+(`m`) away.
 """
 
 from __future__ import annotations
 
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+from typing import Any
 
-from devagent.approvals import ApprovalRequest
-from devagent.display import has_hidden_characters, lookalikes, render_exact
+from rich.cells import cell_len, get_character_cell_size
+from rich.console import Console, ConsoleOptions, Group
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.segment import Segment
+from rich.style import Style
+from rich.table import Table
+
+from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
+from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.runner import Decision
+from devagent.term import SafeRenderable, Screen, Shown, shown
 
 STREAM_DISPLAY_LIMIT = 256 * 1024  # per command; the model still gets head + tail
+PAYLOAD_DISPLAY_LIMIT = 256 * 1024  # characters of an escaped command or SQL on the screen
+RAW_ARGUMENTS_LIMIT = 16 * 1024
+MESSAGE_LIMIT = 64 * 1024
+LABEL_LIMIT = 48
+SHORT_SHA = 12
+CONFIRM_TRIES = 3
+STOP_REASON = ("The user stopped this turn: do not continue this task. Wait for the user's next "
+               "message, which is a new task.")
+CONTINUATION = "↪"
 
 
-def safe(text: str) -> Text:
-    return Text(render_exact(text))
+# ------------------------------------------------------------------ renderables
 
 
-def one_line(text: str, limit: int = 160) -> str:
-    flat = render_exact(text).replace("\n", "⏎")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+class ExactLines(SafeRenderable):
+    """Escaped text, line by line, wrapped to the width it is given. A wrapped piece of a line
+    starts with ↪, so at no width can it pass for a line of its own; with several lines, each
+    line is numbered. Shows at most `limit` escaped characters and says how many more there are.
+    `headers`: rows shown above a line (index → renderables), e.g. a statement's verdict."""
+
+    def __init__(self, text: str, *, numbered: bool | None = None, style: str = "bold",
+                 headers: dict[int, list[Shown]] | None = None, limit: int = PAYLOAD_DISPLAY_LIMIT) -> None:
+        rendered, self.left = render_head(text, limit)
+        self.lines = rendered.split("\n")
+        self.total_lines = text.count("\n") + 1
+        self.numbered = self.total_lines > 1 if numbered is None else numbered
+        self.style = Style.parse(style) if style else Style()
+        self.headers = headers or {}
+        self.digits = max(3, len(str(self.total_lines)))
+
+    @property
+    def gutter(self) -> int:
+        return self.digits + 3 if self.numbered else 0
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
+        width = max(options.max_width, self.gutter + 4)
+        dim = Style(dim=True)
+        for index, line in enumerate(self.lines):
+            for header in self.headers.get(index, []):
+                # Wrapped with a hanging indent: a header row never starts where a line number would.
+                for n, row in enumerate(header.wrap(console, width - 3)):
+                    if n:
+                        yield Segment("   ")
+                    yield from row.render(console, end="")
+                    yield Segment.line()
+            if self.numbered:
+                first, rest = width - self.gutter, width - self.gutter
+            else:
+                first, rest = width, width - 2
+            for n, chunk in enumerate(_chunks(line, first, rest)):
+                if self.numbered:
+                    mark = f"{index + 1:>{self.digits}} │ " if n == 0 else f"{'':>{self.digits}} {CONTINUATION} "
+                    yield Segment(mark, dim)
+                elif n:
+                    yield Segment(f"{CONTINUATION} ", dim)
+                yield Segment(chunk, self.style)
+                yield Segment.line()
+        if self.left:
+            yield shown(f"… {self.left} more characters are not shown here; the sha256 covers all of them",
+                        style="bold red")
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        longest = max((cell_len(line) for line in self.lines), default=0)
+        header = max((cell_len(h.plain) for rows in self.headers.values() for h in rows), default=0)
+        widest = min(max(self.gutter + max(longest, 1), header), options.max_width)
+        return Measurement(min(self.gutter + 8, widest), widest)
+
+
+def _chunks(line: str, first: int, rest: int) -> list[str]:
+    """`line` cut into pieces of at most `first`, then `rest`, terminal cells."""
+    width = max(first, 1)
+    if line.isascii():  # escaped text: printable ASCII is one cell per character
+        out = [line[:width]]
+        i, width = width, max(rest, 1)
+        while i < len(line):
+            out.append(line[i:i + width])
+            i += width
+        return out
+    out, current, used = [], [], 0
+    for ch in line:
+        size = get_character_cell_size(ch)
+        if current and used + size > width:
+            out.append("".join(current))
+            current, used, width = [], 0, max(rest, 1)
+        current.append(ch)
+        used += size
+    out.append("".join(current))
+    return out
+
+
+class Pieces(SafeRenderable):
+    """Short pieces joined by " · ", filling each row and never breaking inside a piece that fits."""
+
+    def __init__(self, pieces: list[Shown], style: str = "dim") -> None:
+        self.pieces = pieces
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
+        width = options.max_width
+        row = shown(style=self.style)
+        for piece in self.pieces:
+            if row.plain and cell_len(row.plain) + 3 + cell_len(piece.plain) > width:
+                yield row
+                row = shown(style=self.style)
+            if row.plain:
+                row.append(" · ")
+            row.append_text(piece)
+        if row.plain:
+            yield row
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        total = sum(cell_len(p.plain) for p in self.pieces) + 3 * max(len(self.pieces) - 1, 0)
+        return Measurement(min(20, total), min(total, options.max_width))
+
+
+# ------------------------------------------------------------------ live progress
+
+
+def call_label(tool: str, arguments: str) -> str:
+    """What a call is about, for the lines that report its result: the command, the SQL file."""
+    args, _error = parse_arguments(arguments)
+    if tool == "run_shell":
+        return read_shell_call(arguments, 0).command or tool
+    if tool == "run_migration":
+        return "SQL " + str(args.get("path") or str(args.get("sql") or "").strip().split("\n")[0])
+    target = args.get("path") or args.get("pattern")
+    return f"{tool} {target}" if isinstance(target, str) else tool
 
 
 class ConsoleEvents:
     """Live progress of a turn on the terminal (stderr when stdout carries JSON)."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self, screen: Screen | Console) -> None:
+        self.screen = screen if isinstance(screen, Screen) else Screen(console=screen)
         self.streamed = 0
+        self.labels: dict[str, str] = {}
 
     def notice(self, text: str) -> None:
-        self.console.print(Text(render_exact(text), style="dim"))
+        self.screen.print(shown(text, style="dim"))
 
-    def tool_call(self, name: str, arguments: str) -> None:
+    def tool_call(self, name: str, arguments: str, call_id: str = "") -> None:
         self.streamed = 0
+        self.labels[call_id] = call_label(name, arguments)
         if name in ("run_shell", "run_migration"):
-            self.console.print(Text.assemble(("● ", "yellow"), (name, "bold"), " proposed"))
-            return
-        self.console.print(Text.assemble(("● ", "cyan"), (name, "bold"), " ", (one_line(arguments), "dim")))
+            return  # the approval screen (or the list of pending calls) shows it whole
+        self.screen.print(shown(("● ", "cyan"), (name, "bold"), " ", (arguments, "dim"), inline=True, limit=160))
 
-    def tool_result(self, name: str, output: str) -> None:
-        first = output.splitlines()[0] if output else ""
-        self.console.print(Text.assemble("  ⎿ ", (one_line(first, 120), "dim")))
+    def tool_result(self, name: str, output: str, call_id: str = "") -> None:
+        first = output.split("\n", 1)[0] if output else ""
+        label = self.labels.get(call_id) or name
+        self.screen.print(shown("  ⎿ ", (_short(label), "bold"), inline=True)
+                          .append_text(shown(" → ", (first, "dim"), inline=True, limit=160)))
 
     def command_output(self, text: str) -> None:
         if self.streamed >= STREAM_DISPLAY_LIMIT:
@@ -56,154 +184,289 @@ class ConsoleEvents:
         self.streamed += len(text)
         if self.streamed >= STREAM_DISPLAY_LIMIT:
             text += "\n[output continues; not shown here]\n"
-        self.console.out(render_exact(text), end="", highlight=False)
+        self.screen.stream(text)
 
     def assistant_message(self, text: str) -> None:
         if text:
-            self.console.print(Panel(safe(text), title="devagent", border_style="green"))
+            self.screen.print(Panel(shown(text, limit=MESSAGE_LIMIT), title=shown("devagent"),
+                                    border_style="green", expand=self.screen.wraps))
+
+    def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None:
+        """A call an "always" rule approved: the exact command it runs, not only its id."""
+        args, _error = parse_arguments(arguments)
+        if tool == "run_shell":
+            payload = read_shell_call(arguments, 0).command
+        else:
+            payload = str(args.get("sql") or args.get("path") or "")
+        self.labels[call_id] = call_label(tool, arguments)
+        title = shown("approved by your 'always' rule: ", tool, inline=True, limit=60)
+        self.screen.print(Panel(ExactLines(payload), title=title, title_align="left", border_style="green",
+                                expand=self.screen.wraps))
 
 
-def approval_panel(req: ApprovalRequest, *, verbose: bool = False) -> Panel:
-    """The approval screen: everything needed to decide, the exact payload whole."""
-    meta = Table.grid(padding=(0, 2))
-    meta.add_column(style="bold")
-    meta.add_column()
-    meta.add_row("thread", req.thread_id)
-    meta.add_row("call", safe(req.call_id))
-    meta.add_row("tool", req.tool)
-    if req.tool == "run_shell":
-        meta.add_row("cwd", req.workdir)
-        meta.add_row("network", "on" if req.network else "off")
-        meta.add_row("timeout", f"{req.timeout_s}s")
-    else:
-        meta.add_row("database", safe(req.database or "default"))
-        if req.sql_path:
-            meta.add_row("file", safe(req.sql_path))
-    meta.add_row("sha256", req.sha256)
-    parts: list = [meta, Text("")]
-
-    payload = req.payload
-    lines = render_exact(payload).split("\n")
-    if req.tool == "run_shell":
-        title = "command" if len(lines) == 1 else f"command ({len(lines)} lines: every line runs)"
-        # Numbered lines in a grid, so a long line wraps inside its own row and can never pass
-        # for a separate line of the command.
-        body: Table | Text = Text(lines[0], style="bold", overflow="fold")
-        if len(lines) > 1:
-            body = Table.grid(padding=(0, 1))
-            body.add_column(style="dim", justify="right", no_wrap=True)
-            body.add_column(overflow="fold")
-            for n, line in enumerate(lines, 1):
-                body.add_row(f"{n:>3} │", Text(line, style="bold"))
-        parts.append(Panel(body, title=title, title_align="left", border_style="yellow"))
-    else:
-        parts.append(Panel(Syntax(render_exact(payload), "sql", line_numbers=True, word_wrap=True),
-                           title="SQL (exact bytes)", title_align="left", border_style="yellow"))
-        parts.extend(_sql_statements(req))
-        note = "runs in the thread's sandbox as one transaction, rolled back whole on the first error"
-        if req.sql_path:
-            note += f"; {render_exact(req.sql_path)} is read again before it runs, and refused if its sha256 is no longer the one above"
-        parts.append(Text(note, style="dim"))
-
-    warnings = _warnings(req)
-    if warnings:
-        parts.append(Text("\n".join(warnings), style="bold red"))
-    if req.changed_files:
-        shown = req.changed_files if verbose else req.changed_files[:20]
-        text = Text("files changed since the last command:\n", style="bold")
-        text.append(render_exact("\n".join(f"  {f}" for f in shown)))
-        if len(shown) < len(req.changed_files):
-            text.append(f"\n  … and {len(req.changed_files) - len(shown)} more (m: show more)")
-        parts.append(text)
-    if req.migration_runner:
-        runner = req.migration_runner
-        text = Text(f"this runs the {runner.name} migration runner: the SQL it applies is not shown here.",
-                    style="bold magenta")
-        if runner.preview_command:
-            text.append("\np: preview its SQL first with: ", style="magenta")
-            text.append(render_exact(runner.preview_command), style="bold")
-        parts.append(text)
-    return Panel(Group(*parts), title="approval needed", border_style="red")
+# ------------------------------------------------------------------ the approval screen
 
 
-def _sql_statements(req: ApprovalRequest) -> list:
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _sql_analysis(req: ApprovalRequest) -> Any:
+    return _analyze(req.sql or "", req.sql_dialect)
+
+
+@lru_cache(maxsize=4)
+def _analyze(sql: str, dialect: str) -> Any:
+    """One analysis per SQL text, however often the screen is drawn (it is costly for huge SQL)."""
     from devagent.sql_analysis import analyze_sql
 
-    analysis = analyze_sql(req.sql or "", req.sql_dialect)
-    table = Table(title="statements", title_justify="left", show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("kind")
-    table.add_column("statement")
-    table.add_column("flags")
-    for st in analysis.statements:
-        flag = Text("DESTROYS/LOCKS DATA: " if st.destructive else "", style="bold red")
-        flag.append(render_exact("; ".join(st.reasons)), style="red" if st.destructive else "yellow")
-        table.add_row(str(st.index), st.kind, one_line(st.text, 60), flag)
-    if not analysis.statements:
-        return [Text("no SQL statements found", style="bold red")]
-    return [table]
+    return analyze_sql(sql, dialect)
+
+
+def confirmation_words(req: ApprovalRequest) -> tuple[str, ...]:
+    """The names the human must type to approve SQL that destroys data (none: not needed)."""
+    if req.tool != "run_migration" or req.error:
+        return ()
+    from devagent.runner import required_confirmation
+
+    return required_confirmation(req)
+
+
+def approval_panel(req: ApprovalRequest, *, verbose: bool = False, title: str | None = None,
+                   expand: bool = True) -> Group:
+    """The approval screen: the exact payload whole, one line of context, warnings.
+
+    verbose: everything else (thread, call id, full sha256, raw arguments, changed files).
+    title: what the box is called (default: the tool, "k of n" when several wait).
+    """
+    if title is None:
+        title = req.tool
+        if req.batch_size > 1:
+            title += f" · {req.batch_index} of {req.batch_size}"
+    parts: list[Any] = []
+    if req.tool == "run_migration":
+        parts.append(_sql_box(req, title, expand))
+    else:
+        body = ExactLines(req.payload)
+        if body.total_lines > 1:
+            title += f" · command ({body.total_lines} lines: every line runs)"
+        parts.append(Panel(body, title=shown(title, inline=True), title_align="left", border_style="yellow",
+                           expand=expand))
+    parts.append(Pieces(_context(req)))
+    warnings = _warnings(req)
+    if warnings:
+        parts.append(shown("\n".join(warnings), style="bold red"))
+    if req.migration_runner:
+        runner = req.migration_runner
+        text = shown(f"this runs the {runner.name} migration runner: the SQL it applies is not shown here.",
+                     style="bold magenta")
+        if runner.preview_command:
+            text.append_text(shown(("\np: preview its SQL first with: ", "magenta"), (runner.preview_command, "bold")))
+        parts.append(text)
+    if verbose:
+        parts.append(_details(req))
+    return Group(*parts)
+
+
+def _context(req: ApprovalRequest) -> list[Shown]:
+    pieces = []
+    if req.tool == "run_shell":
+        pieces += [shown(req.workdir, inline=True), shown("network " + ("on" if req.network else "off")),
+                   shown(f"timeout {req.timeout_s}s")]
+    else:
+        pieces.append(shown(req.database or "default database", inline=True, limit=120))
+        if req.sql_path:
+            pieces.append(shown("file ", req.sql_path, inline=True, limit=120))
+    pieces.append(shown(f"sha256 {req.sha256[:SHORT_SHA]}"))
+    k = len(req.changed_files)
+    pieces.append(shown(f"{'no' if k == 0 else k} file{'' if k == 1 else 's'} changed since the last command"))
+    return pieces
+
+
+def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
+    """The SQL once, exact and numbered, with each statement's verdict on a row above it."""
+    sql = req.sql or ""
+    statements = _sql_analysis(req).statements if sql else ()
+    headers: dict[int, list[Shown]] = {}
+    for st in statements:
+        line = sql.count("\n", 0, st.start)
+        if st.destructive:
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  DESTROYS/LOCKS DATA: ", "bold red"),
+                        ("; ".join(st.reasons), "red"), inline=True)
+        elif st.reasons:
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ", ""), ("; ".join(st.reasons), "yellow"),
+                        inline=True)
+        else:
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ✓", "green"), inline=True)
+        headers.setdefault(line, []).append(row)
+    count = _count(len(statements), "statement")
+    body: Any = ExactLines(sql, numbered=True, headers=headers)
+    if not statements:
+        body = Group(shown("no SQL statements found", style="bold red"), body)
+    return Panel(body, title=shown(f"{title} · SQL, {count}, exact bytes", inline=True), title_align="left",
+                 border_style="yellow", expand=expand)
 
 
 def _warnings(req: ApprovalRequest) -> list[str]:
     out = []
     if req.error:
         out.append(f"⚠ {req.error}")
-    out += [f"⚠ {render_exact(notice)}" for notice in req.notices]  # paths in them come from the sandbox
+    out += [f"⚠ {notice}" for notice in req.notices]  # escaped when shown: paths in them come from the sandbox
     if has_hidden_characters(req.payload):
-        out.append("⚠ hidden or control characters are shown as ⟪U+…⟫ tokens: they are part of what would run")
-    looks = lookalikes(req.payload)
+        out.append("⚠ hidden or control characters are shown as visible U+XXXX NAME tokens: they are part of what would run")
+    looks = lookalikes(req.payload[:PAYLOAD_DISPLAY_LIMIT])
     if looks:
         names = ", ".join(sorted({f"{l.char} {l.codepoint} {l.name}" for l in looks})[:8])
         out.append(f"⚠ non-ASCII characters that may look like ASCII: {names}")
+    if req.tool == "run_migration" and req.sql_path:
+        out.append(f"  {req.sql_path} is read again before it runs, and refused if its sha256 is no longer this one")
     return out
 
 
-class TerminalApprover:
-    """Asks on the terminal: approve, reject with a reason, approve always, show more."""
+def _details(req: ApprovalRequest) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(shown("thread"), shown(req.thread_id, inline=True))
+    grid.add_row(shown("call"), shown(req.call_id, inline=True))
+    grid.add_row(shown("tool"), shown(req.tool, inline=True))
+    grid.add_row(shown("sha256"), shown(req.sha256))
+    if req.tool == "run_shell":
+        grid.add_row(shown("cwd"), shown(req.workdir, inline=True))
+        grid.add_row(shown("network"), shown("on" if req.network else "off"))
+        grid.add_row(shown("timeout"), shown(f"{req.timeout_s}s"))
+    else:
+        grid.add_row(shown("database"), shown(req.database or "default", inline=True))
+        if req.sql_path:
+            grid.add_row(shown("file"), shown(req.sql_path, inline=True))
+    grid.add_row(shown("arguments"), shown(req.arguments, inline=True, limit=RAW_ARGUMENTS_LIMIT, style="dim"))
+    grid.add_row(shown("args sha256"), shown(req.arguments_sha256, inline=True))
+    changed = shown("\n".join(req.changed_files) or "(none)") if len(req.changed_files) < 500 else \
+        shown("\n".join(req.changed_files[:500]), f"\n… and {len(req.changed_files) - 500} more")
+    grid.add_row(shown("changed files"), changed)
+    return grid
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+
+# ------------------------------------------------------------------ the prompt
+
+
+def legend(keys: list[tuple[str, str]], width: int) -> Shown:
+    """"[y] approve  [n] reject ..." on one line: the roomiest form that fits the width."""
+    for brackets, gap in (("[]", "  "), ("[]", " "), ("", "  "), ("", " ")):
+        text = shown()
+        for i, (key, what) in enumerate(keys):
+            if i:
+                text.append(gap)
+            text.append_text(shown((f"{brackets[:1]}{key}{brackets[1:]}", "bold"), f" {what}"))
+        text.append(" › ")
+        if cell_len(text.plain) <= width:
+            break
+    return text
+
+
+class TerminalApprover:
+    """Asks on the terminal, one key: approve, reject (with a reason), always, diff, more, stop."""
+
+    def __init__(self, screen: Screen | Console, diff: Callable[[ApprovalRequest], str] | None = None) -> None:
+        self.screen = screen if isinstance(screen, Screen) else Screen(console=screen)
+        self.diff = diff
 
     def decide(self, req: ApprovalRequest) -> Decision | None:
-        self.console.print(approval_panel(req))
+        self.screen.print(approval_panel(req, expand=self.screen.wraps))
         if req.error:
             reason = f"not run: {req.error}"
-            self.console.print(Text(f"this call cannot run; it is rejected ({reason})", style="red"))
+            self.screen.print(shown(f"this call cannot run; it is rejected ({reason})", style="red"))
             return Decision(False, reason)
+        words = confirmation_words(req)
+        keys = [("y", "approve"), ("n", "reject")]
+        if not words:
+            keys.append(("a", "always"))
+        else:
+            self.screen.print(shown("no [a] always here: SQL that destroys data needs its name typed every time",
+                                    style="dim"))
+        keys += [("d", "diff"), ("m", "more"), ("s", "stop")]
+        preview = req.migration_runner.preview_command if req.migration_runner else None
+        if preview:
+            keys.append(("p", "preview SQL"))
         while True:
-            what = "command" if req.tool == "run_shell" else "SQL"
-            choices = f"[y] approve  [n] reject  [a] approve always (this exact {what}, this thread)  [m] show more"
-            if req.migration_runner and req.migration_runner.preview_command:
-                choices += "  [p] preview SQL (as a separate command)"
-            self.console.print(choices, markup=False, highlight=False)  # "[y]" is text, not a style
-            answer = self.console.input("approve? ").strip().lower()
-            if answer in ("y", "yes"):
-                return self._confirm_destructive(req)
-            if answer in ("n", "no"):
-                reason = self.console.input("reason (sent to the model): ").strip()
+            key = self.screen.key(legend(keys, self.screen.width), "".join(k for k, _ in keys))
+            if key == "y":
+                if not words:
+                    return Decision(True)
+                if all(self._confirm(word, n, len(words)) for n, word in enumerate(words, 1)):
+                    return Decision(True, confirmed=words)
+            elif key == "n":
+                reason = self.screen.ask(shown("reason (sent to the model): ")).strip()
                 return Decision(False, reason or "rejected by the user")
-            if answer in ("a", "always"):
+            elif key == "a":
                 return Decision(True, always=True)
-            if answer in ("m", "more"):
-                self.console.print(approval_panel(req, verbose=True))
-                self.console.print(Text(f"raw arguments: {render_exact(req.arguments)}", style="dim"))
-            if answer == "p" and req.migration_runner and req.migration_runner.preview_command:
-                preview = req.migration_runner.preview_command
+            elif key == "d":
+                self._show_diff(req)
+            elif key == "m":
+                self.screen.print(_details(req))
+            elif key == "s":
+                self.screen.print(shown("stopped: the model is told; the turn ends and its work is committed",
+                                        style="bold"))
+                return Decision(False, STOP_REASON, stop=True)
+            elif key == "p" and preview:
                 return Decision(False, f"The user wants to see the SQL first. Run exactly this preview "
                                        f"command (it will be approved separately): {preview}")
 
-    def _confirm_destructive(self, req: ApprovalRequest) -> Decision | None:
-        if req.tool != "run_migration":
-            return Decision(True)
-        from devagent.sql_analysis import analyze_sql
+    def _confirm(self, word: str, number: int = 1, count: int = 1) -> bool:
+        """One typed name; a typo asks again (3 tries), then back to the keys, nothing decided."""
+        which = f" ({number} of {count})" if count > 1 else ""
+        for attempt in range(1, CONFIRM_TRIES + 1):
+            typed = self.screen.ask(shown("this SQL destroys or locks data; type ", (word, "bold"),
+                                          f" to approve{which}: ", inline=True))
+            if typed.strip() == word:
+                return True
+            left = CONFIRM_TRIES - attempt
+            then = f"; {left} more {'try' if left == 1 else 'tries'}" if left else "; not approved: choose again"
+            self.screen.print(shown("that is not ", (word, "bold"), then, style="red", inline=True))
+        return False
 
-        word = analyze_sql(req.sql or "", req.sql_dialect).confirmation_word
-        if word is None:
-            return Decision(True)
-        # The word comes from the model's SQL: shown escaped, never read as markup.
-        typed = self.console.input(Text.assemble("this SQL destroys or locks data; type ",
-                                                 (render_exact(word), "bold"), " to approve: "))
-        if typed.strip() == word:
-            return Decision(True, confirmed=(word,))
-        self.console.print("confirmation did not match; not approved", style="red")
-        return Decision(False, "the user did not confirm the destructive SQL")
+    def _show_diff(self, req: ApprovalRequest) -> None:
+        if not req.changed_files:
+            self.screen.print(shown("no files changed since the last command", style="dim"))
+            return
+        if self.diff is None:
+            self.screen.print(shown("\n".join(req.changed_files)))
+            return
+        try:
+            text = self.diff(req)
+        except Exception as exc:  # shown, never fatal: the decision is still to be made
+            self.screen.print(shown(f"the diff cannot be shown: {exc}", style="red"))
+            return
+        self.screen.page([diff_text(text)], text.count("\n") + 1)
+
+
+def diff_text(text: str, limit: int = 1024 * 1024) -> Shown:
+    """A diff, escaped, with its file headers and hunk lines coloured; at most `limit` escaped
+    characters, then how much more there is."""
+    out = shown()
+    budget = limit
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for number, line in enumerate(lines):
+        if budget <= 0:
+            out.append_text(shown(f"… {len(lines) - number} more lines not shown", style="dim"))
+            break
+        style = ("bold" if line.startswith(("diff --git", "+++", "---")) else "green" if line.startswith("+")
+                 else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else "")
+        piece = shown((line, style), limit=budget)
+        budget -= len(piece.plain) + 1
+        if number:
+            out.append("\n")
+        out.append_text(piece)
+    return out
+
+
+def pending_screens(requests: Iterable[ApprovalRequest], expand: bool) -> list[Any]:
+    """The paused calls as `pending` and a paused run list them: the call id is in each title."""
+    return [approval_panel(r, title=f"{r.tool} · thread {r.thread_id} · call {_short(r.call_id)}", expand=expand)
+            for r in requests]
+
+
+def _short(text: str, limit: int = LABEL_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -50,7 +50,7 @@ def new_runner(home: Path, docker_client: Any, script: list[Any], approver: Any 
 
 def render(request: ApprovalRequest) -> str:
     console = Console(record=True, width=220, color_system=None, file=io.StringIO())
-    console.print(approval_panel(request))
+    console.print(approval_panel(request, verbose=True))  # verbose: the full sha256 too
     return console.export_text()
 
 
@@ -119,7 +119,7 @@ async def test_approval_shows_every_statement_and_flags_destructive_ones(
     # The SQL whole, then one row per statement; only DROP and DELETE are flagged.
     for line in MIXED.splitlines():
         assert line in screen
-    rows = [l for l in screen.splitlines() if l.count("│") >= 5]
+    rows = [l for l in screen.splitlines() if l.startswith("│")]  # inside the SQL box
     create = [r for r in rows if "CREATE TABLE" in r and "audit_events" in r]
     drop = [r for r in rows if "DROP TABLE" in r and "legacy_users" in r]
     delete = [r for r in rows if "DELETE" in r and "sessions" in r]
@@ -466,10 +466,11 @@ def test_destructive_sql_needs_the_typed_confirmation_word() -> None:
 
     request = ApprovalRequest("t", "c1", "run_migration", "{}", "x", "pending", sql=MIXED,
                               database="sqlite: devagent.db (a file in the thread's workspace)")
-    console = ScriptedConsole(["y", "y"])
+    # A single key is not enough; a typo asks again (3 tries), then the keys again: nothing decided.
+    console = ScriptedConsole(["y", "y", "legacy_user", "yes", "n", "not now"])
     decision = TerminalApprover(console).decide(request)
-    assert decision is not None and not decision.approved  # a single key is not enough
-    assert "type legacy_users to approve" in console.export_text()
+    assert decision == Decision(False, "not now")
+    assert console.export_text().count("type legacy_users to approve") == 3
     decision = TerminalApprover(ScriptedConsole(["y", "legacy_users"])).decide(request)
     assert decision is not None and decision.approved
 

@@ -1,74 +1,161 @@
-"""The interactive approval prompt in a real pseudo-terminal (pexpect)."""
+"""The interactive approval in a real pseudo-terminal: one key answers, typeahead never does."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
+import re
+import time
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from llm_stub import tool_call
+from terminal_helpers import LEGEND, Terminal
 
 pytestmark = pytest.mark.usefixtures("sandbox_image")
 
 HIDDEN = "\x1b]0;HACKED\x07\x1b[8m"  # retitle the terminal, then conceal what follows
 
 
-def spawn(home: Path, repo: Path, *args: str) -> pexpect.spawn:
-    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test", "COLUMNS": "200", "TERM": "xterm"}
-    return pexpect.spawn(sys.executable, ["-m", "devagent", *args], cwd=str(repo), env=env,
-                         encoding="utf-8", timeout=90, dimensions=(50, 200))
+def task(home: Path, repo: Path, llm, *extra: str, columns: int = 80) -> Terminal:
+    return Terminal(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub", *extra, columns=columns)
+
+
+def thread_of(home: Path) -> str:
+    [thread] = [p.name for p in (home / "threads").iterdir()]
+    return thread
+
+
+def workspace(home: Path) -> Path:
+    return home / "threads" / thread_of(home) / "workspace"
 
 
 def test_escaped_command_is_shown_and_n_means_it_never_runs(home: Path, repo: Path, llm) -> None:
     command = f"echo safe{HIDDEN} && touch ran.txt"
     llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "s1")]}, {"content": "understood"})
-    child = spawn(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub")
-    child.expect("approve\\? ")
-    screen = child.before
+    term = task(home, repo, llm, columns=200)
+    term.expect(LEGEND)
+    screen = term.text()
     assert "⟪U+001B ESC⟫]0;HACKED⟪U+0007 BEL⟫⟪U+001B ESC⟫[8m" in screen
-    assert "\x1b]0;HACKED" not in screen and "\x1b[8m" not in screen
+    assert "\x1b]0;HACKED" not in term.output and "\x1b[8m" not in term.output
     assert "touch ran.txt" in screen
     assert "hidden or control characters" in screen
-    child.sendline("n")
-    child.expect("reason")
-    child.sendline("do not touch files")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    [thread] = [p.name for p in (home / "threads").iterdir()]
-    assert not (home / "threads" / thread / "workspace" / "ran.txt").exists()
+    term.send("n")
+    term.expect("reason")
+    term.send("do not touch files\r")
+    assert term.wait() == 0
+    assert not (workspace(home) / "ran.txt").exists()
     assert "do not touch files" in llm.tool_outputs()["s1"]
 
 
 def test_y_runs_exactly_the_shown_command_and_streams_its_output(home: Path, repo: Path, llm) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo streamed-$((6*7))"}, "s1")]},
                {"content": "all good"})
-    child = spawn(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub")
-    child.expect("approve\\? ")
-    assert "echo streamed-$((6*7))" in child.before
-    child.sendline("y")
-    child.expect("streamed-42")
-    child.expect("all good")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    assert "echo streamed-$((6*7))" in term.text()
+    term.send("y")  # one key, no Enter
+    term.expect("streamed-42")
+    term.expect("all good")
+    assert term.wait() == 0
+    # The result line names the command it belongs to.
+    assert any(line.startswith("  ⎿ echo streamed-$((6*7)) → [exit code 0") for line in term.lines()), term.text()
+
+
+def test_a_one_line_command_takes_at_most_six_lines_at_80_columns(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "Makefile", "content": "test:\n\t@echo ok\n"}, "w1")]},
+               {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s1")]},
+               {"content": "done"})
+    term = task(home, repo, llm, columns=80)
+    term.expect(LEGEND)
+    lines = term.lines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("╭─ run_shell"))
+    screen = lines[top:]
+    assert len(screen) <= 6, "\n".join(screen)
+    assert screen[1].split() == ["│", "make", "test", "│"] and len(screen[1]) == 80
+    assert "timeout 300s" in term.text() and "1 file changed since the last command" in term.text()
+    assert all(len(line) <= 80 for line in screen)
+    assert screen[-1].startswith("[y] approve  [n] reject  [a] always  [d] diff  [m] more  [s] stop")
+    # m: the full metadata; d: the diff of what changed since the last command.
+    term.send("m")
+    term.expect(LEGEND)
+    text = term.text()
+    sha = __import__("hashlib").sha256(b"make test").hexdigest()
+    assert sha in text.replace("\n", "") and "s1" in text and '{"command": "make test"}' in text
+    assert "M Makefile" in text
+    term.send("d")
+    term.expect(LEGEND)
+    assert "+⟪U+0009 HT⟫@echo ok" in term.text()
+    term.send("y")
+    assert term.wait() == 0
+
+
+def test_keys_typed_before_the_screen_appears_are_ignored(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "touch ran.txt"}, "s1")]}, {"content": "ok"})
+    term = task(home, repo, llm)
+    # A user types ahead during the start-up: "always" + Enter, "yes" + Enter.
+    term.send("a\r")
+    term.expect("on branch devagent/")
+    term.send("a\ry\ryes\r")
+    term.expect(LEGEND)
+    time.sleep(2)  # had any of those keys answered, the command would be running by now
+    thread = thread_of(home)
+    log = json.loads(cli("log", thread, "--json").stdout)
+    assert not [e for e in log if e["event"] in ("approved", "executing", "executed")], log
+    assert not (workspace(home) / "ran.txt").exists()
+    # Enter alone answers nothing either.
+    term.send("\r\r")
+    time.sleep(1)
+    assert not (workspace(home) / "ran.txt").exists()
+    term.send("n")
+    term.expect("reason")
+    term.send("\r")
+    assert term.wait() == 0
+    assert not (workspace(home) / "ran.txt").exists()
+    assert json.loads(cli("pending", thread, "--json").stdout) == []
+
+
+def test_s_rejects_and_ends_the_turn_with_its_work_committed(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "notes.txt", "content": "kept\n"}, "w1")]},
+               {"tool_calls": [tool_call("run_shell", {"command": "echo first > first.txt"}, "s1"),
+                               tool_call("run_shell", {"command": "touch second.txt"}, "s2"),
+                               tool_call("run_shell", {"command": "touch third.txt"}, "s3")]},
+               {"content": "this reply is never asked for"})
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    assert "run_shell · 1 of 3" in term.text()
+    term.send("y")
+    term.expect(LEGEND)
+    assert "run_shell · 2 of 3" in term.text()
+    term.send("s")
+    assert term.wait() == 0
+    assert re.search(r"thread [0-9a-f]{8} stopped: 1 command\(s\) run", term.text())
+    work = workspace(home)
+    assert (work / "first.txt").exists()  # approved before the stop: it ran
+    assert not (work / "second.txt").exists() and not (work / "third.txt").exists()
+    assert len(llm.requests) == 2 and llm.steps, "the model was asked again after the stop"
+    thread = thread_of(home)
+    [info] = [t for t in json.loads(cli("threads", "--json").stdout) if t["id"] == thread]
+    assert info["state"] == "done" and info["pending"] == 0
+    assert "notes.txt" in cli("diff", thread).stdout  # the turn's work is committed
+    # The thread takes a new task; the model is told the calls were stopped.
+    llm.steps.clear()
+    llm.script({"content": "ready for the next task"})
+    again = cli("task", "next", "--thread", thread, "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert again.returncode == 0, again.stderr
+    messages = llm.requests[-1]["messages"]
+    told = [m["content"] for m in messages if m.get("role") == "tool" and m.get("tool_call_id") in ("s2", "s3")]
+    assert len(told) == 2 and all("stopped this turn" in str(t) for t in told), messages
 
 
 def test_ctrl_c_at_the_prompt_runs_nothing_and_keeps_the_run(home: Path, repo: Path, llm, cli) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "touch ran.txt"}, "s1")]}, {"content": "ok"})
-    child = spawn(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub")
-    child.expect("approve\\? ")
-    child.sendintr()
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130
-    [thread] = [p.name for p in (home / "threads").iterdir()]
-    assert not (home / "threads" / thread / "workspace" / "ran.txt").exists()
-    pending = json.loads(cli("pending", thread, "--json").stdout)
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    term.child.sendintr()
+    assert term.wait() == 130
+    assert not (workspace(home) / "ran.txt").exists()
+    pending = json.loads(cli("pending", thread_of(home), "--json").stdout)
     assert [p["call_id"] for p in pending] == ["s1"]
 
 
@@ -77,13 +164,11 @@ def test_shell_opens_the_threads_container_for_the_user(home: Path, repo: Path, 
                {"content": "done"})
     started = cli("task", "write a file", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     thread_id = json.loads(started.stdout)["thread"]
-    child = spawn(home, repo, "shell", thread_id)
-    child.sendline("ls; echo shell-$((40+2)); exit 7")
-    child.expect("made-by-agent.txt")
-    child.expect("shell-42")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 7
+    term = Terminal(home, repo, "shell", thread_id)
+    term.send("ls; echo shell-$((40+2)); exit 7\r")
+    term.expect("made-by-agent.txt")
+    term.expect("shell-42")
+    assert term.wait() == 7
 
 
 def test_resume_on_a_terminal_asks_for_what_ci_left_pending(home: Path, repo: Path, llm, cli) -> None:
@@ -92,12 +177,52 @@ def test_resume_on_a_terminal_asks_for_what_ci_left_pending(home: Path, repo: Pa
     paused = cli("task", "do it later", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert paused.returncode == 3
     thread_id = json.loads(paused.stdout)["thread"]
-    child = spawn(home, repo, "resume", thread_id)
-    child.expect("approve\\? ")
-    assert "echo later > later.txt" in child.before
-    child.sendline("y")
-    child.expect("finished later")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    term = Terminal(home, repo, "resume", thread_id)
+    term.expect(LEGEND)
+    assert "echo later > later.txt" in term.text()
+    term.send("y")
+    term.expect("finished later")
+    assert term.wait() == 0
     assert (home / "threads" / thread_id / "workspace" / "later.txt").read_text() == "later\n"
+
+
+def test_an_always_rule_prints_the_command_it_approved(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo again"}, "s1")]},
+               {"tool_calls": [tool_call("run_shell", {"command": "echo again"}, "s2")]},
+               {"content": "done twice"})
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    term.send("a")
+    term.expect("done twice")
+    assert term.wait() == 0
+    text = term.text()
+    rule = text.index("approved by your 'always' rule")
+    assert "│ echo again" in text[rule:].split("\n", 2)[1], text
+
+
+def test_destructive_sql_offers_no_always_and_a_typo_asks_again(home: Path, repo: Path, llm, cli) -> None:
+    sql = "CREATE TABLE legacy (x int);\nDROP TABLE legacy;\n"
+    llm.script({"tool_calls": [tool_call("run_migration", {"sql": sql}, "m1")]}, {"content": "dropped"})
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    text = term.text()
+    assert "no [a] always here: SQL that destroys data needs its name typed every time" in text
+    assert "[a]" not in term.lines()[-1]
+    term.send("a")  # not a key on this screen: nothing happens
+    time.sleep(1)
+    assert "no [a] always" in term.lines()[-2] and term.lines()[-1].endswith("›")
+    term.send("y")
+    term.expect("to approve: ")
+    assert term.lines()[-1] == "this SQL destroys or locks data; type legacy to approve:"
+    term.send("legacyy\r")
+    term.expect("more tries")
+    term.expect("to approve: ")
+    assert term.lines()[-2:] == ["that is not legacy; 2 more tries",
+                                 "this SQL destroys or locks data; type legacy to approve:"]
+    term.send("legacy\r")
+    term.expect("dropped")
+    assert term.wait() == 0
+    [row] = json.loads(cli("migrations", thread_of(home), "--json").stdout)
+    assert (row["call_id"], row["result"]) == ("m1", "applied")
+    log = json.loads(cli("log", thread_of(home), "--json").stdout)
+    assert [e["detail"].get("always") for e in log if e["event"] == "approved"] == [False]

@@ -128,10 +128,11 @@ async def test_a_100_kb_command_is_shown_whole_and_runs_byte_for_byte(home: Path
     assert request.command == command and request.sha256 == sha256_text(command)
     wide = screen(request, width=len(command) + 200)
     assert command in wide  # on one line, whole, unescaped
-    # A real terminal: wrapped over many lines, never cut. Only the wrap points may differ.
-    body = [line[4:-4] for line in screen(request, width=120).splitlines()
-            if line.startswith("│ │ ") and line.endswith(" │ │")]
-    assert "".join(body).replace(" ", "") == command.replace(" ", "")
+    # A real terminal: wrapped over many lines (each marked ↪), never cut.
+    body = [line[2:-2] for line in screen(request, width=120).splitlines()
+            if line.startswith("│ ") and line.endswith(" │")]
+    assert all(row.startswith("↪ ") for row in body[1:])
+    assert (body[0] + "".join(row[2:] for row in body[1:])).replace(" ", "") == command.replace(" ", "")
 
     [executing] = events(runner, thread.id, "executing")
     assert executing["detail"]["command"] == command
@@ -354,16 +355,14 @@ def test_a_wrapped_long_line_never_looks_like_a_separate_line_of_the_command() -
     command = "ls\nrm -rf /workspace " + "x" * 300 + " && echo done"
     request = ApprovalRequest("t", "c1", "run_shell", "{}", "x", "pending", command=command, timeout_s=300)
     rows = screen(request, width=80).splitlines()
-    inner = [row.strip()[1:-1].strip()[1:-1] for row in rows]  # inside the outer and command panels
+    inner = [row[2:-2] for row in rows if row.startswith("│")]  # inside the command's box
     second = next(i for i, row in enumerate(inner) if "2 │ rm -rf" in row)
     gutter = inner[second].index("rm -rf")
     continuation = []
     for row in inner[second + 1:]:
-        if not row.strip() or "─" in row:  # end of the command panel
-            break
         continuation.append(row)
     assert continuation, "the long line must wrap at this width"
-    # Every wrapped piece sits under the text column, never where a line number would be.
-    assert all(row[:gutter].strip() == "" for row in continuation)
-    shown = "".join(r.strip() for r in [inner[second][gutter:], *continuation])
+    # Every wrapped piece is marked as a continuation where a line number would be.
+    assert all(row[:gutter].strip() == "↪" for row in continuation)
+    shown = "".join(r[gutter:].rstrip() for r in [inner[second], *continuation])
     assert shown.replace(" ", "") == command.split("\n")[1].replace(" ", "")
