@@ -117,12 +117,18 @@ class ThreadModel(Model):
     Every response's usage goes to `on_usage` (one call per model request).
     """
 
-    def __init__(self, inner: Model, on_usage: Callable[[TokenUsage], None] = lambda _usage: None) -> None:
+    def __init__(self, inner: Model, on_usage: Callable[[TokenUsage], None] = lambda _usage: None,
+                 on_activity: Callable[[str | None], None] = lambda _what: None) -> None:
         self.inner = inner
         self.on_usage = on_usage
+        self.on_activity = on_activity  # "thinking" while a request is out
 
     async def get_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
-        response = await self.inner.get_response(system_instructions, input, *args, **kwargs)
+        self.on_activity("thinking")
+        try:
+            response = await self.inner.get_response(system_instructions, input, *args, **kwargs)
+        finally:
+            self.on_activity(None)
         renamer = _CallIdRenamer(_used_call_ids(input))
         for item in response.output:
             renamer.rename(item, final=True)
@@ -131,16 +137,21 @@ class ThreadModel(Model):
 
     async def stream_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
         renamer = _CallIdRenamer(_used_call_ids(input))
-        async for event in self.inner.stream_response(system_instructions, input, *args, **kwargs):
-            item = getattr(event, "item", None)
-            if item is not None:
-                renamer.rename(item)
-            response = getattr(event, "response", None)
-            for item in getattr(response, "output", None) or ():
-                renamer.rename(item, final=True)
-            if getattr(event, "type", None) == "response.completed":
-                self.on_usage(TokenUsage.of(getattr(response, "usage", None)))
-            yield event
+        self.on_activity("thinking")
+        try:
+            async for event in self.inner.stream_response(system_instructions, input, *args, **kwargs):
+                item = getattr(event, "item", None)
+                if item is not None:
+                    renamer.rename(item)
+                response = getattr(event, "response", None)
+                for item in getattr(response, "output", None) or ():
+                    renamer.rename(item, final=True)
+                if getattr(event, "type", None) == "response.completed":
+                    self.on_activity(None)
+                    self.on_usage(TokenUsage.of(getattr(response, "usage", None)))
+                yield event
+        finally:
+            self.on_activity(None)
 
     async def close(self) -> None:
         await self.inner.close()

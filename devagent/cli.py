@@ -146,6 +146,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
     try:
         return loop.run_until_complete(coro_factory())
     except KeyboardInterrupt:
+        runner.events.activity(None)
         runner.abort()
         # Let the turn unwind (its finally blocks stop the container) before exiting 130.
         tasks = asyncio.all_tasks(loop)
@@ -158,6 +159,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
         _say("\ninterrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
+        runner.events.activity(None)  # the status line never outlives the turn
         loop.close()
 
 

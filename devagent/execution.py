@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class ToolRuntime:
     network: bool
     sandbox_owner: tuple[int, int]
     on_output: Callable[[str], None] = lambda _text: None
+    on_activity: Callable[[str | None], None] = lambda _what: None
     # Set by the migrations part: runs approved SQL in the thread's database.
     migrate: Callable[..., str] | None = None
     started: bool = field(default=False, init=False)
@@ -56,9 +58,20 @@ class ToolRuntime:
 
     def ensure_container(self) -> ThreadContainer:
         if not self.started:
-            self.container.ensure_running()
+            with self.doing("starting PostgreSQL and the sandbox" if self.container.spec.internal_network
+                            else "starting the sandbox"):
+                self.container.ensure_running()
             self.started = True
         return self.container
+
+    @contextmanager
+    def doing(self, what: str) -> Iterator[None]:
+        """Tell whoever watches what is going on (a status line), for as long as it lasts."""
+        self.on_activity(what)
+        try:
+            yield
+        finally:
+            self.on_activity(None)
 
     def authorize(self, ctx: ToolContext, tool: str) -> str | None:
         """None if this exact call was approved; otherwise the refusal the model reads."""
@@ -136,7 +149,10 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
     store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
                 detail={"command": command, "sha256": sha256_text(command)})
     started = time.monotonic()
-    result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
+    lines = command.strip().split("\n")
+    shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
+    with rt.doing(f"running `{shortened}`"):
+        result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
     if rt.aborted:
         # Ctrl-C killed it part-way: leave the call "running" so `resume` asks again.
         store.audit(rt.thread_id, "interrupted", call_id=call_id, tool="run_shell", actor="user",

@@ -47,6 +47,8 @@ class TurnEvents(Protocol):
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
+    def activity(self, what: str | None) -> None:
+        """What is going on now ("thinking", "running `make test`"); None: nothing any more."""
 
 
 class Approver(Protocol):
@@ -94,6 +96,7 @@ class SilentEvents:
     def command_output(self, text: str) -> None: ...
     def assistant_message(self, text: str) -> None: ...
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
+    def activity(self, what: str | None) -> None: ...
 
 
 @dataclass
@@ -531,11 +534,12 @@ class ThreadRunner:
         container = ThreadContainer(self.docker(), spec)
         runtime = ToolRuntime(thread_id=thread_id, store=self.store, workspace=ws, container=container,
                               network=spec.network, sandbox_owner=sandbox_user(),
-                              on_output=self.events.command_output)
+                              on_output=self.events.command_output, on_activity=self.events.activity)
         database = attach_migrations(runtime, settings)
         model = ThreadModel(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build(),
                             on_usage=lambda usage: self.store.audit(thread_id, "usage", actor="model",
-                                                                    detail=dataclasses.asdict(usage)))
+                                                                    detail=dataclasses.asdict(usage)),
+                            on_activity=self.events.activity)
         files = project_instruction_files(ws.work_dir)
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):

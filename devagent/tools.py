@@ -160,7 +160,8 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
                 start = verify_workspace_unchanged(rt, ctx.tool_call_id, "run_migration", entered)
             except WorkspaceChangedError as exc:
                 raise WorkspaceChanged(str(exc)) from None
-            output = rt.migrate(rt, ctx.tool_call_id, sql=sql, path=path, database=database)
+            with rt.doing("applying the migration"):
+                output = rt.migrate(rt, ctx.tool_call_id, sql=sql, path=path, database=database)
             record_command_state(rt, start)
         return output
 

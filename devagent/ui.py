@@ -154,13 +154,51 @@ def call_label(tool: str, arguments: str) -> str:
     return f"{tool} {target}" if isinstance(target, str) else tool
 
 
+class StatusLine:
+    """One line on stderr that says what is going on and for how long ("thinking 8.2s",
+    "running `make test` 9s"), with output streaming above it. Only on a terminal: nothing of it
+    reaches a pipe, a CI log or --json output."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, markup=False, emoji=False)
+        self.status: Any = None
+        self.what = ""
+        self.since = 0.0
+
+    def __rich__(self) -> Shown:
+        import time
+
+        return shown((self.what, "bold"), f" {time.monotonic() - self.since:.1f}s", inline=True, limit=100)
+
+    def show(self, what: str | None) -> None:
+        import time
+
+        if not self.console.is_terminal:
+            return
+        if what is None:
+            if self.status is not None:
+                self.status.stop()
+                self.status = None
+            return
+        self.what, self.since = what, time.monotonic()
+        if self.status is None:
+            from rich.status import Status
+
+            self.status = Status(self, console=self.console, spinner="dots", refresh_per_second=10)
+            self.status.start()
+
+
 class ConsoleEvents:
     """Live progress of a turn on the terminal (stderr when stdout carries JSON)."""
 
-    def __init__(self, screen: Screen | Console) -> None:
+    def __init__(self, screen: Screen | Console, status: StatusLine | None = None) -> None:
         self.screen = screen if isinstance(screen, Screen) else Screen(console=screen)
         self.streamed = 0
         self.labels: dict[str, str] = {}
+        self.status = status or StatusLine()
+
+    def activity(self, what: str | None) -> None:
+        self.status.show(what)
 
     def notice(self, text: str) -> None:
         self.screen.print(shown(text, style="dim"))

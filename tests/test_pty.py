@@ -226,3 +226,21 @@ def test_destructive_sql_offers_no_always_and_a_typo_asks_again(home: Path, repo
     assert (row["call_id"], row["result"]) == ("m1", "applied")
     log = json.loads(cli("log", thread_of(home), "--json").stdout)
     assert [e["detail"].get("always") for e in log if e["event"] == "approved"] == [False]
+
+
+def test_a_status_line_says_what_is_going_on_only_on_a_terminal(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"delay": 3, "tool_calls": [tool_call("run_shell", {"command": "sleep 3; echo finished"}, "s1")]},
+               {"content": "all done"})
+    term = task(home, repo, llm)
+    term.expect("thinking")  # the model takes 3 s to answer
+    term.expect(LEGEND)
+    term.send("y")
+    term.expect(r"running `sleep 3; echo finished`")
+    term.expect("finished")
+    term.expect("all done")
+    assert term.wait() == 0
+
+    llm.script({"delay": 2, "content": "ok"})
+    piped = cli("task", "again", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert piped.returncode == 0, piped.stderr
+    assert "thinking" not in piped.stdout + piped.stderr
