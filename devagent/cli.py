@@ -621,6 +621,8 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
     store = _store()
     thread_id = _thread_id(store, thread_id)
     rows = store.migrations(thread_id)
+    for r in rows:
+        r["source"] = _migration_source(store, thread_id, r.get("call_id"))
     if as_json:
         _emit_json(rows)
         return
@@ -631,11 +633,30 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
 
     screen = _screen()
     for r in rows:
-        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])) + "  ",
-                     (f"{r['result']:<8}", "bold green" if r["result"] == "applied" else "bold red"),
-                     (f"  sha256={r['sha256']}  statements={r['statements']}  took={r['duration_s'] or 0:.2f}s  ",
-                      "dim"), f"{r['database']}  {r['detail'] or ''}", inline=True, limit=4096)
+        applied = r["result"] == "applied"
+        outcome = "" if applied else ("rolled back, nothing applied" if r["result"] == "failed" else "not run")
+        line = shown(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(r["at"])) + "  ",
+                     (f"{r['result']:<8}", "bold green" if applied else "bold red"), "  ",
+                     (r["source"], "bold"),
+                     (f"  {r['statements']} statement(s) · {r['duration_s'] or 0:.2f}s · sha256 {r['sha256'][:12]}", "dim"),
+                     inline=True, limit=4096)
         screen.print(line)
+        detail = f"{outcome}: {r['detail']}" if outcome and r["detail"] else (outcome or "")
+        if detail:
+            screen.print(shown("    ", (detail, "red"), inline=True, limit=1024))
+
+
+def _migration_source(store: Any, thread_id: str, call_id: str | None) -> str:
+    """What a migration was: its file, or its first statement (as the model proposed it)."""
+    approval = store.approval(thread_id, call_id) if call_id else None
+    try:
+        args = json.loads(approval.arguments) if approval else {}
+    except ValueError:
+        args = {}
+    if isinstance(args.get("path"), str):
+        return args["path"]
+    first = next((line.strip() for line in str(args.get("sql") or "").splitlines() if line.strip()), "")
+    return (first[:60] + "…") if len(first) > 60 else first or "(unknown)"
 
 
 @app.command("config")
