@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -222,6 +224,45 @@ def _read_key(fd: int, keys: str) -> str:
                 return key
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class StatusLine:
+    """One line on stderr that says what is going on and for how long ("thinking 8.2s",
+    "running `make test` 9s"), with output streaming above it. Only on a terminal: nothing of it
+    reaches a pipe, a CI log or --json output."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, markup=False, emoji=False)
+        self.status: Any = None
+        self.what = ""
+        self.since = 0.0
+        # Tools run on worker threads (several calls of one model turn at once): one line, one lock.
+        self.lock = threading.Lock()
+
+    def __rich__(self) -> Shown:
+        line = shown((self.what, "bold"), f" {time.monotonic() - self.since:.1f}s", inline=True, limit=100)
+        line.no_wrap, line.overflow = True, "ellipsis"  # always one line: redrawn in place
+        return line
+
+    def show(self, what: str | None) -> None:
+        if not self.console.is_terminal:
+            return
+        with self.lock:
+            self._show(what)
+
+    def _show(self, what: str | None) -> None:
+        if what is None:
+            if self.status is not None:
+                self.status.stop()
+                self.status = None
+            return
+        self.what, self.since = what, time.monotonic()
+        if self.status is None:
+            from rich.status import Status
+
+            self.status = Status(self, console=self.console, spinner="dots", refresh_per_second=10)
+            self.status.start()
+
 
 
 def emit_json(data: Any) -> None:

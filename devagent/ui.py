@@ -22,7 +22,7 @@ from rich.table import Table
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.runner import Decision
-from devagent.term import SafeRenderable, Screen, Shown, shown
+from devagent.term import SafeRenderable, Screen, Shown, StatusLine, shown
 
 STREAM_DISPLAY_LIMIT = 256 * 1024  # per command; the model still gets head + tail
 PAYLOAD_DISPLAY_LIMIT = 256 * 1024  # characters of an escaped command or SQL on the screen
@@ -152,40 +152,6 @@ def call_label(tool: str, arguments: str) -> str:
         return "SQL " + str(args.get("path") or str(args.get("sql") or "").strip().split("\n")[0])
     target = args.get("path") or args.get("pattern")
     return f"{tool} {target}" if isinstance(target, str) else tool
-
-
-class StatusLine:
-    """One line on stderr that says what is going on and for how long ("thinking 8.2s",
-    "running `make test` 9s"), with output streaming above it. Only on a terminal: nothing of it
-    reaches a pipe, a CI log or --json output."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False, markup=False, emoji=False)
-        self.status: Any = None
-        self.what = ""
-        self.since = 0.0
-
-    def __rich__(self) -> Shown:
-        import time
-
-        return shown((self.what, "bold"), f" {time.monotonic() - self.since:.1f}s", inline=True, limit=100)
-
-    def show(self, what: str | None) -> None:
-        import time
-
-        if not self.console.is_terminal:
-            return
-        if what is None:
-            if self.status is not None:
-                self.status.stop()
-                self.status = None
-            return
-        self.what, self.since = what, time.monotonic()
-        if self.status is None:
-            from rich.status import Status
-
-            self.status = Status(self, console=self.console, spinner="dots", refresh_per_second=10)
-            self.status.start()
 
 
 class ConsoleEvents:

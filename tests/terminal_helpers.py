@@ -15,6 +15,10 @@ import pyte
 LEGEND = r"s\]?(?:\x1b\[[0-9;]*m)* stop.*› "
 # rich's own colour and style codes: the only escape sequences devagent may write.
 SGR = re.compile(r"\x1b\[[0-9;]*m")
+# What devagent itself writes besides colours: the status line's own redraw (hide and show the
+# cursor, go back to the start of its line, erase it, one line up). Outside text is escaped, so none
+# of these can come from it; they are allowed only in exactly the form the status line writes.
+OWN = re.compile(r"\x1b\[[0-9;]*m|\x1b\[\?25[lh]|\r(?:\x1b\[1A\x1b\[2K)+|\r\x1b\[2K")
 
 
 class Terminal:
@@ -23,8 +27,9 @@ class Terminal:
         self.screen = pyte.Screen(columns, lines)
         self.stream = pyte.Stream(self.screen)
         self.raw: list[str] = []
+        # No pager: what is checked here is what devagent writes (paging is tested in test_review).
         full_env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test", "TERM": "xterm-256color",
-                    **(env or {})}
+                    "DEVAGENT_PAGER": "cat", **(env or {})}
         for name in ("COLUMNS", "LINES", "OPENAI_BASE_URL"):
             full_env.pop(name, None)
         self.child = pexpect.spawn(sys.executable, ["-m", "devagent", *args], cwd=str(repo), env=full_env,
@@ -73,7 +78,7 @@ def foreign_escapes(output: str) -> list[str]:
     styling or an ordinary line end: what would reach the terminal from outside devagent."""
     import unicodedata
 
-    rest = SGR.sub("", output)
+    rest = OWN.sub("", output)
     return sorted({f"U+{ord(c):04X}" for c in rest
                    if c not in "\r\n" and (unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
                                            or c == "\x1b")})

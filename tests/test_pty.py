@@ -201,7 +201,7 @@ def test_an_always_rule_prints_the_command_it_approved(home: Path, repo: Path, l
 
 
 def test_destructive_sql_offers_no_always_and_a_typo_asks_again(home: Path, repo: Path, llm, cli) -> None:
-    sql = "CREATE TABLE legacy (x int);\nDROP TABLE legacy;\n"
+    sql = "DROP TABLE IF EXISTS legacy;\n"  # a table that may hold data: only its typed name approves
     llm.script({"tool_calls": [tool_call("run_migration", {"sql": sql}, "m1")]}, {"content": "dropped"})
     term = task(home, repo, llm)
     term.expect(LEGEND)
