@@ -183,6 +183,9 @@ class ConsoleEvents:
                           .append_text(shown(" → ", (first, "dim"), inline=True, limit=160)))
 
     def command_output(self, text: str) -> None:
+        # The status line steps aside once the command speaks: a line redrawn in place and
+        # streamed output must not share a terminal line.
+        self.status.show(None)
         if self.streamed >= STREAM_DISPLAY_LIMIT:
             return
         self.streamed += len(text)
