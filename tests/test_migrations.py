@@ -471,8 +471,10 @@ def test_destructive_sql_needs_the_typed_confirmation_word() -> None:
     decision = TerminalApprover(console).decide(request)
     assert decision == Decision(False, "not now")
     assert console.export_text().count("type legacy_users to approve") == 3
-    decision = TerminalApprover(ScriptedConsole(["y", "legacy_users"])).decide(request)
+    # Every object it destroys is named in turn, and the decision carries exactly those names.
+    decision = TerminalApprover(ScriptedConsole(["y", "legacy_users", "sessions"])).decide(request)
     assert decision is not None and decision.approved
+    assert decision.confirmed == ("legacy_users", "sessions")
 
 
 # ----------------------------------------------------------------------------- --database URL
