@@ -34,7 +34,7 @@ from devagent.ui import approval_panel
 from agent_helpers import ScriptedApprover, tool_outputs
 
 ATTACK = "SELECT 'x\\''; DROP TABLE users; --'"
-STATEMENT_ROW = re.compile(r"│ +(\d+) │ ([A-Z][A-Z ]*?) +│")
+STATEMENT_ROW = re.compile(r"│ #(\d+) ([A-Z][A-Z ]*?)(?:  |$)")
 
 
 def runner_for(home: Path, docker_client: Any, script: list[Any], approver: Any) -> tuple[ThreadRunner, ScriptedModel]:
@@ -364,46 +364,25 @@ async def test_the_thread_network_gives_the_sandbox_no_route_to_the_host(
 
 async def test_showing_a_huge_or_binary_migration_file_is_quick_and_bounded(
         sandbox_image: str, docker_client: Any, home: Path, repo: Path) -> None:
+    import resource
+
     runner, model = runner_for(home, docker_client, [
         [function_call("run_migration", {"path": "nul.sql"}, call_id="nul"),
          function_call("run_migration", {"path": "huge.sql"}, call_id="huge")],
+        [assistant_message("done")],
     ], ScriptedApprover(then=None))
     thread = runner.create_thread(repo, TaskOptions())
     work = runner.workspace(thread.id).work_dir
     (work / "nul.sql").write_bytes(b"\0" * 200_000)
     (work / "huge.sql").write_bytes(b"INSERT INTO t (a, b) VALUES (1, 'abc');\n" * 500_000)  # 20 MB
-    assert (await runner.run_task(thread.id, "migrate")).status == "paused"
-
-    # `devagent pending`, measured in a process of its own: CPU seconds (starting Python and
-    # importing take most of them), not minutes; megabytes, not gigabytes.
-    measure = (
-        "import resource, subprocess, sys\n"
-        "p = subprocess.run([sys.executable, '-m', 'devagent', 'pending', sys.argv[1]], capture_output=True, text=True)\n"
-        "use = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "print(round(use.ru_utime + use.ru_stime, 1), use.ru_maxrss, p.returncode)\n"
-        "sys.stdout.write(p.stdout + p.stderr)\n"
-    )
-    import os
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", measure, thread.id], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, "DEVAGENT_HOME": str(home)}, timeout=120)
-    first, _, screen = done.stdout.partition("\n")
-    cpu_seconds, max_rss_kib, code = first.split()
-    assert code == "0", screen
-    assert float(cpu_seconds) < 20, first
-    assert int(max_rss_kib) < 400_000, first
-    screen = " ".join(screen.replace("│", " ").split())  # the panel wraps long lines
-    # Neither file can be approved: the screen says why, with the whole file's size never loaded.
-    assert "nul.sql contains a NUL byte, which no database can receive: it cannot run" in screen
-    assert "huge.sql is larger than 1 MiB, the most a migration may be" in screen
-
-    # Approved anyway (e.g. `devagent approve --all`): nothing runs.
-    for call_id in ("nul", "huge"):
-        runner.store.decide(thread.id, call_id, "approved", actor="user")
-    model.extend([[assistant_message("done")]])
-    assert (await runner.resume(thread.id)).status == "done"
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    # Neither file can run, so neither waits for a human: the model is told why at once, and
+    # reading them for that costs little (never the whole 20 MB).
+    assert (await runner.run_task(thread.id, "migrate")).status == "done"
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 20
+    assert after.ru_maxrss < 600_000
+    assert runner.store.approvals(thread.id, "pending") == []
     outputs = tool_outputs(model)
-    assert outputs["nul"].startswith("refused: the SQL contains a NUL byte"), outputs["nul"]
-    assert outputs["huge"].startswith("refused: cannot read the migration file: huge.sql is larger than 1 MiB")
+    assert "NUL byte" in outputs["nul"] and "nothing ran" in outputs["nul"].lower(), outputs["nul"]
+    assert "huge.sql is larger than 1 MiB" in outputs["huge"], outputs["huge"]
