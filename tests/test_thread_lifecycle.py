@@ -117,8 +117,8 @@ def test_the_task_reaches_the_model_once_after_ctrl_c_during_a_model_call(home: 
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    thread_id = json.loads(subprocess.run([sys.executable, "-m", "devagent", "threads", "--json"], env=env,
-                                          capture_output=True, text=True).stdout)[0]["id"]
+    thread_id = json.loads(subprocess.run([sys.executable, "-m", "devagent", "threads", "--json"], cwd=repo,
+                                          env=env, capture_output=True, text=True).stdout)[0]["id"]
 
     llm.steps.clear()
     llm.script({"content": "done now"})
