@@ -156,7 +156,8 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
             loop.run_until_complete(asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30))
         except BaseException:
             pass
-        _say("\ninterrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
+        _say("", stderr=True)  # off the line the interrupted prompt or output was on
+        _say("interrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         runner.events.activity(None)  # the status line never outlives the turn
@@ -165,7 +166,7 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
 
 def _report(outcome: Any, as_json: bool) -> None:
     """Print how the turn ended; exit 3 when it is paused for approval."""
-    from devagent.term import shown
+    from devagent.term import shown, shown_lines
 
     if as_json:
         _emit_json({
@@ -185,12 +186,12 @@ def _report(outcome: Any, as_json: bool) -> None:
             from devagent.ui import pending_screens
 
             screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
-            screen.print(shown(
-                f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.\n"
-                f"  devagent approve {outcome.thread_id} --all\n"
-                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"\n"
-                f"  devagent resume {outcome.thread_id}"
-            ))
+            screen.print(shown_lines([
+                f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.",
+                f"  devagent approve {outcome.thread_id} --all",
+                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"",
+                f"  devagent resume {outcome.thread_id}",
+            ]))
         else:
             from devagent.runner import STOPPED_BY_USER
 
@@ -202,9 +203,9 @@ def _report(outcome: Any, as_json: bool) -> None:
             if outcome.usage:
                 screen.print(shown(usage_line(outcome.usage), style="dim"))
             if outcome.diffstat:
-                screen.print(shown(outcome.diffstat, style="dim"))
+                screen.print(shown_lines(outcome.diffstat.split("\n"), style="dim"))
             if outcome.note:
-                screen.print(shown(outcome.note, style="bold yellow"))
+                screen.print(shown_lines(outcome.note.split("\n"), style="bold yellow"))
             if outcome.commit:
                 screen.print(shown(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}",
                                    style="dim"))
@@ -471,7 +472,7 @@ def threads(
         if wide:
             u = r["usage"]
             cells += [r["branch"], r["repo"], f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
-        table.add_row(*(shown(c, inline=True) for c in cells))
+        table.add_row(*(shown(c) for c in cells))
     _screen().print(table)
 
 
@@ -487,12 +488,10 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
     if as_json:
         _emit_json(entries)
         return
+    from devagent.pager import finish_paging, pager_screen
     from devagent.term import shown
 
-    from devagent.pager import finish_paging, pager_console
-    from devagent.term import Screen
-
-    screen = Screen(console=pager_console(no_pager))
+    screen = pager_screen(no_pager)
     for e in entries:
         detail = e["detail"]
         text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
@@ -500,14 +499,14 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
             # The output the model read is in `log --json`; one line per event here.
             text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
         line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ",
-                     (f"{e['event']:<14}", "bold"), inline=True)
+                     (f"{e['event']:<14}", "bold"))
         for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
                              ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
             if value is not None and value != "":
-                line.append_text(shown((f"{label}={value}  ", "dim"), inline=True))
-        line.append_text(shown(str(text), inline=True, limit=4096))
+                line.append_text(shown((f"{label}={value}  ", "dim")))
+        line.append_text(shown(str(text), limit=4096))
         screen.print(line)
-    finish_paging(screen.console)
+    finish_paging(screen)
 
 
 @app.command()
@@ -520,13 +519,12 @@ def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OP
     thread_id = _thread_id(store, thread_id)
     text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
     if sys.stdout.isatty():
-        from devagent.pager import finish_paging, pager_console
-        from devagent.term import Screen
+        from devagent.pager import finish_paging, pager_screen
         from devagent.ui import diff_text
 
-        screen = Screen(console=pager_console(no_pager))
+        screen = pager_screen(no_pager)
         screen.print(diff_text(text, limit=len(text) * 40 + 1))
-        finish_paging(screen.console)
+        finish_paging(screen)
     else:
         from devagent.term import emit_raw
 
@@ -643,7 +641,7 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
         screen.print(line)
         detail = f"{outcome}: {r['detail']}" if outcome and r["detail"] else (outcome or "")
         if detail:
-            screen.print(shown("    ", (detail, "red"), inline=True, limit=1024))
+            screen.print(shown("    ", (detail, "red"), limit=1024))
 
 
 def _migration_source(store: Any, thread_id: str, call_id: str | None) -> str:
@@ -687,7 +685,7 @@ def config_cmd(
     table = Table(shown("setting"), shown("value"), shown("from"), box=None, pad_edge=False)
     for row in rows:
         value = "" if row["value"] is None else json.dumps(row["value"]) if isinstance(row["value"], (list, bool)) else str(row["value"])
-        table.add_row(shown(row["key"]), shown(value, inline=True), shown(row["source"], style="dim", inline=True))
+        table.add_row(shown(row["key"]), shown(value), shown(row["source"], style="dim"))
     _screen().print(table)
     _say("files: " + ", ".join(str(f) for f in config_files(root)), style="dim")
 
@@ -837,9 +835,9 @@ def sandbox_build(force: bool = typer.Option(False, "--force", help="Rebuild eve
     screen = _screen(stderr=True)
     with screen.console.status(shown("building the sandbox image")) as status:
         def progress(line: str) -> None:
-            status.update(shown(line, inline=True, limit=120))
+            status.update(shown(line, limit=120))
             if line.startswith(("step", "built", "building", "base image", "sandbox image")):
-                screen.print(shown(line, inline=True))
+                screen.print(shown(line))
 
         build_images(connect(), progress, force=force)
 
@@ -873,7 +871,8 @@ def main() -> None:
         exc.show()
         code = EXIT_USAGE
     except (typer.Abort, KeyboardInterrupt):
-        _say("\ninterrupted", stderr=True)
+        _say("", stderr=True)
+        _say("interrupted", stderr=True)
         code = EXIT_INTERRUPTED
     except DevagentError as exc:
         if _debug:

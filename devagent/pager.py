@@ -11,7 +11,8 @@ import io
 import os
 import subprocess
 import sys
-from typing import Any
+
+from devagent.term import Screen
 
 
 def pager_command(no_pager: bool = False) -> str | None:
@@ -26,8 +27,9 @@ def pager_command(no_pager: bool = False) -> str | None:
     return None if command in ("", "cat") else command
 
 
-def page(text: str, command: str) -> None:
-    """Show `text` through the pager `command` (run by the shell, as git does)."""
+def _page(text: str, command: str) -> None:
+    """Show `text`, what a `pager_screen` rendered (escaped), through the pager `command` (run by
+    the shell, as git does)."""
     env = dict(os.environ)
     env.setdefault("LESS", "FRX")
     env.setdefault("LV", "-c")
@@ -46,26 +48,26 @@ def page(text: str, command: str) -> None:
         sys.stdout.write(text)
 
 
-def pager_console(no_pager: bool = False) -> Any:
-    """A rich Console for long output: it writes to the terminal, or collects what is printed
-    for the pager when one applies (then call `finish_paging`)."""
+def pager_screen(no_pager: bool = False) -> Screen:
+    """A Screen for long output: it writes to the terminal, or collects what is printed (escaped,
+    like everything a Screen prints) for the pager when one applies (then call `finish_paging`)."""
     from rich.console import Console
 
     terminal = Console(highlight=False)
     command = pager_command(no_pager)
     if command is None:
-        return terminal
+        return Screen(console=terminal)
     console = Console(file=io.StringIO(), force_terminal=True, color_system=terminal.color_system,
                       width=terminal.width, highlight=False)
-    console.pager_command = command
-    return console
+    console.pager_command = command  # type: ignore[attr-defined]
+    return Screen(console=console)
 
 
-def finish_paging(console: Any) -> None:
-    """Hand what a `pager_console` collected to the pager (nothing to do without one)."""
-    command = getattr(console, "pager_command", None)
+def finish_paging(screen: Screen) -> None:
+    """Hand what a `pager_screen` collected to the pager (nothing to do without one)."""
+    command = getattr(screen.console, "pager_command", None)
     if command is not None:
-        page(console.file.getvalue(), command)
+        _page(screen.console.file.getvalue(), command)  # type: ignore[attr-defined]
 
 
-__all__ = ["pager_command", "page", "pager_console", "finish_paging"]
+__all__ = ["pager_command", "pager_screen", "finish_paging"]

@@ -757,7 +757,7 @@ class ThreadRunner:
         self.store.audit(tid, "turn finished", actor="devagent",
                          detail={"commit": commit, "usage": usage, "warning": warning})
         return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
-                           diffstat=diffstat.strip(), commands_run=len(executed),
+                           diffstat=diffstat.strip("\n"), commands_run=len(executed),
                            commands_failed=sum(1 for e in executed if e["exit_code"] != 0),  # None: timed out
                            note=warning, usage=usage)
 

@@ -1,12 +1,16 @@
 """The one way devagent writes to the terminal and reads keys from it.
 
 Text that came from the model, the workspace or the database can hold escape sequences that
-rewrite the screen, set the title, write the clipboard or clear the scrollback. So nothing is
-printed as a plain string: every piece of text is a `Shown`, and the only way to make one is
-`shown()`, which escapes it with `render_exact`. `Screen.print` accepts only `Shown` and the
-containers (panels, tables, groups) and renderables built from them, and refuses a `str` or a
-plain rich `Text` at once, so a raw print of untrusted text cannot be written by mistake. (rich
-adds its own colour codes; nothing else reaches the terminal.)
+rewrite the screen, set the title, write the clipboard or clear the scrollback, and newlines or
+carriage returns that start a line of its own (a forged line of an approval box). So nothing is
+printed as a plain string: every piece of text is a `Shown`, and the only ways to make one are
+`shown()`, which escapes its parts as one line (a newline or CR in them becomes a visible token),
+and `shown_lines()`, which joins such lines with real line breaks: a line break reaches the screen
+only where devagent's own code asked for one. `Shown` refuses to be built or changed from raw
+text. `Screen.print` accepts only `Shown` and the containers (panels, tables, groups) and
+renderables built from them, and refuses a `str` or a plain rich `Text` at once, so a raw print of
+untrusted text cannot be written by mistake. (rich adds its own colour codes; nothing else reaches
+the terminal.)
 
 Answers are read with `Screen.key` (one keypress, no Enter) and `Screen.ask` (one line); both
 first throw away whatever was typed before the question was on the screen.
@@ -22,24 +26,45 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
+from rich.containers import Lines
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from devagent.display import render_exact, render_head, render_inline
+from devagent.display import LF_TOKEN, render_exact, render_head, render_inline
 
 # Output on a pipe or file is not wrapped: commands and results stay on one line, copy-pasteable.
 UNWRAPPED_WIDTH = 100_000
+CONTINUATION = "↪"  # starts every wrapped piece of a line
+
+
+# Only this module holds the key that makes a `Shown`: elsewhere, `Shown("...")` is refused.
+_MINT = object()
 
 
 class Shown(Text):
-    """Escaped text, safe to print. Made only by `shown()`; appending a `str` escapes it too."""
+    """Escaped text, safe to print. Made only by `shown()` and `shown_lines()`; appending a `str`
+    escapes it as one line; nothing else can put raw text in it."""
+
+    def __init__(self, *, style: Any = "", _mint: object = None, **options: Any) -> None:
+        if _mint is not _MINT:
+            raise TypeError("shown text is made only by devagent.term.shown() or shown_lines()")
+        super().__init__("", style, **options)
+
+    @property  # type: ignore[override]
+    def plain(self) -> str:
+        return Text.plain.fget(self)  # type: ignore[attr-defined]
+
+    @plain.setter
+    def plain(self, new_text: str) -> None:
+        raise TypeError("the text of shown text cannot be replaced")
 
     def append(self, text: Any, style: Any = None) -> Shown:  # type: ignore[override]
         if isinstance(text, str):
-            text = render_exact(text)
+            text = render_inline(text)
         elif not isinstance(text, Shown):
             raise TypeError(f"only escaped text can be appended to shown text, not {type(text).__name__}")
         super().append(text, style)
@@ -51,27 +76,81 @@ class Shown(Text):
         super().append_text(text)
         return self
 
+    def append_tokens(self, tokens: Any) -> Shown:  # type: ignore[override]
+        raise TypeError("only escaped text can be appended to shown text")
+
+    def _append_escaped(self, text: str, style: Any = None) -> None:
+        Text.append(self, text, style)
+
+    def wrap(self, console: Console, width: int, **options: Any) -> Lines:  # type: ignore[override]
+        """Lines cut to `width`, a wrapped piece marked ↪: a row that is not the start of one of the
+        text's own lines never looks like one (a long name cannot put a forged line of a box, or
+        of the keys, at the start of a row)."""
+        no_wrap = options.get("no_wrap")
+        no_wrap = self.no_wrap if no_wrap is None else no_wrap
+        rows = Lines()
+        for line in self.split(allow_blank=True):
+            if no_wrap or width < 8 or cell_len(line.plain) <= width:
+                rows.extend(Text.wrap(line, console, width, **options))
+                continue
+            for n, row in enumerate(Text.wrap(line, console, width - 2, **options)):
+                if n:
+                    mark = Text(CONTINUATION + " ", style="dim", end=row.end)
+                    mark.append_text(row)
+                    row = mark
+                rows.append(row)
+        return rows
+
 
 Part = str | tuple[str, str]
 
 
-def shown(*parts: Part, style: str = "", inline: bool = False, limit: int | None = None) -> Shown:
-    """Escaped text from `parts` (each a string or a (string, style) pair).
+def _blank(style: str = "") -> Shown:
+    return Shown(style=style, end="\n", no_wrap=False, _mint=_MINT)
 
-    inline: for a place that holds one line; newlines become visible tokens too.
+
+def shown(*parts: Part, style: str = "", inline: bool = True, limit: int | None = None) -> Shown:
+    """One line of escaped text from `parts` (each a string or a (string, style) pair): a newline
+    or carriage return in them is a visible token, never a new screen line (`shown_lines` is for
+    text meant to take several lines).
+
     limit: show at most this many characters of each part, then say how much was left out.
     """
-    out = Shown(style=style, end="\n", no_wrap=False)
+    if not inline:
+        raise TypeError("shown() is one line; use shown_lines() for several")
+    out = _blank(style)
     for part in parts:
         text, part_style = (part, "") if isinstance(part, str) else part
         if limit is not None:
             head, left = render_head(text, limit)
-            rendered = head.replace("\n", render_inline("\n")) if inline else head
-            Text.append(out, rendered, part_style or None)
+            out._append_escaped(head.replace("\n", LF_TOKEN), part_style or None)
             if left:
-                Text.append(out, f"… ({left} more characters)", "dim")
+                out._append_escaped(f"… ({left} more characters)", "dim")
             continue
-        Text.append(out, render_inline(text) if inline else render_exact(text), part_style or None)
+        out._append_escaped(render_inline(text), part_style or None)
+    return out
+
+
+def shown_lines(lines: Iterable[Part | Shown], style: str = "", limit: int | None = None) -> Shown:
+    """Several lines, each escaped as one line (as by `shown`), joined by real line breaks: the
+    explicit way to print a message of several lines. Each item is one line: a newline or CR
+    inside it stays a visible token (split text on "\n" first where its lines are meant as lines).
+
+    limit: show at most about this many escaped characters in all, then say how much was left out.
+    """
+    pieces = list(lines)
+    out = _blank(style)
+    budget = limit
+    for number, piece in enumerate(pieces):
+        if budget is not None and budget <= 0:
+            out._append_escaped(f"\n… ({len(pieces) - number} more lines not shown)", "dim")
+            break
+        if number:
+            out._append_escaped("\n")
+        line = piece if isinstance(piece, Shown) else shown(piece, limit=budget)
+        out.append_text(line)
+        if budget is not None:
+            budget -= len(line.plain) + 1
     return out
 
 

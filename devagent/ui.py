@@ -18,11 +18,12 @@ from rich.panel import Panel
 from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.runner import Decision
-from devagent.term import SafeRenderable, Screen, Shown, StatusLine, shown
+from devagent.term import CONTINUATION, SafeRenderable, Screen, Shown, StatusLine, shown, shown_lines
 
 STREAM_DISPLAY_LIMIT = 256 * 1024  # per command; the model still gets head + tail
 PAYLOAD_DISPLAY_LIMIT = 256 * 1024  # characters of an escaped command or SQL on the screen
@@ -31,9 +32,10 @@ MESSAGE_LIMIT = 64 * 1024
 LABEL_LIMIT = 48
 SHORT_SHA = 12
 CONFIRM_TRIES = 3
+NOT_ANALYSED = "devagent could not analyse this statement"
 STOP_REASON = ("The user stopped this turn: do not continue this task. Wait for the user's next "
                "message, which is a new task.")
-CONTINUATION = "↪"
+TAB_WIDTH = 8  # where a terminal (and git's pager) puts tab stops
 
 
 # ------------------------------------------------------------------ renderables
@@ -65,7 +67,7 @@ class ExactLines(SafeRenderable):
         for index, line in enumerate(self.lines):
             for header in self.headers.get(index, []):
                 # Wrapped with a hanging indent: a header row never starts where a line number would.
-                for n, row in enumerate(header.wrap(console, width - 3)):
+                for n, row in enumerate(Text.wrap(header, console, width - 3)):
                     if n:
                         yield Segment("   ")
                     yield from row.render(console, end="")
@@ -174,13 +176,13 @@ class ConsoleEvents:
         self.labels[call_id] = call_label(name, arguments)
         if name in ("run_shell", "run_migration"):
             return  # the approval screen (or the list of pending calls) shows it whole
-        self.screen.print(shown(("● ", "cyan"), (name, "bold"), " ", (arguments, "dim"), inline=True, limit=160))
+        self.screen.print(shown(("● ", "cyan"), (name, "bold"), " ", (arguments, "dim"), limit=160))
 
     def tool_result(self, name: str, output: str, call_id: str = "") -> None:
         first = output.split("\n", 1)[0] if output else ""
         label = self.labels.get(call_id) or name
-        self.screen.print(shown("  ⎿ ", (_short(label), "bold"), inline=True)
-                          .append_text(shown(" → ", (first, "dim"), inline=True, limit=160)))
+        self.screen.print(shown("  ⎿ ", (_short(label), "bold"))
+                          .append_text(shown(" → ", (first, "dim"), limit=160)))
 
     def command_output(self, text: str) -> None:
         # The status line steps aside once the command speaks: a line redrawn in place and
@@ -195,7 +197,8 @@ class ConsoleEvents:
 
     def assistant_message(self, text: str) -> None:
         if text:
-            self.screen.print(Panel(shown(text, limit=MESSAGE_LIMIT), title=shown("devagent"),
+            # The model's lines stay lines, inside its own box; a CR or escape in them is a token.
+            self.screen.print(Panel(shown_lines(text.split("\n"), limit=MESSAGE_LIMIT), title=shown("devagent"),
                                     border_style="green", expand=self.screen.wraps))
 
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None:
@@ -206,7 +209,7 @@ class ConsoleEvents:
         else:
             payload = str(args.get("sql") or args.get("path") or "")
         self.labels[call_id] = call_label(tool, arguments)
-        title = shown("approved by your 'always' rule: ", tool, inline=True, limit=60)
+        title = shown("approved by your 'always' rule: ", tool, limit=60)
         self.screen.print(Panel(ExactLines(payload), title=title, title_align="left", border_style="green",
                                 expand=self.screen.wraps))
 
@@ -228,6 +231,16 @@ def _analyze(sql: str, dialect: str) -> Any:
     from devagent.sql_analysis import analyze_sql
 
     return analyze_sql(sql, dialect)
+
+
+def unanalysed_words(req: ApprovalRequest) -> set[str]:
+    """The confirmation words that stand for a statement devagent could not analyse (`do-3`)."""
+    from devagent.sql_analysis import NOT_UNDERSTOOD
+
+    if req.tool != "run_migration" or not req.sql:
+        return set()
+    return {st.confirmation_words[-1] for st in _sql_analysis(req).statements
+            if st.verdict == NOT_UNDERSTOOD and st.confirmation_words}
 
 
 def confirmation_words(req: ApprovalRequest) -> tuple[str, ...]:
@@ -257,19 +270,19 @@ def approval_panel(req: ApprovalRequest, *, verbose: bool = False, title: str | 
         body = ExactLines(req.payload)
         if body.total_lines > 1:
             title += f" · command ({body.total_lines} lines: every line runs)"
-        parts.append(Panel(body, title=shown(title, inline=True), title_align="left", border_style="yellow",
+        parts.append(Panel(body, title=shown(title), title_align="left", border_style="yellow",
                            expand=expand))
     parts.append(Pieces(_context(req)))
     warnings = _warnings(req)
     if warnings:
-        parts.append(shown("\n".join(warnings), style="bold red"))
+        parts.append(shown_lines(warnings, style="bold red"))
     if req.migration_runner:
         runner = req.migration_runner
-        text = shown(f"this runs the {runner.name} migration runner: the SQL it applies is not shown here.",
-                     style="bold magenta")
+        lines = [shown(f"this runs the {runner.name} migration runner: the SQL it applies is not shown here.",
+                       style="bold magenta")]
         if runner.preview_command:
-            text.append_text(shown(("\np: preview its SQL first with: ", "magenta"), (runner.preview_command, "bold")))
-        parts.append(text)
+            lines.append(shown(("p: preview its SQL first with: ", "magenta"), (runner.preview_command, "bold")))
+        parts.append(shown_lines(lines))
     if verbose:
         parts.append(_details(req))
     return Group(*parts)
@@ -278,39 +291,55 @@ def approval_panel(req: ApprovalRequest, *, verbose: bool = False, title: str | 
 def _context(req: ApprovalRequest) -> list[Shown]:
     pieces = []
     if req.tool == "run_shell":
-        pieces += [shown(req.workdir, inline=True), shown("network " + ("on" if req.network else "off")),
+        pieces += [shown(req.workdir), shown("network " + ("on" if req.network else "off")),
                    shown(f"timeout {req.timeout_s}s")]
     else:
-        pieces.append(shown(req.database or "default database", inline=True, limit=120))
+        pieces.append(shown(req.database or "default database", limit=120))
         if req.sql_path:
-            pieces.append(shown("file ", req.sql_path, inline=True, limit=120))
+            pieces.append(shown("file ", req.sql_path, limit=120))
     pieces.append(shown(f"sha256 {req.sha256[:SHORT_SHA]}"))
-    k = len(req.changed_files)
-    pieces.append(shown(f"{'no' if k == 0 else k} file{'' if k == 1 else 's'} changed since the last command"))
+    pieces.append(shown(changed_summary(req), style="bold red" if req.changes_error else ""))
     return pieces
+
+
+def changed_summary(req: ApprovalRequest) -> str:
+    """"k files changed since the last command", or that the list is unknown or incomplete (the
+    reason is on a ⚠ line below): an empty list is never shown for one that could not be made."""
+    k = len(req.changed_files)
+    if req.changes_error and k == 0:
+        return "changed files: unknown"
+    counted = f"{'no' if k == 0 else k} file{'' if k == 1 else 's'} changed since the last command"
+    return counted + (", maybe more" if req.changes_error else "")
 
 
 def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
     """The SQL once, exact and numbered, with each statement's verdict on a row above it."""
+    from devagent.sql_analysis import NOT_UNDERSTOOD, UNPARSED_REASON
+
     sql = req.sql or ""
     statements = _sql_analysis(req).statements if sql else ()
     headers: dict[int, list[Shown]] = {}
     for st in statements:
         line = sql.count("\n", 0, st.start)
-        if st.destructive:
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  DESTROYS/LOCKS DATA: ", "bold red"),
-                        ("; ".join(st.reasons), "red"), inline=True)
+        if st.verdict == NOT_UNDERSTOOD:
+            # Only what is known: that it was not analysed, and why when that is known (a DO block).
+            known = [r for r in st.reasons if r != UNPARSED_REASON]
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  NOT ANALYSED: ", "bold red"),
+                        ("; ".join([NOT_ANALYSED, *known]), "red"))
+        elif st.destructive:
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  destroys data: ", "bold red"),
+                        ("; ".join(st.reasons), "red"))
         elif st.reasons:
             row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ", ""), ("; ".join(st.reasons), "yellow"),
                         inline=True)
         else:
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ✓", "green"), inline=True)
+            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ✓", "green"))
         headers.setdefault(line, []).append(row)
     count = _count(len(statements), "statement")
     body: Any = ExactLines(sql, numbered=True, headers=headers)
     if not statements:
         body = Group(shown("no SQL statements found", style="bold red"), body)
-    return Panel(body, title=shown(f"{title} · SQL, {count}, exact bytes", inline=True), title_align="left",
+    return Panel(body, title=shown(f"{title} · SQL, {count}, exact bytes"), title_align="left",
                  border_style="yellow", expand=expand)
 
 
@@ -334,22 +363,24 @@ def _details(req: ApprovalRequest) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row(shown("thread"), shown(req.thread_id, inline=True))
-    grid.add_row(shown("call"), shown(req.call_id, inline=True))
-    grid.add_row(shown("tool"), shown(req.tool, inline=True))
+    grid.add_row(shown("thread"), shown(req.thread_id))
+    grid.add_row(shown("call"), shown(req.call_id))
+    grid.add_row(shown("tool"), shown(req.tool))
     grid.add_row(shown("sha256"), shown(req.sha256))
     if req.tool == "run_shell":
-        grid.add_row(shown("cwd"), shown(req.workdir, inline=True))
+        grid.add_row(shown("cwd"), shown(req.workdir))
         grid.add_row(shown("network"), shown("on" if req.network else "off"))
         grid.add_row(shown("timeout"), shown(f"{req.timeout_s}s"))
     else:
-        grid.add_row(shown("database"), shown(req.database or "default", inline=True))
+        grid.add_row(shown("database"), shown(req.database or "default"))
         if req.sql_path:
-            grid.add_row(shown("file"), shown(req.sql_path, inline=True))
-    grid.add_row(shown("arguments"), shown(req.arguments, inline=True, limit=RAW_ARGUMENTS_LIMIT, style="dim"))
-    grid.add_row(shown("args sha256"), shown(req.arguments_sha256, inline=True))
-    changed = shown("\n".join(req.changed_files) or "(none)") if len(req.changed_files) < 500 else \
-        shown("\n".join(req.changed_files[:500]), f"\n… and {len(req.changed_files) - 500} more")
+            grid.add_row(shown("file"), shown(req.sql_path))
+    grid.add_row(shown("arguments"), shown(req.arguments, limit=RAW_ARGUMENTS_LIMIT, style="dim"))
+    grid.add_row(shown("args sha256"), shown(req.arguments_sha256))
+    empty = f"unknown ({req.changes_error})" if req.changes_error else "(none)"
+    changed = shown_lines(req.changed_files[:500] or [empty])
+    if len(req.changed_files) > 500:
+        changed = shown_lines([changed, shown(f"… and {len(req.changed_files) - 500} more")])
     grid.add_row(shown("changed files"), changed)
     return grid
 
@@ -400,7 +431,8 @@ class TerminalApprover:
             if key == "y":
                 if not words:
                     return Decision(True)
-                if all(self._confirm(word, n, len(words)) for n, word in enumerate(words, 1)):
+                unanalysed = unanalysed_words(req)
+                if all(self._confirm(word, n, len(words), word in unanalysed) for n, word in enumerate(words, 1)):
                     return Decision(True, confirmed=words)
             elif key == "n":
                 reason = self.screen.ask(shown("reason (sent to the model): ")).strip()
@@ -419,25 +451,26 @@ class TerminalApprover:
                 return Decision(False, f"The user wants to see the SQL first. Run exactly this preview "
                                        f"command (it will be approved separately): {preview}")
 
-    def _confirm(self, word: str, number: int = 1, count: int = 1) -> bool:
+    def _confirm(self, word: str, number: int = 1, count: int = 1, unanalysed: bool = False) -> bool:
         """One typed name; a typo asks again (3 tries), then back to the keys, nothing decided."""
         which = f" ({number} of {count})" if count > 1 else ""
+        why = (f"devagent could not analyse statement {word.rsplit('-', 1)[-1]}" if unanalysed
+               else "this SQL destroys data")
         for attempt in range(1, CONFIRM_TRIES + 1):
-            typed = self.screen.ask(shown("this SQL destroys or locks data; type ", (word, "bold"),
-                                          f" to approve{which}: ", inline=True))
+            typed = self.screen.ask(shown(f"{why}; type ", (word, "bold"), f" to approve{which}: "))
             if typed.strip() == word:
                 return True
             left = CONFIRM_TRIES - attempt
             then = f"; {left} more {'try' if left == 1 else 'tries'}" if left else "; not approved: choose again"
-            self.screen.print(shown("that is not ", (word, "bold"), then, style="red", inline=True))
+            self.screen.print(shown("that is not ", (word, "bold"), then, style="red"))
         return False
 
     def _show_diff(self, req: ApprovalRequest) -> None:
         if not req.changed_files:
-            self.screen.print(shown("no files changed since the last command", style="dim"))
+            self.screen.print(shown(changed_summary(req), style="bold red" if req.changes_error else "dim"))
             return
         if self.diff is None:
-            self.screen.print(shown("\n".join(req.changed_files)))
+            self.screen.print(shown_lines(req.changed_files))
             return
         try:
             text = self.diff(req)
@@ -448,24 +481,39 @@ class TerminalApprover:
 
 
 def diff_text(text: str, limit: int = 1024 * 1024) -> Shown:
-    """A diff, escaped, with its file headers and hunk lines coloured; at most `limit` escaped
-    characters, then how much more there is."""
-    out = shown()
+    """A diff, escaped line by line, with its file headers and hunk lines coloured; at most `limit`
+    escaped characters, then how much more there is."""
+    rows: list[Shown] = []
     budget = limit
     lines = text.split("\n")
     if len(lines) > 1 and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     for number, line in enumerate(lines):
         if budget <= 0:
-            out.append_text(shown(f"… {len(lines) - number} more lines not shown", style="dim"))
+            rows.append(shown(f"… {len(lines) - number} more lines not shown", style="dim"))
             break
         style = ("bold" if line.startswith(("diff --git", "+++", "---")) else "green" if line.startswith("+")
                  else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else "")
-        piece = shown((line, style), limit=budget)
+        piece = _diff_line(line, style, budget)
         budget -= len(piece.plain) + 1
+        rows.append(piece)
+    return shown_lines(rows)
+
+
+def _diff_line(line: str, style: str, limit: int) -> Shown:
+    """One line of a diff, escaped, its tabs shown as a dim → padded to the next tab stop: a tab is
+    harmless whitespace in a diff, and a token for each would drown the code."""
+    if "\t" not in line:
+        return shown((line, style), limit=limit)
+    out, column = shown(), 0
+    for number, piece in enumerate(line.split("\t")):
         if number:
-            out.append("\n")
-        out.append_text(piece)
+            pad = TAB_WIDTH - column % TAB_WIDTH
+            out.append_text(shown(("→" + " " * (pad - 1), "dim")))
+            column += pad
+        part = shown((piece, style), limit=max(limit - len(out.plain), 0))
+        out.append_text(part)
+        column += cell_len(part.plain)
     return out
 
 

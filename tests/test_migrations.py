@@ -124,10 +124,10 @@ async def test_approval_shows_every_statement_and_flags_destructive_ones(
     drop = [r for r in rows if "DROP TABLE" in r and "legacy_users" in r]
     delete = [r for r in rows if "DELETE" in r and "sessions" in r]
     assert create and drop and delete
-    assert not any("DESTROYS" in r for r in create)
-    assert any("DESTROYS/LOCKS DATA" in r and "drops table legacy_users" in r for r in drop)
-    assert any("DESTROYS/LOCKS DATA" in r and "DELETE without WHERE" in r for r in delete)
-    assert screen.count("DESTROYS/LOCKS DATA") == 2
+    assert not any("destroys data" in r for r in create)
+    assert any("destroys data: " in r and "drops table legacy_users" in r for r in drop)
+    assert any("destroys data: " in r and "DELETE without WHERE" in r for r in delete)
+    assert screen.count("destroys data: ") == 2
 
     # Rejected: nothing ran, the model was told why.
     assert "not today" in tool_outputs(model)["mixed"]
@@ -259,7 +259,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
     again, second = approver.shown
     assert again.call_id == "m1" and "changed after the call was proposed" in again.error
     assert again.workspace_notice and "migrations/001_init.sql" in again.workspace_notice
-    assert second.sql == edited and "DESTROYS/LOCKS DATA" in render(second)
+    assert second.sql == edited and "destroys data: " in render(second)
     assert tool_outputs(model)["m2"].startswith("applied: 2 statement(s)")
     with sqlite3.connect(sqlite_db(runner, thread.id)) as conn:
         history = conn.execute("SELECT call_id, sha256, sql, source FROM devagent_migrations").fetchall()

@@ -131,8 +131,9 @@ def test_sql_is_shown_once_with_each_statements_verdict(width: int) -> None:
     assert text.count("CREATE TABLE audit_events") <= 1 and text.count("legacy_users;") == 1
     verdicts = [row for row in rows if row.startswith("#")]
     assert [v.split()[0] for v in verdicts] == ["#1", "#2", "#3"]
-    assert "DESTROYS" in verdicts[1] and "DESTROYS" in verdicts[2]
-    assert "DESTROYS" not in verdicts[0]
+    assert "destroys data: drops table legacy_users" in " ".join(rows).replace("   ", "") or width < 60
+    assert "destroys data" in verdicts[1] and "destroys data" in verdicts[2]
+    assert "destroys" not in verdicts[0] and "✓" in verdicts[0]
     assert "file migrations/001.sql" in text.replace("\n", " ") or width < 60
 
 
@@ -167,3 +168,53 @@ def test_the_paused_output_in_a_pipe_keeps_commands_on_one_line(sandbox_image: s
     assert any(command in line for line in lines), paused.stdout
     assert f"  devagent approve {thread} --all" in lines and f"  devagent resume {thread}" in lines
     assert "↪" not in paused.stdout
+
+
+def test_sql_devagent_cannot_analyse_is_called_that_with_no_made_up_reason() -> None:
+    sql = "DO $$ BEGIN PERFORM 1; END $$;\nDROP TABLE legacy;\n"
+    request = ApprovalRequest("t", "m1", "run_migration", "{}", "0" * 64, "pending", sql=sql,
+                              database="postgres: app", sql_dialect="postgres")
+    rows = [row for row in box_rows(render(request, 120)) if row.startswith("#")]
+    assert rows[0].startswith("#1 DO  NOT ANALYSED: devagent could not analyse this statement"), rows
+    assert "destroys" not in rows[0] and "review it by hand" not in rows[0]
+    assert rows[1].startswith("#2 DROP TABLE  destroys data: drops table legacy"), rows
+    assert "DESTROYS" not in "\n".join(render(request, 120))
+
+
+def test_a_list_of_changed_files_that_could_not_be_made_is_unknown_never_empty() -> None:
+    failed = shell("make test", changes_error="git failed: exit status 128")
+    text = "\n".join(render(failed, 80))
+    assert "changed files: unknown" in text and "no files changed" not in text
+    assert "not fully known: git failed: exit status 128" in "\n".join(render(failed, 120))
+    partial = shell("make test", changed_files=["M Makefile", "A .env (ignored)"], changes_error="1 path unreadable")
+    text = "\n".join(render(partial, 120, verbose=True))
+    assert "2 files changed since the last command, maybe more" in text
+    assert "A .env (ignored)" in text
+    assert "unknown (git failed: exit status 128)" in "\n".join(render(failed, 120, verbose=True))
+    assert "changed files (none)" not in "\n".join(render(failed, 120, verbose=True)).replace("  ", " ")
+
+
+def test_the_diff_view_shows_tabs_as_whitespace_and_escapes_every_other_control_character() -> None:
+    from devagent.ui import diff_text
+
+    diff = ("diff --git a/Makefile b/Makefile\n"
+            "+++ b/Makefile\n"
+            "@@ -1 +1,2 @@\n"
+            "+test:\n"
+            "+\t@echo ok\x1b[2J\r\n"
+            "+a\tb\t\tc\n")
+    console = Console(file=io.StringIO(), width=80, color_system=None, highlight=False)
+    console.print(diff_text(diff))
+    lines = console.file.getvalue().split("\n")
+    assert lines[4] == "+→      @echo ok⟪U+001B ESC⟫[2J⟪U+000D CR⟫"
+    assert lines[5] == "+a→     b→      →       c"  # aligned to tab stops every 8 columns
+    assert "U+0009" not in console.file.getvalue()
+
+
+def test_a_diffstat_keeps_its_alignment() -> None:
+    from devagent.term import Screen, shown_lines
+
+    stat = " Makefile   | 2 +-\n src/app.py | 10 ++++++++++\n 2 files changed, 11 insertions(+), 1 deletion(-)"
+    out = io.StringIO()
+    Screen(console=Console(file=out, width=80, color_system=None)).print(shown_lines(stat.split("\n")))
+    assert out.getvalue().split("\n")[:3] == stat.split("\n")
