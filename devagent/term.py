@@ -82,6 +82,10 @@ class Shown(Text):
     def _append_escaped(self, text: str, style: Any = None) -> None:
         Text.append(self, text, style)
 
+    def wrap_unmarked(self, console: Console, width: int) -> Lines:
+        """Rows without ↪, for a renderable that marks its wrapped rows its own way (an indent)."""
+        return Text.wrap(self, console, width)
+
     def wrap(self, console: Console, width: int, **options: Any) -> Lines:  # type: ignore[override]
         """Lines cut to `width`, a wrapped piece marked ↪: a row that is not the start of one of the
         text's own lines never looks like one (a long name cannot put a forged line of a box, or

@@ -18,7 +18,6 @@ from rich.panel import Panel
 from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
-from rich.text import Text
 
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
@@ -67,7 +66,7 @@ class ExactLines(SafeRenderable):
         for index, line in enumerate(self.lines):
             for header in self.headers.get(index, []):
                 # Wrapped with a hanging indent: a header row never starts where a line number would.
-                for n, row in enumerate(Text.wrap(header, console, width - 3)):
+                for n, row in enumerate(header.wrap_unmarked(console, width - 3)):
                     if n:
                         yield Segment("   ")
                     yield from row.render(console, end="")

@@ -141,26 +141,99 @@ def test_pending_on_a_huge_sql_file_of_control_bytes_is_quick_and_shows_the_head
 
 
 OWN = Path(__file__).parent.parent / "devagent"
+# The terminal layer itself: the only modules that write to the terminal directly (pager.py hands
+# the pager what a term.Screen rendered).
+TERMINAL_LAYER = {"term.py", "pager.py"}
+# Every way Python or rich can put text on a terminal without devagent.term.
+SINKS = {"print", "input", "sys.stdout.write", "sys.stderr.write", "sys.__stdout__.write", "os.write",
+         "typer.echo", "typer.secho", "click.echo", "click.secho", "typer.confirm", "typer.prompt",
+         "rich.print", "Console", "Text", "Shown", "Text.assemble", "Text.from_markup", "Text.from_ansi",
+         "Text.styled", "Shown.assemble", "Shown.styled"}
+CONSOLE_SINKS = (".print", ".out", ".log", ".input", ".rule", ".print_json", ".print_exception")
+STRINGS = (ast.JoinedStr, ast.BinOp)
 
 
-def calls(module: str) -> list[str]:
-    tree = ast.parse((OWN / module).read_text())
+def offences(source: str) -> list[str]:
+    """Calls in `source` that could write text to the terminal that devagent.term did not escape."""
+    tree = ast.parse(source)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            found.append(ast.unparse(node.func))
+        if isinstance(node, ast.ImportFrom) and node.module in ("rich", "rich.text", "builtins"):
+            found += [f"import {a.name}" for a in node.names if a.name in ("print", "Text")]
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        on_console = name.startswith("console.") or ".console." in name
+        if (name in SINKS or name.endswith("._append_escaped")
+                or (on_console and name.endswith(CONSOLE_SINKS))):
+            found.append(name)
+            continue
+        # A screen's print/ask/key/stream, or a status line's text: never a plain string.
+        screen_call = name.endswith((".print", ".ask", ".key", ".stream"))
+        status_call = "status" in name and name.endswith((".status", ".update"))
+        if not (screen_call or status_call):
+            continue
+        for arg in node.args[:1] if name.endswith((".ask", ".key", ".stream")) else node.args:
+            literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+            if isinstance(arg, STRINGS) or (literal and not name.endswith(".stream")):
+                found.append(f"{name}(<a plain string>)")
     return found
 
 
-@pytest.mark.parametrize("module", ["cli.py", "ui.py"])
-def test_the_cli_and_the_screens_have_no_way_to_print_unescaped_text(module: str) -> None:
-    """Output goes only through devagent.term: no print(), no direct writes, no console or plain
-    rich Text built outside it."""
-    forbidden = {"print", "sys.stdout.write", "sys.stderr.write", "typer.echo", "click.echo", "Console",
-                 "Text", "Text.assemble", "Text.from_markup", "Text.from_ansi", "typer.confirm", "typer.prompt",
-                 "input"}
-    used = [name for name in calls(module) if name in forbidden or name.endswith(".console.print")]
-    assert used == [], used
+@pytest.mark.parametrize("module", sorted(p.name for p in OWN.glob("*.py") if p.name not in TERMINAL_LAYER))
+def test_no_module_has_a_way_to_print_unescaped_text(module: str) -> None:
+    """Output goes only through devagent.term, in every module: no print(), no direct writes to
+    stdout or stderr, no echo, no console or rich Text built outside the terminal layer, no plain
+    string handed to a screen."""
+    assert offences((OWN / module).read_text()) == []
+
+
+def test_the_structure_check_finds_each_way_round_it() -> None:
+    """The control: each of these would print text devagent did not escape, and is found."""
+    for bad in ("print(name)", "sys.stdout.write(output)", "typer.echo(path)", "self.console.print(arguments)",
+                "Console().print(x)", "screen.print(f'call {tool}')", "screen.print('a' + name)",
+                "Text(name)", "Shown(name)", "shown()._append_escaped(name)", "from rich import print",
+                "status.update(f'running {command}')", "screen.ask(f'type {word}')", "os.write(1, data)"):
+        assert offences(bad), bad
+    for good in ("screen.print(shown(name))", "screen.print(shown_lines(lines))", "screen.ask(shown('x'))",
+                 "emit_json(data)", "words.append(name)"):
+        assert offences(good) == [], good
+
+
+def test_shown_text_cannot_be_made_or_changed_from_raw_text() -> None:
+    import io
+
+    from rich.console import Console
+
+    from devagent.term import Screen, Shown, shown, shown_lines
+
+    raw = "ok\n\x1b]0;pwned\x07"
+    for make in (lambda: Shown(), lambda: Shown(raw), lambda: Shown.assemble(raw), lambda: Shown.styled(raw, "bold")):
+        with pytest.raises(TypeError):
+            make()
+    text = shown("safe")
+    for change in (lambda: setattr(text, "plain", raw), lambda: text.append_tokens([(raw, None)]),
+                   lambda: shown(raw, inline=False)):
+        with pytest.raises(TypeError):
+            change()
+    # Copies and sums of shown text are plain rich Text: the screen refuses them.
+    out = io.StringIO()
+    screen = Screen(console=Console(file=out, width=200))
+    for derived in (text.copy(), text + raw, text[0:2]):
+        with pytest.raises(TypeError):
+            screen.print(derived)
+    # A newline or CR in one line of text is a visible token, never a new screen line; several
+    # lines are printed only through shown_lines, each line itself escaped.
+    screen.print(shown("a", raw, "\rb"))
+    screen.print(text.append(raw))
+    screen.print(shown_lines(["first", raw]))
+    assert out.getvalue().split("\n") == [
+        "aok⟪U+000A LF⟫⟪U+001B ESC⟫]0;pwned⟪U+0007 BEL⟫⟪U+000D CR⟫b",
+        "safeok⟪U+000A LF⟫⟪U+001B ESC⟫]0;pwned⟪U+0007 BEL⟫",
+        "first",
+        "ok⟪U+000A LF⟫⟪U+001B ESC⟫]0;pwned⟪U+0007 BEL⟫",
+        "",
+    ]
 
 
 def test_the_screen_refuses_plain_strings_and_unescaped_text() -> None:
