@@ -177,6 +177,9 @@ class ConsoleEvents:
             return  # the approval screen (or the list of pending calls) shows it whole
         self.screen.print(shown(("● ", "cyan"), (name, "bold"), " ", (arguments, "dim"), limit=160))
 
+    def known_call(self, call_id: str, tool: str, arguments: str) -> None:
+        self.labels.setdefault(call_id, call_label(tool, arguments))
+
     def tool_result(self, name: str, output: str, call_id: str = "") -> None:
         first = output.split("\n", 1)[0] if output else ""
         label = self.labels.get(call_id) or name
@@ -388,17 +391,31 @@ def _details(req: ApprovalRequest) -> Table:
 
 
 def legend(keys: list[tuple[str, str]], width: int) -> Shown:
-    """"[y] approve  [n] reject ..." on one line: the roomiest form that fits the width."""
+    """"[y] approve  [n] reject ..." on one line: the roomiest form that fits the width; on a
+    screen too narrow for any, whole entries on rows of their own (never a key cut from its word)."""
+    def entry(key: str, what: str, brackets: str = "[]") -> Shown:
+        return shown((f"{brackets[:1]}{key}{brackets[1:]}", "bold"), f" {what}")
+
     for brackets, gap in (("[]", "  "), ("[]", " "), ("", "  "), ("", " ")):
         text = shown()
         for i, (key, what) in enumerate(keys):
             if i:
                 text.append(gap)
-            text.append_text(shown((f"{brackets[:1]}{key}{brackets[1:]}", "bold"), f" {what}"))
+            text.append_text(entry(key, what, brackets))
         text.append(" › ")
         if cell_len(text.plain) <= width:
-            break
-    return text
+            return text
+    rows, row = [], shown()
+    for key, what in keys:
+        piece = entry(key, what)
+        if row.plain and cell_len(row.plain) + 2 + cell_len(piece.plain) + 3 > width:
+            rows.append(row)
+            row = shown()
+        if row.plain:
+            row.append("  ")
+        row.append_text(piece)
+    rows.append(row.append(" › "))
+    return shown_lines(rows)
 
 
 class TerminalApprover:

@@ -218,3 +218,17 @@ def test_a_diffstat_keeps_its_alignment() -> None:
     out = io.StringIO()
     Screen(console=Console(file=out, width=80, color_system=None)).print(shown_lines(stat.split("\n")))
     assert out.getvalue().split("\n")[:3] == stat.split("\n")
+
+
+@pytest.mark.parametrize("width", [30, 40, 50, 60, 80, 120])
+def test_the_legend_never_cuts_a_key_from_its_word(width: int) -> None:
+    out = io.StringIO()
+    from devagent.term import Screen
+
+    Screen(console=Console(file=out, width=width, color_system=None)).print(legend(KEYS, width))
+    rows = out.getvalue().rstrip("\n").split("\n")
+    assert all(len(row) <= width for row in rows) and not any("↪" in row for row in rows)
+    entries = re.findall(r"\[?([ynadms])\]? (approve|reject|always|diff|more|stop)", " ".join(rows))
+    assert entries == [(k, w) for k, w in KEYS], rows
+    assert len(rows) == 1 or width < 50
+    assert rows[-1].rstrip().endswith("›") and ("[y] approve" in rows[0] or width >= 50)
