@@ -244,3 +244,69 @@ def test_a_status_line_says_what_is_going_on_only_on_a_terminal(home: Path, repo
     piped = cli("task", "again", "--base-url", llm.url, "--model", "stub", "--no-input")
     assert piped.returncode == 0, piped.stderr
     assert "thinking" not in piped.stdout + piped.stderr
+
+
+def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo one"}, "s1"),
+                               tool_call("run_shell", {"command": "echo two; exit 3"}, "s2")]},
+               {"content": "both ran"})
+    paused = cli("task", "run both", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert paused.returncode == 3, paused.stderr
+    thread_id = json.loads(paused.stdout)["thread"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    term = Terminal(home, repo, "resume", thread_id)  # a new process: it never saw the calls proposed
+    term.expect("both ran")
+    assert term.wait() == 0
+    results = [line for line in term.lines() if line.startswith("  ⎿ ")]
+    assert len(results) == 2, term.text()
+    assert any(line.startswith("  ⎿ echo one → [exit code 0") for line in results), results
+    assert any(line.startswith("  ⎿ echo two; exit 3 → [exit code 3") for line in results), results
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 120])
+def test_a_long_line_is_marked_as_a_continuation_on_a_real_terminal(home: Path, repo: Path, llm, cli,
+                                                                     columns: int) -> None:
+    command = "echo " + "x" * 150 + " && touch ran.txt"
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "s1")]})
+    paused = cli("task", "long", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert paused.returncode == 3, paused.stderr
+    thread_id = json.loads(paused.stdout)["thread"]
+    term = Terminal(home, repo, "resume", thread_id, columns=columns)
+    term.expect(LEGEND)
+    lines = term.lines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("╭─ run_shell"))
+    bottom = next(i for i in range(top, len(lines)) if lines[i].startswith("╰"))
+    rows = [line[2:-2].rstrip() for line in lines[top + 1:bottom]]
+    assert len(rows) > 1 and rows[0].startswith("echo xxx")
+    assert all(row.startswith("↪ ") for row in rows[1:]), "\n".join(lines)
+    assert "".join([rows[0]] + [row[2:] for row in rows[1:]]).replace(" ", "") == command.replace(" ", "")
+    assert all(len(line) <= columns for line in lines)
+    keys = lines[bottom + 1:]
+    # The keys: whole entries only, on one row from 60 columns on, each row ending where it should.
+    assert not any("↪" in row for row in keys), keys
+    joined = " ".join(keys)
+    for word in ("approve", "reject", "always", "diff", "more", "stop"):
+        assert re.search(rf"\[?[a-z]\]? {word}\b", joined), keys
+    if columns >= 60:
+        assert re.fullmatch(r"\[?y\]? approve .*\[?s\]? stop ›", keys[-1]), keys
+    term.child.sendintr()
+    assert term.wait() == 130
+    assert not (home / "threads" / thread_id / "workspace" / "ran.txt").exists()
+
+
+def test_keys_typed_before_the_typed_confirmation_are_thrown_away(home: Path, repo: Path, llm, cli) -> None:
+    llm.script({"tool_calls": [tool_call("run_migration", {"sql": "DROP TABLE IF EXISTS legacy;\n"}, "m1")]},
+               {"content": "dropped"})
+    term = task(home, repo, llm)
+    term.expect(LEGEND)
+    # "y", and the name typed ahead before its question is on the screen: only "y" counts.
+    term.send("ylegacy\r")
+    term.expect("to approve: ")
+    time.sleep(2)  # had the typed-ahead name answered, the migration would be applied by now
+    assert term.lines()[-1] == "this SQL destroys data; type legacy to approve:", term.text()
+    assert json.loads(cli("migrations", thread_of(home), "--json").stdout) == []
+    term.send("legacy\r")
+    term.expect("dropped")
+    assert term.wait() == 0
+    [row] = json.loads(cli("migrations", thread_of(home), "--json").stdout)
+    assert row["result"] == "applied"
