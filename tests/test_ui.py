@@ -232,3 +232,49 @@ def test_the_legend_never_cuts_a_key_from_its_word(width: int) -> None:
     assert entries == [(k, w) for k, w in KEYS], rows
     assert len(rows) == 1 or width < 56
     assert rows[-1].rstrip().endswith("›") and ("[y] approve" in rows[0] or width >= 56)
+
+
+def test_a_list_of_changed_files_that_cannot_be_made_is_shown_as_unknown(sandbox_image: str, home, repo, llm,
+                                                                          cli) -> None:
+    """Through a real workspace: a FIFO where git reads ignore rules leaves the list incomplete, a
+    lost record of the last command's state leaves it unknown; the screen says so, never "no
+    files changed"."""
+    import json
+
+    from llm_stub import tool_call
+
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "mkfifo .gitignore"}, "s1")]},
+               {"tool_calls": [tool_call("write_file", {"path": "Makefile", "content": "test:\n\t@echo hi\n"}, "w1")]},
+               {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s2")]})
+    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    thread = json.loads(paused.stdout)["thread"]
+    assert cli("approve", thread, "s1").returncode == 0
+    resumed = cli("resume", thread, "--no-input")
+    assert resumed.returncode == 3, resumed.stderr
+    screen = cli("pending", thread).stdout
+    assert "│ make test" in screen and "1 file changed since the last command, maybe more" in screen, screen
+    assert ".gitignore is not a regular file" in screen.replace("\n", " ")
+
+    (home / "threads" / thread / "states" / "last-command").write_bytes(b"damaged")
+    screen = cli("pending", thread).stdout
+    assert "changed files: unknown" in screen and "no files changed" not in screen, screen
+    assert "not fully known" in screen and "was not recorded" in screen.replace("\n", " ")
+
+
+async def test_changes_to_ignored_files_are_listed_on_the_screen_marked_ignored(sandbox_image: str, home,
+                                                                                 repo) -> None:
+    from agents.testing import assistant_message, function_call
+
+    from agent_helpers import ScriptedApprover, run_new_thread
+
+    steps = [[function_call("write_file", {"path": ".venv/bin/activate", "content": "x\n"}, call_id="w1"),
+              function_call("write_file", {"path": "Makefile", "content": "test:\n\t@echo ok\n"}, call_id="w2")],
+             [function_call("run_shell", {"command": "make test"}, call_id="s1")],
+             [assistant_message("done")]]
+    approver = ScriptedApprover(None)
+    await run_new_thread(home, repo, steps, approver)
+    [request] = approver.shown
+    compact = "\n".join(render(request, 80))
+    assert "2 files changed since the last command" in compact
+    more = "\n".join(render(request, 120, verbose=True))
+    assert "A .venv/bin/activate (ignored)" in more and "M Makefile" in more
