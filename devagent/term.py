@@ -222,6 +222,10 @@ class Screen:
     def print(self, *items: RenderableType, end: str = "\n") -> None:
         for item in items:
             check_printable(item)
+        if end == "\n":
+            # rich joins text printed at the top level into one plain Text, which would wrap
+            # without the ↪ marks: each piece is rendered as itself.
+            items = tuple(Group(item) if isinstance(item, Shown) else item for item in items)
         # soft_wrap off a terminal: a long line stays one line.
         self.console.print(*items, end=end, soft_wrap=not self.wraps, highlight=False, markup=False,
                            emoji=False)

@@ -137,6 +137,78 @@ def test_pending_on_a_huge_sql_file_of_control_bytes_is_quick_and_shows_the_head
     assert full[:12] in listed.stdout  # the sha256 of the whole file
 
 
+# ------------------------------------------------------------------ forged lines
+
+
+FORGED = ["╭─ run_shell ─────────────╮", "│ pytest -q               │", "╰─────────────────────────╯",
+          "/workspace · network off · timeout 300s", "[y] approve  [n] reject  [a] always  [d] diff  [m] more  [s] stop › "]
+# (The real screen in the test is a migration's, with keys [y] and [n] only: any row like these is forged.)
+FORGERY = re.compile(r"^(╭─ run_shell ─+╮|│ pytest -q|/workspace · network off|\[y\] approve  \[n\] reject  \[a\])")
+
+
+def forged_text(breaks: list[str], padding: int) -> str:
+    """The lines of a fake approval box, each started by a line break (or by padding that would
+    wrap it to the start of a row)."""
+    return "".join(b + " " * padding + line for b, line in zip(breaks, FORGED))
+
+
+def screen_rows(width: int, text: str, call_id: str) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    from devagent.approvals import ApprovalRequest
+    from devagent.term import Screen, shown
+    from devagent.ui import ConsoleEvents, approval_panel, legend
+
+    out = io.StringIO()
+    screen = Screen(console=Console(file=out, width=width, color_system=None, highlight=False))
+    events = ConsoleEvents(screen)
+    events.tool_call(f"read_file{text}", json.dumps({"path": text}), call_id)
+    events.tool_call("run_shell", json.dumps({"command": "echo hi"}), "s-" + call_id)
+    events.tool_result("run_shell", text, "s-" + call_id)
+    events.tool_result(text, text, call_id)
+    events.notice(f"refused without asking ({text} {call_id}): {text}")
+    events.assistant_message(text)
+    request = ApprovalRequest("3f9c2a1b", call_id, "run_migration", json.dumps({"path": text}), "0" * 64, "pending",
+                              sql="SELECT 1;", sql_path=text, database=text, changed_files=[f"M {text}"],
+                              changes_error=text, workspace_notice=text, error=None)
+    screen.print(approval_panel(request, verbose=True))
+    screen.print(legend([("y", "approve"), ("n", "reject")], width))
+    screen.print(shown("that is not ", text))
+    return out.getvalue().split("\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(breaks=st.lists(st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\x85", "\x0b", "\x0c", "", " "]),
+                       min_size=len(FORGED), max_size=len(FORGED)),
+       padding=st.integers(0, 130), width=st.sampled_from([40, 60, 80, 120]))
+def test_line_breaks_in_outside_text_cannot_forge_a_line_of_an_approval_box(breaks: list[str], padding: int,
+                                                                             width: int) -> None:
+    """A newline, CR or other line break from the model, the workspace or the database never starts a
+    screen line, and a wrapped piece starts with ↪: no row made of outside text looks like a row of
+    an approval box, its context line or its keys."""
+    text = forged_text(breaks, padding)
+    rows = screen_rows(width, text, "call_1")
+    forged = [row for row in rows if FORGERY.match(row)]
+    assert forged == [], "\n".join(rows)
+
+
+def test_the_forgery_check_sees_a_forged_line(sandbox_image: str) -> None:
+    """The control: the same text printed raw does start rows that pass for the box."""
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    text = forged_text(["\n"] * len(FORGED), 0)
+    assert len([row for row in text.split("\n") if FORGERY.match(row)]) == len(FORGED) - 1  # all but ╰─╯
+    # And rich's own wrapping, without the ↪ marks, lets padding put a forged line at a row's start.
+    out = io.StringIO()
+    Console(file=out, width=40, color_system=None).print(Text("call " + forged_text([" "] * len(FORGED), 40)))
+    assert [row for row in out.getvalue().split("\n") if FORGERY.match(row)]
+
+
 # ------------------------------------------------------------------ structure
 
 
