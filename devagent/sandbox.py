@@ -119,8 +119,10 @@ class OutputCap:
             return head + self.tail.decode("utf-8", errors="replace")
         omitted = self.total - len(self.head) - len(self.tail)
         tail = self.tail.decode("utf-8", errors="replace")
+        kept_tail_from = self.total - len(self.tail)
         return (
-            f"{head}\n[... {omitted} bytes omitted; the command printed {self.total} bytes in all ...]\n"
+            f"{head}\n[... output cut: bytes {len(self.head)}-{kept_tail_from} omitted ({omitted} bytes); kept the "
+            f"first {len(self.head)} and the last {len(self.tail)}; the command printed {self.total} bytes in all ...]\n"
             f"{tail}"
         )
 
