@@ -81,8 +81,8 @@ class ToolRuntime:
             return f"refused: this {tool} call was never approved by a human; nothing ran"
         if row.status == "done":
             # Replaying a saved run after a crash: the call ran already; give back what it said.
-            recorded = [e["detail"].get("output") for e in self.store.audit_log(self.thread_id)
-                        if e["event"] == "executed" and e["call_id"] == ctx.tool_call_id]
+            recorded = [e["detail"].get("output")
+                        for e in self.store.call_events(self.thread_id, ctx.tool_call_id, "executed")]
             if recorded and recorded[-1]:
                 return f"[this call already ran once and is not run again; its result was:]\n{recorded[-1]}"
             return "refused: this call was already executed once; propose it again to re-run it"
@@ -145,9 +145,10 @@ def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int 
 def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, command: str,
                  timeout_s: int | None) -> str:
     store = rt.store
-    store.mark_status(rt.thread_id, call_id, "running")
-    store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
-                detail={"command": command, "sha256": sha256_text(command)})
+    with store.batch():  # one commit before the command starts, one after it ended
+        store.mark_status(rt.thread_id, call_id, "running")
+        store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
+                    detail={"command": command, "sha256": sha256_text(command)})
     started = time.monotonic()
     lines = command.strip().split("\n")
     shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
@@ -159,12 +160,13 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
                     detail={"note": "killed by Ctrl-C while running"}, duration_s=round(time.monotonic() - started, 3))
         return "interrupted by the user; the command was killed"
     for_model = result.for_model()
-    store.audit(
-        rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
-        detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out, "output": for_model},
-        exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
-    )
-    store.mark_status(rt.thread_id, call_id, "done")
+    with store.batch():
+        store.audit(
+            rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
+            detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out, "output": for_model},
+            exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
+        )
+        store.mark_status(rt.thread_id, call_id, "done")
     return for_model
 
 
