@@ -50,6 +50,7 @@ class ToolRuntime:
     # (fingerprint before, fingerprint after) of every command this process ran, in order.
     transitions: list[tuple[str, str]] = field(default_factory=list, init=False)
     halted_at: float | None = field(default=None, init=False)  # when a call found the workspace changed
+    _starting: threading.Thread | None = field(default=None, init=False)  # a start in the background
 
     @property
     def paths(self) -> WorkspacePaths:
@@ -60,9 +61,32 @@ class ToolRuntime:
         if not self.started:
             with self.doing("starting PostgreSQL and the sandbox" if self.container.spec.internal_network
                             else "starting the sandbox"):
-                self.container.ensure_running()
+                self.settle()
+                if not self.started:  # not started in the background (or that failed): say why now
+                    self.container.ensure_running()
             self.started = True
         return self.container
+
+    def start_in_background(self) -> None:
+        """Start the container (and a database sidecar) while the model thinks, so the first
+        approved command finds it running. A failure here is left for that command to report."""
+        if self.started or self._starting is not None:
+            return
+
+        def start() -> None:
+            try:
+                self.container.ensure_running()
+                self.started = True
+            except Exception:  # noqa: BLE001 - ensure_container tries again and says what is wrong
+                pass
+
+        self._starting = threading.Thread(target=start, name="devagent-sandbox-start", daemon=True)
+        self._starting.start()
+
+    def settle(self) -> None:
+        """Wait for a start in the background to end (before the container is used or stopped)."""
+        if self._starting is not None:
+            self._starting.join()
 
     @contextmanager
     def doing(self, what: str) -> Iterator[None]:

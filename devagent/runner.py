@@ -215,6 +215,7 @@ class ThreadRunner:
             self.update_thread(thread_id, extra_instructions=extra or {})
             self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
+            self._start_early(turn)
             if turn.instruction_files:
                 self.events.notice("instructions: " + ", ".join(turn.instruction_files))
             self.store.save_run(thread_id, task, None)
@@ -230,6 +231,7 @@ class ThreadRunner:
             self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
             self._requeue_interrupted(thread_id)
+            self._start_early(turn)
             if blob is None:
                 # The process died (or the model API failed) before the first pause: start the
                 # turn again. The session may already hold the task: then it is not sent twice.
@@ -274,6 +276,13 @@ class ThreadRunner:
             self.store.audit(thread_id, "turn abandoned", actor="user",
                              detail={"dropped_calls": [a.call_id for a in dropped]})
             return len(dropped)
+
+    def _start_early(self, turn: _Turn) -> None:
+        """Start the container in the background while the model thinks (or the saved run is
+        restored) when a command is likely to run in this process: someone can approve at the
+        prompt, or a call of the run is approved already. Not for a run that can only pause."""
+        if not isinstance(self.approver, NoApprover) or self.store.approvals(turn.thread.id, "approved"):
+            turn.runtime.start_in_background()
 
     async def _task_in_session(self, turn: _Turn) -> bool:
         """True when the conversation's last user message is this turn's task (already sent)."""
@@ -405,7 +414,10 @@ class ThreadRunner:
                     result = await self._decide_and_continue(turn, self.store.run(turn.thread.id)[1])
                     continue
                 state = result.to_state()
-                blob = state.to_string()
+                # What RunState.to_string() writes, without its indent: indented JSON goes through
+                # Python's slow encoder, the compact form through the C one (the blob grows with
+                # every call of the turn, and is written at every pause).
+                blob = json.dumps(state.to_json())
                 with self.store.batch():  # the pause and its calls, committed together
                     self.store.save_run(turn.thread.id, turn.task, blob)
                     self.store.set_thread_state(turn.thread.id, "paused")
@@ -418,6 +430,7 @@ class ThreadRunner:
             return self._finish(turn, result)
         finally:
             self._active = None
+            turn.runtime.settle()  # a start still under way would leave the container running
             turn.runtime.container.stop()
 
     async def _decide_and_continue(self, turn: _Turn, blob: str, paused: Any = None) -> Any:

@@ -265,3 +265,41 @@ async def test_a_call_decided_in_this_process_continues_from_memory_after_the_pa
     assert (runner.workspace(thread.id).work_dir / "count.txt").read_text() == "x\nx\n"
     assert "exit code 0" in tool_outputs(model)["s2"]
     assert runner.store.run(thread.id) is None  # the finished turn leaves no saved run
+
+
+async def test_the_container_starts_while_the_screen_waits_and_is_stopped_after_the_turn(
+        home, repo, docker_client) -> None:
+    """Nothing has run yet when the first screen shows, but the container is already on its way
+    up, so an approved command does not wait for it. A run that can only pause starts nothing."""
+    import time
+
+    import docker
+
+    from devagent.runner import NoApprover
+
+    def running(name: str) -> bool | None:
+        try:
+            return docker_client.api.inspect_container(name)["State"]["Running"]
+        except docker.errors.NotFound:
+            return None
+
+    seen: list[bool | None] = []
+
+    class Watcher(ScriptedApprover):
+        def decide(self, request):
+            name = f"devagent-{request.thread_id}"
+            deadline = time.monotonic() + 60
+            while not running(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen.append(running(name))
+            return super().decide(request)
+
+    steps = [[function_call("run_shell", {"command": "echo hi"}, call_id="s1")], [assistant_message("done")]]
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, Watcher(Decision(True)))
+    assert outcome.status == "done" and seen == [True]
+    assert running(f"devagent-{thread.id}") is False  # stopped (kept) after the turn
+
+    paused_steps = [[function_call("run_shell", {"command": "echo hi"}, call_id="p1")], [assistant_message("done")]]
+    runner, model, thread, outcome = await run_new_thread(home, repo, paused_steps, NoApprover())  # --no-input
+    assert outcome.status == "paused"
+    assert running(f"devagent-{thread.id}") is None  # never created: nothing could run
