@@ -143,7 +143,7 @@ def long_turn(calls: int, tmp: Path, llm: StubLLM) -> None:
     llm.script(*[{"tool_calls": [tool_call("run_shell", {"command": "true"}, f"l{n}")]} for n in range(calls)],
                {"content": "done"})
     runner = ThreadRunner(Store(home), approver=AlwaysOnce())
-    thread = runner.create_thread(repo, TaskOptions(model="stub", base_url=llm.url))
+    thread = runner.create_thread(repo, TaskOptions(model="stub", base_url=llm.url, max_steps=calls + 10))
     started = time.perf_counter()
     asyncio.run(runner.run_task(thread.id, "many commands"))
     total = time.perf_counter() - started

@@ -682,7 +682,9 @@ def config_cmd(
 
     from devagent.term import shown
 
-    table = Table(shown("setting"), shown("value"), shown("from"), box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    for header in ("setting", "value", "from"):  # Table(*headers) takes a non-str header for a Column
+        table.add_column(shown(header))
     for row in rows:
         value = "" if row["value"] is None else json.dumps(row["value"]) if isinstance(row["value"], (list, bool)) else str(row["value"])
         table.add_row(shown(row["key"]), shown(value), shown(row["source"], style="dim"))

@@ -28,6 +28,12 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+DEFAULT_OUTPUT_LIMIT = 16 * 1024
+# Room kept for the status line and the cut marker, so the whole text stays within the limit.
+OUTPUT_RESERVE = 512
+MIN_OUTPUT_LIMIT = 1024
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     memory: str = os.environ.get("DEVAGENT_SANDBOX_MEMORY", "2g")
@@ -35,9 +41,18 @@ class SandboxLimits:
     cpus: float = float(os.environ.get("DEVAGENT_SANDBOX_CPUS", "1.5"))
     default_timeout_s: int = 300
     max_timeout_s: int = 3600
-    # What reaches the model: the head and tail of the output, with the total size reported.
-    output_head: int = 16 * 1024
-    output_tail: int = 16 * 1024
+    # What reaches the model of one command's output, in all: its head and tail, the total size
+    # and where it was cut (`sandbox.output_limit`). Large outputs cost the model tokens and
+    # crowd its context; the user still sees everything as it streams.
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+
+    @property
+    def output_head(self) -> int:
+        return max(self.output_limit - OUTPUT_RESERVE, 0) // 2
+
+    @property
+    def output_tail(self) -> int:
+        return max(self.output_limit - OUTPUT_RESERVE, 0) - self.output_head
 
 
 def sandbox_user() -> tuple[int, int]:
@@ -84,6 +99,8 @@ KEYS: dict[str, Key] = {
     "sandbox.pids": Key(int, 256, "DEVAGENT_SANDBOX_PIDS", "process limit of a thread's container"),
     "sandbox.cpus": Key(float, 1.5, "DEVAGENT_SANDBOX_CPUS", "CPUs of a thread's container"),
     "sandbox.timeout": Key(int, 300, "DEVAGENT_COMMAND_TIMEOUT", "default command timeout, seconds"),
+    "sandbox.output_limit": Key(int, DEFAULT_OUTPUT_LIMIT, "DEVAGENT_OUTPUT_LIMIT",
+                                "bytes of a command's output the model receives (head + tail)"),
     "sandbox.env": Key(list, [], None, "host variables passed into the sandbox, by name"),
     "sandbox.ca_certificates": Key(list, [], None, "extra CA certificate files trusted in the sandbox"),
     "sandbox.proxy": Key(str, None, None, "HTTP(S) proxy for --network sandboxes"),
@@ -221,6 +238,9 @@ def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -
         if name in SECRET_ENV_NAMES:
             raise ConfigError(f"{settings['sandbox.env'].source}: sandbox.env may not pass {name} into the "
                               "sandbox: it is devagent's own secret")
+    limit = settings["sandbox.output_limit"]
+    if not isinstance(limit.value, int) or limit.value < MIN_OUTPUT_LIMIT:
+        raise ConfigError(f"{limit.source}: sandbox.output_limit must be a number of bytes, at least {MIN_OUTPUT_LIMIT}")
     for path in settings["sandbox.ca_certificates"].value:
         where = settings["sandbox.ca_certificates"].source
         full = Path(path).expanduser()
@@ -238,5 +258,5 @@ def thread_limits(settings: dict[str, Any]) -> SandboxLimits:
     sandbox = settings.get("sandbox") or {}
     limits = SandboxLimits()
     given = {"memory": sandbox.get("memory"), "pids": sandbox.get("pids"), "cpus": sandbox.get("cpus"),
-             "default_timeout_s": sandbox.get("timeout")}
+             "default_timeout_s": sandbox.get("timeout"), "output_limit": sandbox.get("output_limit")}
     return replace(limits, **{k: v for k, v in given.items() if v is not None})

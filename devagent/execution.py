@@ -50,6 +50,7 @@ class ToolRuntime:
     # (fingerprint before, fingerprint after) of every command this process ran, in order.
     transitions: list[tuple[str, str]] = field(default_factory=list, init=False)
     halted_at: float | None = field(default=None, init=False)  # when a call found the workspace changed
+    _starting: threading.Thread | None = field(default=None, init=False)  # a start in the background
 
     @property
     def paths(self) -> WorkspacePaths:
@@ -60,9 +61,32 @@ class ToolRuntime:
         if not self.started:
             with self.doing("starting PostgreSQL and the sandbox" if self.container.spec.internal_network
                             else "starting the sandbox"):
-                self.container.ensure_running()
+                self.settle()
+                if not self.started:  # not started in the background (or that failed): say why now
+                    self.container.ensure_running()
             self.started = True
         return self.container
+
+    def start_in_background(self) -> None:
+        """Start the container (and a database sidecar) while the model thinks, so the first
+        approved command finds it running. A failure here is left for that command to report."""
+        if self.started or self._starting is not None:
+            return
+
+        def start() -> None:
+            try:
+                self.container.ensure_running()
+                self.started = True
+            except Exception:  # noqa: BLE001 - ensure_container tries again and says what is wrong
+                pass
+
+        self._starting = threading.Thread(target=start, name="devagent-sandbox-start", daemon=True)
+        self._starting.start()
+
+    def settle(self) -> None:
+        """Wait for a start in the background to end (before the container is used or stopped)."""
+        if self._starting is not None:
+            self._starting.join()
 
     @contextmanager
     def doing(self, what: str) -> Iterator[None]:
@@ -81,8 +105,8 @@ class ToolRuntime:
             return f"refused: this {tool} call was never approved by a human; nothing ran"
         if row.status == "done":
             # Replaying a saved run after a crash: the call ran already; give back what it said.
-            recorded = [e["detail"].get("output") for e in self.store.audit_log(self.thread_id)
-                        if e["event"] == "executed" and e["call_id"] == ctx.tool_call_id]
+            recorded = [e["detail"].get("output")
+                        for e in self.store.call_events(self.thread_id, ctx.tool_call_id, "executed")]
             if recorded and recorded[-1]:
                 return f"[this call already ran once and is not run again; its result was:]\n{recorded[-1]}"
             return "refused: this call was already executed once; propose it again to re-run it"
@@ -145,9 +169,10 @@ def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int 
 def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, command: str,
                  timeout_s: int | None) -> str:
     store = rt.store
-    store.mark_status(rt.thread_id, call_id, "running")
-    store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
-                detail={"command": command, "sha256": sha256_text(command)})
+    with store.batch():  # one commit before the command starts, one after it ended
+        store.mark_status(rt.thread_id, call_id, "running")
+        store.audit(rt.thread_id, "executing", call_id=call_id, tool="run_shell", actor="devagent",
+                    detail={"command": command, "sha256": sha256_text(command)})
     started = time.monotonic()
     lines = command.strip().split("\n")
     shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
@@ -159,12 +184,13 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
                     detail={"note": "killed by Ctrl-C while running"}, duration_s=round(time.monotonic() - started, 3))
         return "interrupted by the user; the command was killed"
     for_model = result.for_model()
-    store.audit(
-        rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
-        detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out, "output": for_model},
-        exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
-    )
-    store.mark_status(rt.thread_id, call_id, "done")
+    with store.batch():
+        store.audit(
+            rt.thread_id, "executed", call_id=call_id, tool="run_shell", actor="devagent",
+            detail={"total_bytes": result.total_bytes, "timed_out": result.timed_out, "output": for_model},
+            exit_code=result.exit_code, duration_s=round(time.monotonic() - started, 3),
+        )
+        store.mark_status(rt.thread_id, call_id, "done")
     return for_model
 
 

@@ -7,11 +7,13 @@ The loop, in one sitting:
         save the paused RunState and record each call as pending (exact arguments + sha256)
         approve what "always" rules cover; ask the human for the rest (if anyone can be asked)
         if nothing was decided: stop here, paused (exit 3); `resume` picks it up later
-        restore the saved state, apply the store's decisions (verified), run again
+        apply the store's decisions (verified) to the paused run, run again
     commit the turn on the thread's branch
 
 The saved blob never carries decisions: they live in the store, bound to call id + sha256, and
-are re-applied (and checked) at every resume.
+are re-applied (and checked) at every resume. Within one process the paused run continues from
+memory: the blob is written at every pause for durability (a killed process loses nothing) but
+read back only by another process (`resume`), or to ask again when the workspace changed.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class ThreadRunner:
             self.update_thread(thread_id, extra_instructions=extra or {})
             self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
+            self._start_early(turn)
             if turn.instruction_files:
                 self.events.notice("instructions: " + ", ".join(turn.instruction_files))
             self.store.save_run(thread_id, task, None)
@@ -232,6 +235,7 @@ class ThreadRunner:
             self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
             self._requeue_interrupted(thread_id)
+            self._start_early(turn)
             if blob is None:
                 # The process died (or the model API failed) before the first pause: start the
                 # turn again. The session may already hold the task: then it is not sent twice.
@@ -276,6 +280,13 @@ class ThreadRunner:
             self.store.audit(thread_id, "turn abandoned", actor="user",
                              detail={"dropped_calls": [a.call_id for a in dropped]})
             return len(dropped)
+
+    def _start_early(self, turn: _Turn) -> None:
+        """Start the container in the background while the model thinks (or the saved run is
+        restored) when a command is likely to run in this process: someone can approve at the
+        prompt, or a call of the run is approved already. Not for a run that can only pause."""
+        if not isinstance(self.approver, NoApprover) or self.store.approvals(turn.thread.id, "approved"):
+            turn.runtime.start_in_background()
 
     async def _task_in_session(self, turn: _Turn) -> bool:
         """True when the conversation's last user message is this turn's task (already sent)."""
@@ -406,22 +417,29 @@ class ThreadRunner:
                     self.store.set_thread_state(turn.thread.id, "paused")
                     result = await self._decide_and_continue(turn, self.store.run(turn.thread.id)[1])
                     continue
-                blob = result.to_state().to_string()
-                self.store.save_run(turn.thread.id, turn.task, blob)
-                self.store.set_thread_state(turn.thread.id, "paused")
-                for item in result.interruptions:
-                    self._record_proposed(turn, item)
-                self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
-                result = await self._decide_and_continue(turn, blob)
+                state = result.to_state()
+                # What RunState.to_string() writes, without its indent: indented JSON goes through
+                # Python's slow encoder, the compact form through the C one (the blob grows with
+                # every call of the turn, and is written at every pause).
+                blob = json.dumps(state.to_json())
+                with self.store.batch():  # the pause and its calls, committed together
+                    self.store.save_run(turn.thread.id, turn.task, blob)
+                    self.store.set_thread_state(turn.thread.id, "paused")
+                    for item in result.interruptions:
+                        self._record_proposed(turn, item)
+                    self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
+                result = await self._decide_and_continue(turn, blob, state)
             if isinstance(result, TurnOutcome):
                 return result
             return self._finish(turn, result)
         finally:
             self._active = None
+            turn.runtime.settle()  # a start still under way would leave the container running
             turn.runtime.container.stop()
 
-    async def _decide_and_continue(self, turn: _Turn, blob: str) -> Any:
-        """Ask for decisions; run again if any was made, else return the paused outcome."""
+    async def _decide_and_continue(self, turn: _Turn, blob: str, paused: Any = None) -> Any:
+        """Ask for decisions; run again if any was made, else return the paused outcome.
+        `paused`: the RunState this process paused with (then `blob` is not read back)."""
         tid = turn.thread.id
         self._apply_rules(turn.thread)
         batch = self.store.approvals(tid, "pending")
@@ -444,7 +462,7 @@ class ThreadRunner:
                 self._stop_turn(turn, decision.reason)
                 break
             self._apply_rules(turn.thread)
-        state = await self._restore(turn, blob)
+        state = await self._restore(turn, blob) if paused is None else self._apply_decisions(turn, paused)
         if not any(self._decided(tid, item.call_id) for item in state.get_interruptions()):
             pending = self.pending_requests(tid)
             return TurnOutcome(tid, "paused", pending=pending)
@@ -556,22 +574,26 @@ class ThreadRunner:
             self.update_thread(thread_id, last_error="")
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
-    def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
-        from devagent.execution import changes_since_last_command, record_seen, workspace_notice
+    def _request(self, thread: Thread, approval: Any, *, screen: bool = True) -> ApprovalRequest:
+        """`screen=False`: only what the call is (its command or SQL, and whether it can run), not
+        what changed in the workspace: cheaper, and records nothing."""
+        from devagent.execution import ChangeReport, changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
-        report = changes_since_last_command(ws)
-        if approval.status == "pending":
+        report = changes_since_last_command(ws) if screen else ChangeReport([], "", None)
+        if screen and approval.status == "pending":
             # An approval binds the state of the workspace its screen showed.
             record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
         return build_request(
             approval, network=bool(thread.settings.get("network")),
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
             changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
-            workspace_notice=workspace_notice(self.store, approval),
+            workspace_notice=workspace_notice(self.store, approval) if screen else None,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
-            sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
+            # Only a migration has a bound file (looking it up reads the thread's whole log).
+            sql_bound_sha256=(bound_sql_digest(self.store, thread.id, approval.call_id)
+                              if approval.tool == "run_migration" else None),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
 
@@ -590,7 +612,7 @@ class ThreadRunner:
         for the same call when its file held harmless SQL. (The migration tool checks again.)"""
         for approval in self.store.approvals(thread.id, "pending"):
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
-                if required_confirmation(self._request(thread, approval)):
+                if required_confirmation(self._request(thread, approval, screen=False)):
                     self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} destroys data")
                     continue
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
@@ -607,7 +629,7 @@ class ThreadRunner:
         if self.store.approval(tid, item.call_id) is None:
             probe = Approval(tid, item.call_id, item.name, arguments, sha256_text(arguments), "pending",
                              None, None, 0.0, None)
-            error = self._request(turn.thread, probe).error
+            error = self._request(turn.thread, probe, screen=False).error
             if error:
                 self.store.add_refused(tid, item.call_id, item.name, arguments, error)
                 self.events.notice(f"refused without asking ({item.name} {item.call_id}): {error}")
@@ -658,6 +680,12 @@ class ThreadRunner:
             state = await RunState.from_string(turn.agent, blob)
         except Exception as exc:
             raise StateCorrupted(f"the saved run of thread {tid} cannot be restored: {exc}") from None
+        return self._apply_decisions(turn, state)
+
+    def _apply_decisions(self, turn: _Turn, state: Any) -> Any:
+        """Approve or reject the paused calls of `state` as the store says, refusing any call the
+        store does not hold with exactly these arguments."""
+        tid = turn.thread.id
         for item in state.get_interruptions():
             row = self.store.approval(tid, item.call_id)
             if row is None:
@@ -709,8 +737,8 @@ class ThreadRunner:
         policy = load_policy(Path(thread.repo))
         self._policies[thread_id] = policy
         files = [f.to_json() for f in policy.files]
-        recorded = [e for e in self.store.audit_log(thread_id) if e["event"] == "rules"]
-        if files and (not recorded or recorded[-1]["detail"].get("files") != files):
+        recorded = self.store.last_event(thread_id, "rules")
+        if files and (recorded is None or recorded["detail"].get("files") != files):
             self.store.audit(thread_id, "rules", actor="devagent", detail={"files": files, "presets": policy.presets})
 
     def _apply_command_rules(self, thread: Thread) -> None:
@@ -757,8 +785,8 @@ class ThreadRunner:
         diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
         warning = turn.workspace.size_warning(commit) if commit else None
         self._end_turn(turn)
-        since = self._turn_start(tid)
-        events = [e for e in self.store.audit_log(tid) if e["at"] >= since]
+        task = self.store.last_event(tid, "task")
+        events = self.store.events_since(tid, task["id"] if task else 0, ("executed", "usage"))
         executed = [e for e in events if e["event"] == "executed"]
         usage = sum_usage(e["detail"] for e in events if e["event"] == "usage")
         self.store.audit(tid, "turn finished", actor="devagent",
@@ -767,10 +795,6 @@ class ThreadRunner:
                            diffstat=diffstat.strip("\n"), commands_run=len(executed),
                            commands_failed=sum(1 for e in executed if e["exit_code"] != 0),  # None: timed out
                            note=warning, usage=usage)
-
-    def _turn_start(self, thread_id: str) -> float:
-        starts = [e["at"] for e in self.store.audit_log(thread_id) if e["event"] == "task"]
-        return starts[-1] if starts else 0.0
 
 
 def sum_usage(details: Any) -> dict[str, int]:

@@ -119,8 +119,10 @@ class OutputCap:
             return head + self.tail.decode("utf-8", errors="replace")
         omitted = self.total - len(self.head) - len(self.tail)
         tail = self.tail.decode("utf-8", errors="replace")
+        kept_tail_from = self.total - len(self.tail)
         return (
-            f"{head}\n[... {omitted} bytes omitted; the command printed {self.total} bytes in all ...]\n"
+            f"{head}\n[... output cut: bytes {len(self.head)}-{kept_tail_from} omitted ({omitted} bytes); kept the "
+            f"first {len(self.head)} and the last {len(self.tail)}; the command printed {self.total} bytes in all ...]\n"
             f"{tail}"
         )
 
@@ -462,12 +464,18 @@ class ThreadContainer:
         # devagent-run kills the command at `timeout` inside the container; here the result is
         # marked timed out then, and should the command still not have ended a little later
         # (a broken container), every process in it is stopped from here too.
-        timers = [threading.Timer(timeout, timed_out.set),
-                  threading.Timer(timeout + HOST_TIMEOUT_GRACE_S, self._kill_all, args=(timed_out,))]
+        # One watchdog thread for both deadlines (a thread start is a visible part of a short exec).
+        ended = threading.Event()
+
+        def watchdog() -> None:
+            if ended.wait(timeout):
+                return
+            timed_out.set()
+            if not ended.wait(HOST_TIMEOUT_GRACE_S):
+                self._kill_all(timed_out)
+
         started = time.monotonic()
-        for timer in timers:
-            timer.daemon = True
-            timer.start()
+        threading.Thread(target=watchdog, name="devagent-exec-timeout", daemon=True).start()
         try:
             for chunk in self._stream(exec_id, stdin):
                 cap.feed(chunk)
@@ -480,8 +488,7 @@ class ThreadContainer:
             self._kill_all(timed_out, mark=False)
             raise
         finally:
-            for timer in timers:
-                timer.cancel()
+            ended.set()
         duration = time.monotonic() - started
         exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
         if exit_code == 126 and cap.total < 1024 and f"{RUN_HELPER}: no such file" in cap.text():

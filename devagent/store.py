@@ -1,8 +1,10 @@
 """SQLite under DEVAGENT_HOME: threads, paused runs, approvals, remembered rules, audit log.
 
 The store, not the saved run blob, is the source of truth for decisions: every approval is bound
-to (thread, call id, sha256 of the exact arguments). Each write is one transaction, so a crash
-mid-write leaves the previous good state. The schema is versioned and migrates forward.
+to (thread, call id, sha256 of the exact arguments). Each write is one transaction (the writes of
+one step of a call can share one: `batch`), so a crash mid-write leaves the previous good state.
+WAL with synchronous=NORMAL: a commit survives a crash of devagent (SIGKILL included); only a crash
+of the machine itself may lose the last commits. The schema is versioned and migrates forward.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from devagent.errors import StateCorrupted, ThreadBusy, ThreadNotFound
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i+1. Never edit an entry once released.
 MIGRATIONS: list[str] = [
@@ -99,6 +101,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE approvals ADD COLUMN confirmed TEXT;
     """,
+    # Keyed lookups, so the work of one call does not grow with the thread's history: the call an
+    # audit event is about (its own call id, or the one named in its detail, e.g. "workspace
+    # seen"), the latest event of a kind, and a thread's calls in one status.
+    """
+    ALTER TABLE audit ADD COLUMN subject TEXT;
+    UPDATE audit SET subject = COALESCE(call_id, json_extract(detail, '$.call_id'));
+    CREATE INDEX audit_subject ON audit(thread_id, subject, event, id) WHERE subject IS NOT NULL;
+    CREATE INDEX audit_event ON audit(thread_id, event, id);
+    CREATE INDEX approvals_status ON approvals(thread_id, status, created_at);
+    """,
 ]
 
 
@@ -159,12 +171,15 @@ class Store:
         home.mkdir(parents=True, exist_ok=True)
         self.path = home / "devagent.db"
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on this connection (held under _lock): nested ones join
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed write is in
+            # the WAL file, which the OS keeps whatever happens to this process.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateCorrupted(
@@ -181,15 +196,30 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        # Tools run on worker threads and share this connection: one transaction at a time.
+        # Tools run on worker threads and share this connection: one transaction at a time. A tx
+        # inside another (on the same thread: the lock is reentrant) is part of the outer one.
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth -= 1
+                return
             self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self.db
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self.db.execute("COMMIT")
+
+    def batch(self) -> Any:
+        """Several writes as one transaction (one commit): all of them, or none after a crash."""
+        return self.tx()
 
     def _migrate(self) -> None:
         with self.tx() as db:
@@ -408,9 +438,10 @@ class Store:
                actor: str | None, detail: dict[str, Any] | None, exit_code: int | None = None,
                duration_s: float | None = None) -> None:
         db.execute(
-            "INSERT INTO audit (thread_id, at, event, call_id, tool, actor, detail, exit_code, duration_s)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (thread_id, time.time(), event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s),
+            "INSERT INTO audit (thread_id, at, event, call_id, tool, actor, detail, exit_code, duration_s, subject)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (thread_id, time.time(), event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s,
+             call_id or (detail or {}).get("call_id")),
         )
 
     def audit_log(self, thread_id: str) -> list[dict[str, Any]]:
@@ -419,10 +450,22 @@ class Store:
 
     def call_events(self, thread_id: str, call_id: str, event: str) -> list[dict[str, Any]]:
         """The audit events of one kind about one call (its own, or naming it in their detail), oldest first."""
-        rows = self.db.execute(
-            "SELECT * FROM audit WHERE thread_id=? AND event=? AND (call_id=? OR json_extract(detail, '$.call_id')=?)"
-            " ORDER BY id", (thread_id, event, call_id, call_id)).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"] or "{}")} for r in rows]
+        rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? AND subject=? AND event=? ORDER BY id",
+                               (thread_id, call_id, event)).fetchall()
+        return [_event(r) for r in rows]
+
+    def last_event(self, thread_id: str, event: str) -> dict[str, Any] | None:
+        """The thread's latest audit event of one kind (one index lookup)."""
+        row = self.db.execute("SELECT * FROM audit WHERE thread_id=? AND event=? ORDER BY id DESC LIMIT 1",
+                              (thread_id, event)).fetchone()
+        return _event(row) if row else None
+
+    def events_since(self, thread_id: str, after_id: int, events: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The thread's audit events of the given kinds recorded after event `after_id`, oldest first."""
+        marks = ",".join("?" * len(events))
+        rows = self.db.execute(f"SELECT * FROM audit WHERE thread_id=? AND event IN ({marks}) AND id>? ORDER BY id",
+                               (thread_id, *events, after_id)).fetchall()
+        return [_event(r) for r in rows]
 
     # -- migrations history
 
@@ -438,6 +481,10 @@ class Store:
     def migrations(self, thread_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM migrations WHERE thread_id=? ORDER BY id", (thread_id,))
         return [dict(r) for r in rows]
+
+
+def _event(row: sqlite3.Row) -> dict[str, Any]:
+    return {**dict(row), "detail": json.loads(row["detail"] or "{}")}
 
 
 class ThreadLock:

@@ -209,3 +209,97 @@ async def test_files_the_tools_write_belong_to_the_sandbox_user(home, repo) -> N
     uid = sandbox_user()[0]
     for path in ("deep", "deep/new", "deep/new/dir", "deep/new/dir/notes.txt"):
         assert (work / path).stat().st_uid == uid, path
+
+
+async def test_a_call_decided_in_this_process_continues_from_memory_after_the_pause_is_saved(
+        home, repo, monkeypatch) -> None:
+    """The pause is written before anyone decides (so a killed process loses nothing), but the
+    process that decided goes on from what it holds: the saved run is never parsed back (a saved
+    run spoiled in the meantime changes nothing). Both ways of deciding: the human at the screen,
+    and an "approve always" rule."""
+    from agents import RunState
+
+    from devagent.runner import SilentEvents
+
+    restored: list[int] = []
+    real_from_string = RunState.from_string
+
+    async def counting_from_string(*args, **kwargs):
+        restored.append(1)
+        return await real_from_string(*args, **kwargs)
+
+    monkeypatch.setattr(RunState, "from_string", counting_from_string)
+
+    saved: list[tuple[str, bool]] = []
+
+    def spoil_saved_run(call_id: str) -> None:
+        store = Store(home)  # another connection, as another process would see it
+        [thread] = store.threads()
+        task, blob = store.run(thread.id)
+        saved.append((call_id, call_id in (blob or "")))
+        with store.tx() as db:
+            db.execute("UPDATE runs SET state_blob='{not json' WHERE thread_id=?", (thread.id,))
+        store.close()
+
+    class Spoiler(ScriptedApprover):
+        def decide(self, request):
+            spoil_saved_run(request.call_id)
+            return super().decide(request)
+
+    class RuleEvents(SilentEvents):
+        def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None:
+            spoil_saved_run(call_id)
+
+    steps = [
+        [function_call("run_shell", {"command": "echo x >> count.txt"}, call_id="s1")],
+        [function_call("run_shell", {"command": "echo x >> count.txt"}, call_id="s2")],
+        [assistant_message("done")],
+    ]
+    model = ScriptedModel(steps)
+    runner = ThreadRunner(Store(home), model=model, approver=Spoiler(Decision(True, always=True)), events=RuleEvents())
+    thread = runner.create_thread(repo, TaskOptions())
+    outcome = await runner.run_task(thread.id, "count")
+    assert outcome.status == "done" and outcome.commands_run == 2
+    assert saved == [("s1", True), ("s2", True)]  # each pause was saved, holding its call, before the decision
+    assert restored == []
+    assert (runner.workspace(thread.id).work_dir / "count.txt").read_text() == "x\nx\n"
+    assert "exit code 0" in tool_outputs(model)["s2"]
+    assert runner.store.run(thread.id) is None  # the finished turn leaves no saved run
+
+
+async def test_the_container_starts_while_the_screen_waits_and_is_stopped_after_the_turn(
+        home, repo, docker_client) -> None:
+    """Nothing has run yet when the first screen shows, but the container is already on its way
+    up, so an approved command does not wait for it. A run that can only pause starts nothing."""
+    import time
+
+    import docker
+
+    from devagent.runner import NoApprover
+
+    def running(name: str) -> bool | None:
+        try:
+            return docker_client.api.inspect_container(name)["State"]["Running"]
+        except docker.errors.NotFound:
+            return None
+
+    seen: list[bool | None] = []
+
+    class Watcher(ScriptedApprover):
+        def decide(self, request):
+            name = f"devagent-{request.thread_id}"
+            deadline = time.monotonic() + 60
+            while not running(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen.append(running(name))
+            return super().decide(request)
+
+    steps = [[function_call("run_shell", {"command": "echo hi"}, call_id="s1")], [assistant_message("done")]]
+    runner, model, thread, outcome = await run_new_thread(home, repo, steps, Watcher(Decision(True)))
+    assert outcome.status == "done" and seen == [True]
+    assert running(f"devagent-{thread.id}") is False  # stopped (kept) after the turn
+
+    paused_steps = [[function_call("run_shell", {"command": "echo hi"}, call_id="p1")], [assistant_message("done")]]
+    runner, model, thread, outcome = await run_new_thread(home, repo, paused_steps, NoApprover())  # --no-input
+    assert outcome.status == "paused"
+    assert running(f"devagent-{thread.id}") is None  # never created: nothing could run

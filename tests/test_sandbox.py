@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import re
 import textwrap
 from pathlib import Path
 
@@ -209,3 +210,41 @@ def test_a_container_made_by_an_older_devagent_is_a_clear_error(docker_client, s
             box.exec("true", timeout_s=30, workdir="/")
     finally:
         box.remove()
+
+
+def _megabyte_turn(cli, llm, env: dict[str, str] | None = None) -> str:
+    """A turn whose one command prints 1 MB (a first and a last line around it); returns what the
+    model was sent back as that command's result."""
+    import json
+
+    from llm_stub import tool_call
+
+    command = "echo FIRST; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo LAST"
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "big")]}, {"content": "done"})
+    started = cli("task", "print a lot", "--base-url", llm.url, "--model", "stub", "--no-input", "--json", env=env)
+    assert started.returncode == 3, started.stderr
+    thread_id = json.loads(started.stdout)["thread"]
+    assert cli("approve", thread_id, "big").returncode == 0
+    resumed = cli("resume", thread_id, "--no-input", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    return llm.tool_outputs()["big"]
+
+
+def test_the_model_receives_at_most_16_kib_of_a_megabyte_output(cli, llm, sandbox_image) -> None:
+    sent = _megabyte_turn(cli, llm)
+    assert len(sent.encode()) <= 16 * 1024
+    assert sent.startswith("[exit code 0;") and "1000012 bytes of output" in sent
+    assert "\nFIRST\n" in sent and sent.rstrip().endswith("LAST")
+    cut = re.search(r"\[\.\.\. output cut: bytes (\d+)-(\d+) omitted \((\d+) bytes\); kept the first (\d+) and "
+                    r"the last (\d+); the command printed 1000012 bytes in all \.\.\.\]", sent)
+    assert cut, sent[:300]
+    start, end, omitted, head, tail = map(int, cut.groups())
+    assert start == head and end - start == omitted and head + omitted + tail == 1000012
+    assert 7000 < head and 7000 < tail  # most of the budget is output, not bookkeeping
+
+
+def test_the_output_limit_is_configurable(cli, llm, sandbox_image) -> None:
+    sent = _megabyte_turn(cli, llm, env={"DEVAGENT_OUTPUT_LIMIT": "4096"})
+    assert len(sent.encode()) <= 4096
+    assert "output cut" in sent and sent.rstrip().endswith("LAST")
+    assert cli("config", env={"DEVAGENT_OUTPUT_LIMIT": "10"}).returncode != 0
