@@ -29,6 +29,7 @@ sandbox_app = typer.Typer(help="Build the sandbox image and diagnose Docker.", n
 app.add_typer(sandbox_app, name="sandbox")
 
 _debug = False
+_stream: Any = None  # the JSON event stream of `task --json` / `resume --json` (devagent.events)
 
 
 def _version(value: bool) -> None:
@@ -112,13 +113,29 @@ def _emit_json(data: Any) -> None:
     emit_json(data)
 
 
+def _start_stream(as_json: bool) -> None:
+    """With --json, stdout carries JSON Lines only, from here on (errors too: see main)."""
+    global _stream
+    if as_json:
+        from devagent.events import JsonEvents
+
+        _stream = JsonEvents()
+
+
 def _runner(interactive: bool, as_json: bool) -> Any:
     from devagent.runner import NoApprover, ThreadRunner
     from devagent.ui import ConsoleEvents, TerminalApprover
 
     progress = _screen(stderr=as_json)
     approver = TerminalApprover(progress) if interactive else NoApprover()
-    runner = ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    store = _store()
+    events: Any = ConsoleEvents(progress)
+    if as_json and _stream is not None:
+        from devagent.events import Fanout
+
+        events = Fanout(events, _stream)
+        store.listeners.append(_stream.audit)
+    runner = ThreadRunner(store, events=events, approver=approver)
     if interactive:
         approver.diff = lambda request: _diff_since_last_command(runner, request.thread_id)
     return runner
@@ -157,6 +174,8 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
         except BaseException:
             pass
         _say("\ninterrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
+        if _stream is not None:
+            _stream.error(f"interrupted; continue with `devagent resume {thread_id}`", EXIT_INTERRUPTED)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         runner.events.activity(None)  # the status line never outlives the turn
@@ -167,18 +186,8 @@ def _report(outcome: Any, as_json: bool) -> None:
     """Print how the turn ended; exit 3 when it is paused for approval."""
     from devagent.term import shown
 
-    if as_json:
-        _emit_json({
-            "thread": outcome.thread_id,
-            "status": outcome.status,
-            "final_output": outcome.final_output,
-            "commit": outcome.commit,
-            "usage": outcome.usage,
-            "commands_run": outcome.commands_run,
-            "commands_failed": outcome.commands_failed,
-            "warning": outcome.note,
-            "pending": [p.to_json() for p in outcome.pending],
-        })
+    if as_json and _stream is not None:
+        _stream.turn_ended(outcome)
     else:
         screen = _screen()
         if outcome.status == "paused":
@@ -191,6 +200,8 @@ def _report(outcome: Any, as_json: bool) -> None:
                 f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"\n"
                 f"  devagent resume {outcome.thread_id}"
             ))
+            for line in usage_lines(outcome):
+                screen.print(shown(line, style="dim"))
         else:
             from devagent.runner import STOPPED_BY_USER
 
@@ -199,8 +210,8 @@ def _report(outcome: Any, as_json: bool) -> None:
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             screen.print(shown(summary, style="bold green"))
-            if outcome.usage:
-                screen.print(shown(usage_line(outcome.usage), style="dim"))
+            for line in usage_lines(outcome):
+                screen.print(shown(line, style="dim"))
             if outcome.diffstat:
                 screen.print(shown(outcome.diffstat, style="dim"))
             if outcome.note:
@@ -212,16 +223,18 @@ def _report(outcome: Any, as_json: bool) -> None:
         raise typer.Exit(EXIT_PAUSED)
 
 
-def usage_line(usage: dict[str, int]) -> str:
-    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 requests`; what the API did
-    not report is left out, and no cost is made up."""
-    line = f"tokens: {usage.get('input_tokens', 0):,} in"
-    if usage.get("cached_tokens"):
-        line += f" ({usage['cached_tokens']:,} cached)"
-    line += f" · {usage.get('output_tokens', 0):,} out"
-    if usage.get("reasoning_tokens"):
-        line += f" ({usage['reasoning_tokens']:,} reasoning)"
-    return line + f" · {usage.get('requests', 0)} model request(s)"
+def usage_lines(outcome: Any) -> list[str]:
+    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)` for the turn,
+    then the thread's total when it has had other turns; a cost only where prices are configured."""
+    from devagent.usage import usage_line
+
+    lines = []
+    if outcome.usage:
+        lines.append("tokens: " + usage_line(outcome.usage, outcome.usage.get("cost_usd")))
+    total = outcome.thread_usage
+    if total and total.get("requests") != outcome.usage.get("requests"):
+        lines.append("thread so far: " + usage_line(total, total.get("cost_usd")))
+    return lines
 
 
 # ---------------------------------------------------------------------------- agent commands
@@ -258,8 +271,10 @@ def task(
     from devagent.instructions import extra_instructions
     from devagent.runner import TaskOptions
 
+    _start_stream(as_json)
     extra = extra_instructions(instructions) if instructions else None  # a bad file fails before anything starts
     runner = _runner(_interactive(no_input), as_json)
+    new_thread = thread is None
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
                               max_steps=max_steps)
@@ -270,6 +285,9 @@ def task(
         thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_steps)
+    if _stream is not None:
+        info = runner.store.thread(thread)
+        _stream.thread_started(thread, info.branch, info.repo, resumed=False, new=new_thread)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
 
@@ -287,14 +305,22 @@ def resume(
              "the conversation are kept and the thread takes a new task."),
 ) -> None:
     """Resume a paused thread with the decisions recorded so far."""
+    _start_stream(as_json)
     thread_id = _thread_id(_store(), thread_id)
     runner = _runner(_interactive(no_input), as_json)
+    if _stream is not None:
+        info = runner.store.thread(thread_id)
+        _stream.thread_started(thread_id, info.branch, info.repo, resumed=True)
     if abandon_turn:
         import asyncio
 
         dropped = asyncio.run(runner.abandon_turn(thread_id))
-        _say(f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
-             f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        message = (f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+                   f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        if _stream is not None:
+            _stream.out.emit("summary", status="abandoned", dropped_calls=dropped, message=message)
+        else:
+            _say(message)
         return
     import os
 
@@ -872,10 +898,13 @@ def main() -> None:
     except UsageError as exc:
         exc.show()
         code = EXIT_USAGE
+        _stream_error(exc.format_message(), code)
     except (typer.Abort, KeyboardInterrupt):
         _say("\ninterrupted", stderr=True)
         code = EXIT_INTERRUPTED
+        _stream_error("interrupted", code)
     except DevagentError as exc:
+        _stream_error(str(exc), exc.exit_code)
         if _debug:
             raise
         # The message can quote the model (a path, a call id): escaped like everything else.
@@ -884,8 +913,15 @@ def main() -> None:
     except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
+        _stream_error(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
         if _debug:
             raise
         _say(f"error: {type(exc).__name__}: ", str(exc), " (run with --debug for the traceback)", stderr=True)
         code = EXIT_ERROR
     sys.exit(code or 0)
+
+
+def _stream_error(message: str, code: int) -> None:
+    """With --json, a failed run ends with an `error` line on stdout (the message is on stderr too)."""
+    if _stream is not None:
+        _stream.error(message, code)

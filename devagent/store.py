@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +159,8 @@ class Store:
         home.mkdir(parents=True, exist_ok=True)
         self.path = home / "devagent.db"
         self._lock = threading.RLock()
+        # Called with each audit entry as it is written (in this process): `--json` streams them.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
@@ -403,15 +405,19 @@ class Store:
         with self.tx() as db:
             self._audit(db, thread_id, event, call_id, tool, actor, detail, exit_code, duration_s)
 
-    @staticmethod
-    def _audit(db: sqlite3.Connection, thread_id: str, event: str, call_id: str | None, tool: str | None,
+    def _audit(self, db: sqlite3.Connection, thread_id: str, event: str, call_id: str | None, tool: str | None,
                actor: str | None, detail: dict[str, Any] | None, exit_code: int | None = None,
                duration_s: float | None = None) -> None:
+        at = time.time()
         db.execute(
             "INSERT INTO audit (thread_id, at, event, call_id, tool, actor, detail, exit_code, duration_s)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
-            (thread_id, time.time(), event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s),
+            (thread_id, at, event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s),
         )
+        entry = {"thread_id": thread_id, "at": at, "event": event, "call_id": call_id, "tool": tool,
+                 "actor": actor, "detail": detail or {}, "exit_code": exit_code, "duration_s": duration_s}
+        for listener in self.listeners:
+            listener(entry)
 
     def audit_log(self, thread_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? ORDER BY id", (thread_id,)).fetchall()
