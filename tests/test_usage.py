@@ -19,7 +19,7 @@ def test_a_paused_turn_reports_the_usage_of_all_its_model_requests(cli, llm) -> 
                {"content": "all done", "usage": USAGE})
     paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert paused.returncode == 3, paused.stderr
-    data = json.loads(paused.stdout)
+    data = json.loads(paused.stdout.splitlines()[-1])
     assert cli("approve", data["thread"], "--all").returncode == 0
 
     done = cli("resume", data["thread"], "--no-input")
