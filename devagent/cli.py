@@ -453,11 +453,12 @@ def threads(
 
     store = _store()
     here = None if all_ else (repo.resolve() if repo else _current_repo())
-    tasks, usage = store.last_tasks(), store.usage_totals()
+    tasks, records = store.last_tasks(), store.usage_records()
     rows = []
     for t in store.threads():
         if here is not None and Path(t.repo) != here:
             continue
+        used = _priced_usage(t, records.get(t.id, []))
         state = t.state
         alive = ThreadLock(store.home, t.id).held()
         if state == "running" and not alive:
@@ -467,7 +468,7 @@ def threads(
         waiting = store.approvals(t.id, "pending") + ([] if alive else store.approvals(t.id, "running"))
         rows.append({
             "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
-            "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": usage.get(t.id, {}),
+            "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": used,
             "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
         })
     if as_json:
@@ -481,6 +482,7 @@ def threads(
     from rich.table import Table
 
     from devagent.term import shown
+    from devagent.usage import format_cost
 
     table = Table(box=None, pad_edge=False, show_edge=False)
     for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
@@ -490,22 +492,54 @@ def threads(
     if wide:
         table.add_column(shown("branch"), no_wrap=True)
         table.add_column(shown("repo"), overflow="fold")
-        table.add_column(shown("tokens in/out"), justify="right", no_wrap=True)
+        table.add_column(shown("tokens in (cached) / out (reasoning)"), justify="right", no_wrap=True)
+        table.add_column(shown("cost"), justify="right", no_wrap=True)
     for r in rows:
         state = r["state"] if not r["error"] else f"{r['state']}: {r['error'][:60]}"
         cells = [r["id"], state, str(r["pending"]), (r["task"].splitlines() or [""])[0], r["last_activity"][5:16]]
         if wide:
             u = r["usage"]
-            cells += [r["branch"], r["repo"], f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
+            cells += [r["branch"], r["repo"], _token_cell(u),
+                      format_cost(u["cost_usd"]) if "cost_usd" in u else ""]
         table.add_row(*(shown(c, inline=True) for c in cells))
     _screen().print(table)
 
 
+_prices_of: dict[str, Any] = {}  # repository -> its price table (read once per command)
+
+
+def _priced_usage(thread: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A thread's tokens added up, with `cost_usd` when its repository's config prices them."""
+    from devagent.config import ConfigError, load_prices
+    from devagent.usage import add_up, with_cost
+
+    if not records:
+        return {}
+    if thread.repo not in _prices_of:
+        try:
+            _prices_of[thread.repo] = load_prices(Path(thread.repo))
+        except ConfigError:
+            _prices_of[thread.repo] = {}  # `devagent config` names the broken file
+    return with_cost(add_up(records), records, _prices_of[thread.repo], thread.settings.get("model"))
+
+
+def _token_cell(u: dict[str, Any]) -> str:
+    """`2,400 (2,000) / 68 (14)`: input (cached) / output (reasoning), what was reported."""
+    if not u:
+        return ""
+    cell = f"{u.get('input_tokens', 0):,}"
+    cell += f" ({u['cached_tokens']:,})" if u.get("cached_tokens") else ""
+    cell += f" / {u.get('output_tokens', 0):,}"
+    return cell + (f" ({u['reasoning_tokens']:,})" if u.get("reasoning_tokens") else "")
+
+
 @app.command()
 def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json"),
+        output: bool = typer.Option(False, "--output", help="Also what each command printed (as the model got it)."),
         no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
-    """Audit trail: every proposed, approved, rejected and executed call."""
-    import time
+    """Audit trail: every proposed, approved, rejected and executed call, file edit, model message
+    and token count; one event per line."""
+    from devagent.auditlog import log_lines
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
@@ -513,26 +547,27 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
     if as_json:
         _emit_json(entries)
         return
-    from devagent.term import shown
-
     from devagent.pager import finish_paging, pager_console
-    from devagent.term import Screen
+    from devagent.term import Screen, shown
 
-    screen = Screen(console=pager_console(no_pager))
-    for e in entries:
-        detail = e["detail"]
-        text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
-        if not text and detail:
-            # The output the model read is in `log --json`; one line per event here.
-            text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
-        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ",
-                     (f"{e['event']:<14}", "bold"), inline=True)
-        for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
-                             ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
-            if value is not None and value != "":
-                line.append_text(shown((f"{label}={value}  ", "dim"), inline=True))
-        line.append_text(shown(str(text), inline=True, limit=4096))
+    # On a terminal (or its pager) long lines wrap; on a pipe each event stays one whole line.
+    screen = Screen(console=pager_console(no_pager)) if sys.stdout.isatty() else Screen()
+    for entry in log_lines(entries):
+        line = shown((entry.at + "  ", "dim"), (f"{entry.event:<14}", "bold"), inline=True)
+        if entry.call_id:
+            line.append_text(shown(f" {entry.call_id}", inline=True, limit=80))
+        for part in entry.parts:
+            line.append("  ")
+            for n, piece in enumerate(part.split("\n")):
+                if n:
+                    line.append_text(shown(("⏎", "dim")))
+                line.append_text(shown(piece, inline=True, limit=4096))
+        if entry.extra:
+            line.append_text(shown(("  (" + " · ".join(entry.extra) + ")", "dim"), inline=True, limit=512))
         screen.print(line)
+        if output and entry.output:
+            for text in entry.output.rstrip("\n").split("\n"):
+                screen.print(shown(("    │ ", "dim"), text, inline=True, limit=4096))
     finish_paging(screen.console)
 
 

@@ -254,6 +254,13 @@ class Store:
                     total[key] = total.get(key, 0) + value
         return totals
 
+    def usage_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Each thread's `usage` entries (one per model request, with its model's name), oldest first."""
+        records: dict[str, list[dict[str, Any]]] = {}
+        for r in self.db.execute("SELECT thread_id, detail FROM audit WHERE event='usage' ORDER BY id"):
+            records.setdefault(r["thread_id"], []).append(json.loads(r["detail"] or "{}"))
+        return records
+
     def threads(self) -> list[Thread]:
         rows = self.db.execute("SELECT id FROM threads ORDER BY updated_at DESC").fetchall()
         return [self.thread(r["id"]) for r in rows]

@@ -62,7 +62,8 @@ def test_pause_in_one_process_approve_and_resume_in_others(cli, llm, home: Path,
 
     log = json.loads(cli("log", thread_id, "--json").stdout)
     story = [(e["event"], e["call_id"]) for e in log if e["call_id"]]
-    assert story == [("proposed", "s1"), ("approved", "s1"), ("executing", "s1"), ("executed", "s1")]
+    assert story == [("file changed", "w1"), ("proposed", "s1"), ("approved", "s1"), ("executing", "s1"),
+                     ("executed", "s1")]
     executed = [e for e in log if e["event"] == "executed"][0]
     assert executed["exit_code"] == 0 and executed["duration_s"] > 0
     assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "done"
