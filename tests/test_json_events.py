@@ -116,3 +116,43 @@ def test_an_error_before_any_thread_exists_is_a_json_line_too(cli, tmp_path: Pat
     assert failed.returncode == 1
     [error] = events(failed.stdout)
     assert error["type"] == "error" and error["thread"] is None and "git repository" in error["message"]
+
+
+def test_log_tells_one_event_per_line_with_file_edits_messages_and_output_on_request(cli, llm) -> None:
+    import re
+
+    llm.script(
+        {"tool_calls": [tool_call("edit_file", {"path": "README.md", "old": "# project", "new": "# demo"}, "e1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "echo one\necho two"}, "s1")]},
+        {"content": "Edited the title.\nAnd ran two echoes."},
+    )
+    paused = cli("task", "retitle", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    thread = json.loads(paused.stdout.splitlines()[-1])["thread"]
+    assert cli("approve", thread, "--all").returncode == 0
+    assert cli("resume", thread, "--no-input").returncode == 0
+
+    log = json.loads(cli("log", thread, "--json").stdout)
+    [edit] = [e for e in log if e["event"] == "file changed"]
+    assert (edit["call_id"], edit["tool"], edit["detail"]["path"]) == ("e1", "edit_file", "README.md")
+    [finished] = [e for e in log if e["event"] == "turn finished"]
+    assert finished["detail"]["final_output"] == "Edited the title.\nAnd ran two echoes."
+    assert finished["detail"]["changed_files"] == ["M README.md"]
+    assert [e["detail"]["text"] for e in log if e["event"] == "message"] == ["Edited the title.\nAnd ran two echoes."]
+
+    text = cli("log", thread).stdout  # a pipe: nothing is wrapped, every line is one event
+    lines = text.splitlines()
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}  \S")
+    assert lines and all(stamp.match(line) for line in lines), text
+    [proposed] = [line for line in lines if " proposed " in line]
+    assert "s1  run_shell  echo one⏎echo two" in proposed
+    [executed] = [line for line in lines if " executed " in line]
+    assert "echo one⏎echo two" in executed and "(exit 0 · " in executed
+    assert any("file changed" in line and "e1  edit_file  README.md" in line for line in lines)
+    assert any("message" in line and "Edited the title.⏎And ran two echoes." in line for line in lines)
+    assert "workspace seen" not in text and "fingerprint" not in text  # bookkeeping stays in --json
+    assert "one\n" not in text  # the command's output only with --output
+
+    with_output = cli("log", thread, "--output").stdout.splitlines()
+    at = next(i for i, line in enumerate(with_output) if " executed " in line)
+    assert any(line.strip() == "│ one" for line in with_output[at + 1:at + 6])
+    assert any(line.strip() == "│ two" for line in with_output[at + 1:at + 6])
