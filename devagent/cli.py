@@ -117,9 +117,10 @@ def _start_stream(as_json: bool) -> None:
     """With --json, stdout carries JSON Lines only, from here on (errors too: see main)."""
     global _stream
     if as_json:
-        from devagent.events import JsonEvents
+        from devagent.events import JsonEvents, JsonLines
+        from devagent.term import emit_json_line
 
-        _stream = JsonEvents()
+        _stream = JsonEvents(JsonLines(emit_json_line))
 
 
 def _runner(interactive: bool, as_json: bool) -> Any:

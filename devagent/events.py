@@ -7,17 +7,17 @@ only ever added to a type within one version.
 
 Most events come from the audit log as it is written (Store.listeners), so the stream and
 `devagent log` tell the same story; the rest (the model's calls, the end of the turn) come from
-the runner's TurnEvents. Nothing here imports rich: the CLI renders the terminal side.
+the runner's TurnEvents. Nothing here imports rich or writes itself: the CLI hands in the writer
+(devagent.term.emit_json_line, which escapes every non-ASCII and control character).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 SCHEMA_VERSION = 1
 APPROVAL_TOOLS = ("run_shell", "run_migration")
@@ -29,30 +29,23 @@ def timestamp(at: float) -> str:
     return datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
 
 
-def dumps(data: Any) -> str:
-    """One line of JSON, every non-ASCII and control character as a \\u escape (safe for a
-    terminal, and it reads back exactly)."""
-    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("\x7f", "\\u007f")
-
-
 class JsonLines:
     """Writes events, one per line, flushed at once; tools run on worker threads, so one lock."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stdout
+    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+        self.write = write
         self.lock = threading.Lock()
         self.thread_id: str | None = None
         self.closed = False  # the reader went away: the run goes on, the stream stops
 
     def emit(self, type_: str, at: float | None = None, **fields: Any) -> None:
-        line = dumps({"type": type_, "v": SCHEMA_VERSION, "thread": fields.pop("thread", self.thread_id),
-                      "at": timestamp(time.time() if at is None else at), **fields})
+        event = {"type": type_, "v": SCHEMA_VERSION, "thread": fields.pop("thread", self.thread_id),
+                 "at": timestamp(time.time() if at is None else at), **fields}
         with self.lock:
             if self.closed:
                 return
             try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
+                self.write(event)
             except (BrokenPipeError, ValueError):
                 self.closed = True
 
@@ -60,8 +53,8 @@ class JsonLines:
 class JsonEvents:
     """TurnEvents for the JSON stream, plus `audit`, the store listener."""
 
-    def __init__(self, out: JsonLines | None = None) -> None:
-        self.out = out or JsonLines()
+    def __init__(self, out: JsonLines) -> None:
+        self.out = out
         self.decided: set[str] = set()  # calls whose decision is already in the stream
 
     # -- TurnEvents (what the runner says that the audit log does not record)
@@ -192,4 +185,4 @@ class Fanout:
         return call
 
 
-__all__ = ["JsonEvents", "JsonLines", "Fanout", "SCHEMA_VERSION", "summary", "timestamp", "dumps"]
+__all__ = ["JsonEvents", "JsonLines", "Fanout", "SCHEMA_VERSION", "summary", "timestamp"]

@@ -156,3 +156,15 @@ def test_log_tells_one_event_per_line_with_file_edits_messages_and_output_on_req
     at = next(i for i, line in enumerate(with_output) if " executed " in line)
     assert any(line.strip() == "│ one" for line in with_output[at + 1:at + 6])
     assert any(line.strip() == "│ two" for line in with_output[at + 1:at + 6])
+
+
+def test_the_stream_is_escaped_for_a_terminal_and_reads_back_exactly(cli, llm) -> None:
+    hostile = "\x1b]0;pwned\x07 café \u202eevil\x7f\nnext"
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "x.txt", "content": hostile}, "w1")]},
+               {"content": hostile})
+    done = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.isascii() and "\x1b" not in done.stdout and "\x7f" not in done.stdout
+    stream = events(done.stdout)
+    assert of_type(stream, "message")[0]["text"] == hostile
+    assert json.loads(of_type(stream, "tool.called")[0]["arguments"])["content"] == hostile

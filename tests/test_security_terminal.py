@@ -152,7 +152,7 @@ def calls(module: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["cli.py", "ui.py"])
+@pytest.mark.parametrize("module", ["cli.py", "ui.py", "events.py", "auditlog.py"])
 def test_the_cli_and_the_screens_have_no_way_to_print_unescaped_text(module: str) -> None:
     """Output goes only through devagent.term: no print(), no direct writes, no console or plain
     rich Text built outside it."""
