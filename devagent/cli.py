@@ -29,6 +29,7 @@ sandbox_app = typer.Typer(help="Build the sandbox image and diagnose Docker.", n
 app.add_typer(sandbox_app, name="sandbox")
 
 _debug = False
+_stream: Any = None  # the JSON event stream of `task --json` / `resume --json` (devagent.events)
 
 
 def _version(value: bool) -> None:
@@ -112,13 +113,30 @@ def _emit_json(data: Any) -> None:
     emit_json(data)
 
 
+def _start_stream(as_json: bool) -> None:
+    """With --json, stdout carries JSON Lines only, from here on (errors too: see main)."""
+    global _stream
+    if as_json:
+        from devagent.events import JsonEvents, JsonLines
+        from devagent.term import emit_json_line
+
+        _stream = JsonEvents(JsonLines(emit_json_line))
+
+
 def _runner(interactive: bool, as_json: bool) -> Any:
     from devagent.runner import NoApprover, ThreadRunner
     from devagent.ui import ConsoleEvents, TerminalApprover
 
     progress = _screen(stderr=as_json)
     approver = TerminalApprover(progress) if interactive else NoApprover()
-    runner = ThreadRunner(_store(), events=ConsoleEvents(progress), approver=approver)
+    store = _store()
+    events: Any = ConsoleEvents(progress)
+    if as_json and _stream is not None:
+        from devagent.events import Fanout
+
+        events = Fanout(events, _stream)
+        store.listeners.append(_stream.audit)
+    runner = ThreadRunner(store, events=events, approver=approver)
     if interactive:
         approver.diff = lambda request: _diff_since_last_command(runner, request.thread_id)
     return runner
@@ -158,6 +176,8 @@ def _run_turn(runner: Any, thread_id: str, coro_factory: Any) -> Any:
             pass
         _say("", stderr=True)  # off the line the interrupted prompt or output was on
         _say("interrupted; nothing is lost: continue with ", f"`devagent resume {thread_id}`", stderr=True)
+        if _stream is not None:
+            _stream.error(f"interrupted; continue with `devagent resume {thread_id}`", EXIT_INTERRUPTED)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         runner.events.activity(None)  # the status line never outlives the turn
@@ -168,18 +188,8 @@ def _report(outcome: Any, as_json: bool) -> None:
     """Print how the turn ended; exit 3 when it is paused for approval."""
     from devagent.term import shown, shown_lines
 
-    if as_json:
-        _emit_json({
-            "thread": outcome.thread_id,
-            "status": outcome.status,
-            "final_output": outcome.final_output,
-            "commit": outcome.commit,
-            "usage": outcome.usage,
-            "commands_run": outcome.commands_run,
-            "commands_failed": outcome.commands_failed,
-            "warning": outcome.note,
-            "pending": [p.to_json() for p in outcome.pending],
-        })
+    if as_json and _stream is not None:
+        _stream.turn_ended(outcome)
     else:
         screen = _screen()
         if outcome.status == "paused":
@@ -192,6 +202,8 @@ def _report(outcome: Any, as_json: bool) -> None:
                 f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"",
                 f"  devagent resume {outcome.thread_id}",
             ]))
+            for line in usage_lines(outcome):
+                screen.print(shown(line, style="dim"))
         else:
             from devagent.runner import STOPPED_BY_USER
 
@@ -200,8 +212,8 @@ def _report(outcome: Any, as_json: bool) -> None:
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             screen.print(shown(summary, style="bold green"))
-            if outcome.usage:
-                screen.print(shown(usage_line(outcome.usage), style="dim"))
+            for line in usage_lines(outcome):
+                screen.print(shown(line, style="dim"))
             if outcome.diffstat:
                 screen.print(shown_lines(outcome.diffstat.split("\n"), style="dim"))
             if outcome.note:
@@ -213,16 +225,18 @@ def _report(outcome: Any, as_json: bool) -> None:
         raise typer.Exit(EXIT_PAUSED)
 
 
-def usage_line(usage: dict[str, int]) -> str:
-    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 requests`; what the API did
-    not report is left out, and no cost is made up."""
-    line = f"tokens: {usage.get('input_tokens', 0):,} in"
-    if usage.get("cached_tokens"):
-        line += f" ({usage['cached_tokens']:,} cached)"
-    line += f" · {usage.get('output_tokens', 0):,} out"
-    if usage.get("reasoning_tokens"):
-        line += f" ({usage['reasoning_tokens']:,} reasoning)"
-    return line + f" · {usage.get('requests', 0)} model request(s)"
+def usage_lines(outcome: Any) -> list[str]:
+    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)` for the turn,
+    then the thread's total when it has had other turns; a cost only where prices are configured."""
+    from devagent.usage import usage_line
+
+    lines = []
+    if outcome.usage:
+        lines.append("tokens: " + usage_line(outcome.usage, outcome.usage.get("cost_usd")))
+    total = outcome.thread_usage
+    if total and total.get("requests") != outcome.usage.get("requests"):
+        lines.append("thread so far: " + usage_line(total, total.get("cost_usd")))
+    return lines
 
 
 # ---------------------------------------------------------------------------- agent commands
@@ -259,8 +273,10 @@ def task(
     from devagent.instructions import extra_instructions
     from devagent.runner import TaskOptions
 
+    _start_stream(as_json)
     extra = extra_instructions(instructions) if instructions else None  # a bad file fails before anything starts
     runner = _runner(_interactive(no_input), as_json)
+    new_thread = thread is None
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
                               max_steps=max_steps)
@@ -271,6 +287,9 @@ def task(
         thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_steps)
+    if _stream is not None:
+        info = runner.store.thread(thread)
+        _stream.thread_started(thread, info.branch, info.repo, resumed=False, new=new_thread)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
 
@@ -288,14 +307,22 @@ def resume(
              "the conversation are kept and the thread takes a new task."),
 ) -> None:
     """Resume a paused thread with the decisions recorded so far."""
+    _start_stream(as_json)
     thread_id = _thread_id(_store(), thread_id)
     runner = _runner(_interactive(no_input), as_json)
+    if _stream is not None:
+        info = runner.store.thread(thread_id)
+        _stream.thread_started(thread_id, info.branch, info.repo, resumed=True)
     if abandon_turn:
         import asyncio
 
         dropped = asyncio.run(runner.abandon_turn(thread_id))
-        _say(f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
-             f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        message = (f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+                   f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
+        if _stream is not None:
+            _stream.out.emit("summary", status="abandoned", dropped_calls=dropped, message=message)
+        else:
+            _say(message)
         return
     import os
 
@@ -428,11 +455,12 @@ def threads(
 
     store = _store()
     here = None if all_ else (repo.resolve() if repo else _current_repo())
-    tasks, usage = store.last_tasks(), store.usage_totals()
+    tasks, records = store.last_tasks(), store.usage_records()
     rows = []
     for t in store.threads():
         if here is not None and Path(t.repo) != here:
             continue
+        used = _priced_usage(t, records.get(t.id, []))
         state = t.state
         alive = ThreadLock(store.home, t.id).held()
         if state == "running" and not alive:
@@ -442,7 +470,7 @@ def threads(
         waiting = store.approvals(t.id, "pending") + ([] if alive else store.approvals(t.id, "running"))
         rows.append({
             "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
-            "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": usage.get(t.id, {}),
+            "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": used,
             "last_activity": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at)),
         })
     if as_json:
@@ -456,6 +484,7 @@ def threads(
     from rich.table import Table
 
     from devagent.term import shown
+    from devagent.usage import format_cost
 
     table = Table(box=None, pad_edge=False, show_edge=False)
     for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
@@ -465,22 +494,54 @@ def threads(
     if wide:
         table.add_column(shown("branch"), no_wrap=True)
         table.add_column(shown("repo"), overflow="fold")
-        table.add_column(shown("tokens in/out"), justify="right", no_wrap=True)
+        table.add_column(shown("tokens in (cached) / out (reasoning)"), justify="right", no_wrap=True)
+        table.add_column(shown("cost"), justify="right", no_wrap=True)
     for r in rows:
         state = r["state"] if not r["error"] else f"{r['state']}: {r['error'][:60]}"
         cells = [r["id"], state, str(r["pending"]), (r["task"].splitlines() or [""])[0], r["last_activity"][5:16]]
         if wide:
             u = r["usage"]
-            cells += [r["branch"], r["repo"], f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
-        table.add_row(*(shown(c) for c in cells))
+            cells += [r["branch"], r["repo"], _token_cell(u),
+                      format_cost(u["cost_usd"]) if "cost_usd" in u else ""]
+        table.add_row(*(shown(c, inline=True) for c in cells))
     _screen().print(table)
+
+
+_prices_of: dict[str, Any] = {}  # repository -> its price table (read once per command)
+
+
+def _priced_usage(thread: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A thread's tokens added up, with `cost_usd` when its repository's config prices them."""
+    from devagent.config import ConfigError, load_prices
+    from devagent.usage import add_up, with_cost
+
+    if not records:
+        return {}
+    if thread.repo not in _prices_of:
+        try:
+            _prices_of[thread.repo] = load_prices(Path(thread.repo))
+        except ConfigError:
+            _prices_of[thread.repo] = {}  # `devagent config` names the broken file
+    return with_cost(add_up(records), records, _prices_of[thread.repo], thread.settings.get("model"))
+
+
+def _token_cell(u: dict[str, Any]) -> str:
+    """`2,400 (2,000) / 68 (14)`: input (cached) / output (reasoning), what was reported."""
+    if not u:
+        return ""
+    cell = f"{u.get('input_tokens', 0):,}"
+    cell += f" ({u['cached_tokens']:,})" if u.get("cached_tokens") else ""
+    cell += f" / {u.get('output_tokens', 0):,}"
+    return cell + (f" ({u['reasoning_tokens']:,})" if u.get("reasoning_tokens") else "")
 
 
 @app.command()
 def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json"),
+        output: bool = typer.Option(False, "--output", help="Also what each command printed (as the model got it)."),
         no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
-    """Audit trail: every proposed, approved, rejected and executed call."""
-    import time
+    """Audit trail: every proposed, approved, rejected and executed call, file edit, model message
+    and token count; one event per line."""
+    from devagent.auditlog import log_lines
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
@@ -489,23 +550,26 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
         _emit_json(entries)
         return
     from devagent.pager import finish_paging, pager_screen
-    from devagent.term import shown
+    from devagent.term import Screen, shown
 
-    screen = pager_screen(no_pager)
-    for e in entries:
-        detail = e["detail"]
-        text = detail.get("command") or detail.get("arguments") or detail.get("reason") or detail.get("task") or ""
-        if not text and detail:
-            # The output the model read is in `log --json`; one line per event here.
-            text = json.dumps({k: v for k, v in detail.items() if k != "output"}, ensure_ascii=False)
-        line = shown(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"])) + "  ",
-                     (f"{e['event']:<14}", "bold"))
-        for label, value in (("call", e["call_id"]), ("tool", e["tool"]), ("by", e["actor"]),
-                             ("exit", e["exit_code"]), ("took", e["duration_s"] and f"{e['duration_s']:.2f}s")):
-            if value is not None and value != "":
-                line.append_text(shown((f"{label}={value}  ", "dim")))
-        line.append_text(shown(str(text), limit=4096))
+    # On a terminal (or its pager) long lines wrap; on a pipe each event stays one whole line.
+    screen = pager_screen(no_pager) if sys.stdout.isatty() else Screen()
+    for entry in log_lines(entries):
+        line = shown((entry.at + "  ", "dim"), (f"{entry.event:<14}", "bold"), inline=True)
+        if entry.call_id:
+            line.append_text(shown(f" {entry.call_id}", inline=True, limit=80))
+        for part in entry.parts:
+            line.append("  ")
+            for n, piece in enumerate(part.split("\n")):
+                if n:
+                    line.append_text(shown(("⏎", "dim")))
+                line.append_text(shown(piece, inline=True, limit=4096))
+        if entry.extra:
+            line.append_text(shown(("  (" + " · ".join(entry.extra) + ")", "dim"), inline=True, limit=512))
         screen.print(line)
+        if output and entry.output:
+            for text in entry.output.rstrip("\n").split("\n"):
+                screen.print(shown(("    │ ", "dim"), text, inline=True, limit=4096))
     finish_paging(screen)
 
 
@@ -872,11 +936,14 @@ def main() -> None:
     except UsageError as exc:
         exc.show()
         code = EXIT_USAGE
+        _stream_error(exc.format_message(), code)
     except (typer.Abort, KeyboardInterrupt):
         _say("", stderr=True)
         _say("interrupted", stderr=True)
         code = EXIT_INTERRUPTED
+        _stream_error("interrupted", code)
     except DevagentError as exc:
+        _stream_error(str(exc), exc.exit_code)
         if _debug:
             raise
         # The message can quote the model (a path, a call id): escaped like everything else.
@@ -885,8 +952,15 @@ def main() -> None:
     except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
+        _stream_error(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
         if _debug:
             raise
         _say(f"error: {type(exc).__name__}: ", str(exc), " (run with --debug for the traceback)", stderr=True)
         code = EXIT_ERROR
     sys.exit(code or 0)
+
+
+def _stream_error(message: str, code: int) -> None:
+    """With --json, a failed run ends with an `error` line on stdout (the message is on stderr too)."""
+    if _stream is not None:
+        _stream.error(message, code)

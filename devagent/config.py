@@ -188,6 +188,8 @@ def _read_file(path: Path) -> dict[str, Setting]:
 
     def walk(table: dict[str, Any], section: str | None) -> None:
         for name, value in table.items():
+            if section is None and name == PRICES:
+                continue  # a table of its own (see load_prices)
             key = f"{section}.{name}" if section else name
             where = f"{path}:{_line_of(text, section, name)}"
             if isinstance(value, dict) and key not in KEYS:
@@ -249,6 +251,30 @@ def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -
         if not full.is_file():
             raise ConfigError(f"{where}: sandbox.ca_certificates: {full} is not a readable file")
     return EffectiveConfig(settings)
+
+
+PRICES = "prices"
+
+
+def load_prices(repo: Path | None = None) -> dict[str, dict[str, float]]:
+    """The optional `[prices."MODEL"]` tables (USD per million tokens; the project's file over the
+    user's, model by model): what a cost estimate uses. Empty: no cost is shown anywhere."""
+    import tomllib
+
+    from devagent.usage import check_prices
+
+    prices: dict[str, dict[str, float]] = {}
+    for path in config_files(repo):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # load_config reports a broken file; prices are only an estimate
+        if PRICES in data:
+            try:
+                prices.update(check_prices(data[PRICES], str(path)))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    return prices
 
 
 def thread_limits(settings: dict[str, Any]) -> SandboxLimits:

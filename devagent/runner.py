@@ -52,6 +52,8 @@ class TurnEvents(Protocol):
     def known_call(self, call_id: str, tool: str, arguments: str) -> None:
         """A call proposed earlier (maybe in another process) that may run now: its result line
         names it."""
+    def decision_applied(self, approval: Approval) -> None:
+        """A recorded decision (maybe made by another process: `devagent approve`) is applied to the run."""
     def activity(self, what: str | None) -> None:
         """What is going on now ("thinking", "running `make test`"); None: nothing any more."""
 
@@ -102,6 +104,7 @@ class SilentEvents:
     def assistant_message(self, text: str) -> None: ...
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None: ...
     def known_call(self, call_id: str, tool: str, arguments: str) -> None: ...
+    def decision_applied(self, approval: Approval) -> None: ...
     def activity(self, what: str | None) -> None: ...
 
 
@@ -127,7 +130,10 @@ class TurnOutcome:
     commands_run: int = 0
     commands_failed: int = 0  # of those, how many exited non-zero (or timed out)
     note: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)  # tokens of the whole turn, all processes
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens of the whole turn, all processes (+ cost_usd)
+    thread_usage: dict[str, Any] = field(default_factory=dict)  # tokens of every turn of the thread
+    changed_files: list[str] = field(default_factory=list)  # "M path" since the turn started
+    commands: list[dict[str, Any]] = field(default_factory=list)  # what ran this turn, with exit codes
 
 
 WORKSPACE_CHANGED = object()  # a run stopped because an approved call found the workspace changed
@@ -223,7 +229,9 @@ class ThreadRunner:
             if turn.instruction_files:
                 self.events.notice("instructions: " + ", ".join(turn.instruction_files))
             self.store.save_run(thread_id, task, None)
-            self.store.audit(thread_id, "task", actor="user", detail={"task": task})
+            # `head`: where the turn starts, so its summary lists the files it changed.
+            head = turn.workspace.git("rev-parse", "HEAD").strip()
+            self.store.audit(thread_id, "task", actor="user", detail={"task": task, "head": head})
             return await self._drive(turn, task)
 
     async def resume(self, thread_id: str) -> TurnOutcome:
@@ -465,7 +473,15 @@ class ThreadRunner:
         state = await self._restore(turn, blob) if paused is None else self._apply_decisions(turn, paused)
         if not any(self._decided(tid, item.call_id) for item in state.get_interruptions()):
             pending = self.pending_requests(tid)
-            return TurnOutcome(tid, "paused", pending=pending)
+            outcome = TurnOutcome(tid, "paused", pending=pending)
+            try:
+                tree: str | None = turn.workspace.snapshot()  # the files changed so far, uncommitted
+            except DevagentError:
+                tree = None
+            self._fill_report(turn, outcome, tree)
+            self.store.audit(tid, "turn paused", actor="devagent",
+                             detail={"pending": [p.call_id for p in pending], "usage": outcome.usage})
+            return outcome
         self.store.set_thread_state(tid, "running")
         return await self._run_once(turn, state)
 
@@ -480,6 +496,7 @@ class ThreadRunner:
         try:
             result = Runner.run_streamed(turn.agent, run_input, session=turn.session,
                                          max_turns=turn.thread.settings.get("max_turns", 50), run_config=config)
+            calls: dict[str, tuple[str, str]] = {}  # call id -> (tool, arguments), for file edits
             async for event in result.stream_events():
                 if event.type != "run_item_stream_event":
                     continue
@@ -487,15 +504,22 @@ class ThreadRunner:
                 if event.name == "tool_called":
                     raw = item.raw_item
                     self._note_unknown_tool(turn, raw)
-                    self.events.tool_call(getattr(raw, "name", "?"), getattr(raw, "arguments", "") or "",
-                                          call_id=getattr(raw, "call_id", "") or "")
+                    name, arguments = getattr(raw, "name", "?"), getattr(raw, "arguments", "") or ""
+                    calls[getattr(raw, "call_id", "") or ""] = (name, arguments)
+                    self.events.tool_call(name, arguments, call_id=getattr(raw, "call_id", "") or "")
                 elif event.name == "tool_output":
                     raw = item.raw_item
                     name = raw.get("name", "") if isinstance(raw, dict) else getattr(raw, "name", "")
                     call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+                    if not name:  # a function_call_output names no tool: the call does
+                        known = calls.get(call_id or "") or self.store.approval(turn.thread.id, call_id or "")
+                        name = known[0] if isinstance(known, tuple) else getattr(known, "tool", "")
+                    self._note_file_edit(turn, call_id or "", calls.get(call_id or ""), str(item.output))
                     self.events.tool_result(name or "tool", str(item.output), call_id=call_id or "")
                 elif event.name == "message_output_created":
-                    self.events.assistant_message(ItemHelpers.text_message_output(item))
+                    text = ItemHelpers.text_message_output(item)
+                    self.store.audit(turn.thread.id, "message", actor="model", detail={"text": text})
+                    self.events.assistant_message(text)
             return result
         except WorkspaceChanged:
             return WORKSPACE_CHANGED
@@ -560,7 +584,8 @@ class ThreadRunner:
         database = attach_migrations(runtime, settings)
         model = ThreadModel(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build(),
                             on_usage=lambda usage: self.store.audit(thread_id, "usage", actor="model",
-                                                                    detail=dataclasses.asdict(usage)),
+                                                                    detail={"model": settings["model"],
+                                                                            **dataclasses.asdict(usage)}),
                             on_activity=self.events.activity)
         files = project_instruction_files(ws.work_dir)
         extra = settings.get("extra_instructions") or {}
@@ -636,6 +661,21 @@ class ThreadRunner:
                 return
         self.store.add_pending(tid, item.call_id, item.name, arguments)
 
+    def _note_file_edit(self, turn: _Turn, call_id: str, call: tuple[str, str] | None, output: str) -> None:
+        """A file the model wrote or edited goes in the log (the commit has its content)."""
+        if call is None or call[0] not in ("write_file", "edit_file") or output.startswith("error"):
+            return
+        from devagent.approvals import parse_arguments
+
+        args, _error = parse_arguments(call[1])
+        path = args.get("path")
+        if isinstance(path, str):
+            detail: dict[str, Any] = {"path": path}
+            if call[0] == "write_file" and isinstance(args.get("content"), str):
+                detail["bytes"] = len(args["content"].encode("utf-8", "surrogatepass"))
+            self.store.audit(turn.thread.id, "file changed", call_id=call_id, tool=call[0], actor="model",
+                             detail=detail)
+
     def _note_unknown_tool(self, turn: _Turn, raw: Any) -> None:
         """The SDK tells the model that a tool does not exist; the log says so too."""
         name = getattr(raw, "name", None)
@@ -700,6 +740,8 @@ class ThreadRunner:
             known_call = getattr(self.events, "known_call", None)  # optional for a watcher
             if known_call is not None:
                 known_call(item.call_id, item.name, item.arguments or "")
+            if row.status in ("approved", "rejected", "refused"):
+                self.events.decision_applied(row)
             if row.status in ("approved", "done"):
                 state.approve(item)
             elif row.status == "rejected":
@@ -785,16 +827,57 @@ class ThreadRunner:
         diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
         warning = turn.workspace.size_warning(commit) if commit else None
         self._end_turn(turn)
-        task = self.store.last_event(tid, "task")
-        events = self.store.events_since(tid, task["id"] if task else 0, ("executed", "usage"))
-        executed = [e for e in events if e["event"] == "executed"]
-        usage = sum_usage(e["detail"] for e in events if e["event"] == "usage")
+        final = str(result.final_output or "")
+        outcome = TurnOutcome(tid, "done", final_output=final, commit=commit, diffstat=diffstat.strip(),
+                              note=warning)
+        self._fill_report(turn, outcome, commit)
         self.store.audit(tid, "turn finished", actor="devagent",
-                         detail={"commit": commit, "usage": usage, "warning": warning})
-        return TurnOutcome(tid, "done", final_output=str(result.final_output or ""), commit=commit,
-                           diffstat=diffstat.strip("\n"), commands_run=len(executed),
-                           commands_failed=sum(1 for e in executed if e["exit_code"] != 0),  # None: timed out
-                           note=warning, usage=usage)
+                         detail={"commit": commit, "usage": outcome.usage, "warning": warning,
+                                 "final_output": final, "changed_files": outcome.changed_files})
+        return outcome
+
+    def _fill_report(self, turn: _Turn, outcome: TurnOutcome, tree: str | None) -> None:
+        """What ran this turn, the files it changed (up to `tree`) and its token usage."""
+        from devagent.config import load_prices
+        from devagent.usage import with_cost
+
+        tid = turn.thread.id
+        # Keyed reads, not a scan of the whole log: the turn's events start at its task.
+        task = self.store.last_event(tid, "task")
+        starts = [task] if task else []
+        events = self.store.events_since(tid, task["id"] if task else 0, ("executing", "executed", "usage"))
+        started = {e["call_id"]: e["detail"] for e in events if e["event"] == "executing"}
+        executed = [e for e in events if e["event"] == "executed"]
+        outcome.commands = [{"call_id": e["call_id"], "tool": e["tool"],
+                             "command": _command_text(e["tool"], started.get(e["call_id"]) or {}),
+                             "exit_code": e["exit_code"], "duration_s": e["duration_s"],
+                             "timed_out": bool(e["detail"].get("timed_out"))} for e in executed]
+        outcome.commands_run = len(executed)
+        outcome.commands_failed = sum(1 for e in executed if e["exit_code"] != 0)  # None: timed out
+        try:
+            prices = load_prices(Path(turn.thread.repo))
+        except ConfigError as exc:
+            self.events.notice(f"no cost estimate: {exc}")
+            prices = {}
+        model = turn.thread.settings.get("model")
+        records = [e["detail"] for e in events if e["event"] == "usage"]
+        every = [e["detail"] for e in self.store.events_since(tid, 0, ("usage",))]
+        outcome.usage = with_cost(sum_usage(records), records, prices, model)
+        outcome.thread_usage = with_cost(sum_usage(every), every, prices, model)
+        head = (starts[-1]["detail"].get("head") if starts else None)
+        if tree:
+            try:
+                base = head or turn.workspace.git("rev-parse", f"{tree}^").strip()
+                outcome.changed_files = turn.workspace.changed_between(base, tree)
+            except DevagentError:
+                outcome.changed_files = []  # a first commit, or git trouble: the diff still shows it
+
+
+def _command_text(tool: str | None, started: dict[str, Any]) -> str:
+    """What a call ran, as the log recorded it when it started."""
+    if tool == "run_migration":
+        return "SQL " + str(started.get("path") or f"sha256 {str(started.get('sha256', ''))[:12]}")
+    return str(started.get("command") or "")
 
 
 def sum_usage(details: Any) -> dict[str, int]:

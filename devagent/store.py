@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +172,8 @@ class Store:
         self.path = home / "devagent.db"
         self._lock = threading.RLock()
         self._depth = 0  # transactions open on this connection (held under _lock): nested ones join
+        # Called with each audit entry as it is written (in this process): `--json` streams them.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
@@ -281,6 +283,13 @@ class Store:
                 if isinstance(value, int):
                     total[key] = total.get(key, 0) + value
         return totals
+
+    def usage_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Each thread's `usage` entries (one per model request, with its model's name), oldest first."""
+        records: dict[str, list[dict[str, Any]]] = {}
+        for r in self.db.execute("SELECT thread_id, detail FROM audit WHERE event='usage' ORDER BY id"):
+            records.setdefault(r["thread_id"], []).append(json.loads(r["detail"] or "{}"))
+        return records
 
     def threads(self) -> list[Thread]:
         rows = self.db.execute("SELECT id FROM threads ORDER BY updated_at DESC").fetchall()
@@ -433,16 +442,20 @@ class Store:
         with self.tx() as db:
             self._audit(db, thread_id, event, call_id, tool, actor, detail, exit_code, duration_s)
 
-    @staticmethod
-    def _audit(db: sqlite3.Connection, thread_id: str, event: str, call_id: str | None, tool: str | None,
+    def _audit(self, db: sqlite3.Connection, thread_id: str, event: str, call_id: str | None, tool: str | None,
                actor: str | None, detail: dict[str, Any] | None, exit_code: int | None = None,
                duration_s: float | None = None) -> None:
+        at = time.time()
         db.execute(
             "INSERT INTO audit (thread_id, at, event, call_id, tool, actor, detail, exit_code, duration_s, subject)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (thread_id, time.time(), event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s,
+            (thread_id, at, event, call_id, tool, actor, json.dumps(detail or {}), exit_code, duration_s,
              call_id or (detail or {}).get("call_id")),
         )
+        entry = {"thread_id": thread_id, "at": at, "event": event, "call_id": call_id, "tool": tool,
+                 "actor": actor, "detail": detail or {}, "exit_code": exit_code, "duration_s": duration_s}
+        for listener in self.listeners:
+            listener(entry)
 
     def audit_log(self, thread_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM audit WHERE thread_id=? ORDER BY id", (thread_id,)).fetchall()

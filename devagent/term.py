@@ -359,6 +359,13 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
+def emit_json_line(data: Any) -> None:
+    """One JSON object on one line of stdout, escaped as emit_json escapes, flushed at once (a
+    stream of events is read as it is written)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("\x7f", "\\u007f") + "\n")
+    sys.stdout.flush()
+
+
 def emit_raw(text: str, stream: IO[str] | None = None) -> None:
     """Data for a pipe or a file (a patch), never a terminal: the caller checked."""
     (stream or sys.stdout).write(text)

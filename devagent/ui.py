@@ -203,6 +203,9 @@ class ConsoleEvents:
             self.screen.print(Panel(shown_lines(text.split("\n"), limit=MESSAGE_LIMIT), title=shown("devagent"),
                                     border_style="green", expand=self.screen.wraps))
 
+    def decision_applied(self, approval: Any) -> None:
+        pass  # the screen, `approve` or the rule notice already said so
+
     def approved_by_rule(self, call_id: str, tool: str, arguments: str) -> None:
         """A call an "always" rule approved: the exact command it runs, not only its id."""
         args, _error = parse_arguments(arguments)

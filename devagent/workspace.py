@@ -264,6 +264,9 @@ class ThreadWorkspace:
         # Never look inside nested repositories the sandbox created: their config is its to write.
         if not self.git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=dirty").strip():
             return None
+        # The message is the user's task: a NUL cannot go through argv, and a task of nothing but
+        # whitespace or control characters would leave git an empty message it refuses.
+        message = "".join(c for c in message if c in "\n\t" or c.isprintable()).strip() or "devagent turn"
         self.git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
         return self.git("rev-parse", "HEAD").strip()
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("sandbox_image")
 
 def start(cli, llm, *extra: str, task: str = "do the job"):
     result = cli("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *extra)
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+    return result, (json.loads(result.stdout.splitlines()[-1]) if result.stdout.strip() else None)
 
 
 def test_pause_in_one_process_approve_and_resume_in_others(cli, llm, home: Path, repo: Path) -> None:
@@ -62,7 +62,8 @@ def test_pause_in_one_process_approve_and_resume_in_others(cli, llm, home: Path,
 
     log = json.loads(cli("log", thread_id, "--json").stdout)
     story = [(e["event"], e["call_id"]) for e in log if e["call_id"]]
-    assert story == [("proposed", "s1"), ("approved", "s1"), ("executing", "s1"), ("executed", "s1")]
+    assert story == [("file changed", "w1"), ("proposed", "s1"), ("approved", "s1"), ("executing", "s1"),
+                     ("executed", "s1")]
     executed = [e for e in log if e["event"] == "executed"][0]
     assert executed["exit_code"] == 0 and executed["duration_s"] > 0
     assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "done"
@@ -90,7 +91,7 @@ def test_partial_approval_then_rejection_reason_reaches_the_model(cli, llm, home
     assert again.returncode == 3, again.stderr
     workspace = home / "threads" / thread_id / "workspace"
     assert (workspace / "one.txt").exists()  # the approved call ran
-    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c3"]  # undecided stays pending
+    assert [p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]] == ["c3"]  # undecided stays pending
     assert (workspace / "README.md").exists()
 
     assert cli("approve", thread_id, "c3").returncode == 0
@@ -174,7 +175,7 @@ def test_sigkill_during_a_command_then_resume_asks_again(cli, llm, home: Path, r
     # The interrupted call is not silently re-run: it is pending again, with the state intact.
     again = cli("resume", thread_id, "--json")
     assert again.returncode == 3, again.stderr
-    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c1"]
+    assert [p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]] == ["c1"]
     assert "interrupted" in [e["event"] for e in json.loads(cli("log", thread_id, "--json").stdout)]
     assert cli("approve", thread_id, "--all").returncode == 0
     done = cli("resume", thread_id, timeout=120)
@@ -194,7 +195,7 @@ def test_ctrl_c_during_a_command_kills_it_saves_the_run_and_resume_asks_again(cl
 
     again = cli("resume", thread_id, "--json")
     assert again.returncode == 3, again.stderr
-    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["c1"]
+    assert [p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]] == ["c1"]
     assert cli("approve", thread_id, "--all").returncode == 0
     assert cli("resume", thread_id, timeout=120).returncode == 0
     assert (home / "threads" / thread_id / "workspace" / "slow.txt").read_text() == "finished\n"

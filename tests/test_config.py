@@ -51,7 +51,7 @@ def test_a_flag_beats_everything_and_a_new_thread_keeps_its_sandbox_settings(cli
 
     assert result.returncode == 3, result.stderr
     assert llm.requests[0]["model"] == "from-flag"
-    [call] = json.loads(result.stdout)["pending"]
+    [call] = json.loads(result.stdout.splitlines()[-1])["pending"]
     assert call["timeout_s"] == 42  # the screen's timeout is the configured one
     # A later change of the file does not change what this thread's pending call would run with.
     user_config.write_text(f'base_url = "{llm.url}"\n[sandbox]\ntimeout = 999\n')

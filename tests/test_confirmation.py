@@ -32,7 +32,7 @@ DROP_COLUMN = "ALTER TABLE users DROP COLUMN legacy_flag;"
 
 def start(cli: Any, llm: Any, *extra: str) -> tuple[Any, dict]:
     result = cli("task", "change the schema", "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *extra)
-    return result, (json.loads(result.stdout) if result.stdout.strip() else {})
+    return result, (json.loads(result.stdout.splitlines()[-1]) if result.stdout.strip() else {})
 
 
 def pending_ids(cli: Any, thread_id: str) -> list[str]:
@@ -81,7 +81,7 @@ def test_approve_all_leaves_destructive_sql_pending_and_only_the_typed_name_appl
     assert cli("approve", tid, "--all").returncode == 0  # creating a table destroys nothing
     again = cli("resume", tid, "--json")
     assert again.returncode == 3, again.stderr
-    assert sorted(p["call_id"] for p in json.loads(again.stdout)["pending"]) == ["m2", "s1"]
+    assert sorted(p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]) == ["m2", "s1"]
 
     # --all approves what it may; the DROP COLUMN stays pending, named with the word to type.
     approved = cli("approve", tid, "--all")
@@ -104,7 +104,7 @@ def test_approve_all_leaves_destructive_sql_pending_and_only_the_typed_name_appl
     # Resuming now runs the approved shell command and pauses again on the DROP COLUMN.
     waiting = cli("resume", tid, "--json")
     assert waiting.returncode == 3, waiting.stderr
-    assert [p["call_id"] for p in json.loads(waiting.stdout)["pending"]] == ["m2"]
+    assert [p["call_id"] for p in json.loads(waiting.stdout.splitlines()[-1])["pending"]] == ["m2"]
     assert (home / "threads" / tid / "workspace" / "harmless.txt").exists()
     assert user_columns(docker_client, home, engine, tid) == ["id", "email", "legacy_flag"]
 
@@ -141,7 +141,7 @@ def test_an_always_rule_never_applies_destructive_sql(cli: Any, llm: Any, home: 
 
     second = cli("task", "clean up", "--thread", tid, "--no-input", "--json")
     assert second.returncode == 3, second.stdout + second.stderr  # asked, not applied by the rule
-    assert [p["call_id"] for p in json.loads(second.stdout)["pending"]] == ["m2"]
+    assert [p["call_id"] for p in json.loads(second.stdout.splitlines()[-1])["pending"]] == ["m2"]
     assert "not covered by your 'always' rule" in second.stderr
     assert query(docker_client, home, "postgres", tid, "SELECT count(*) FROM users") == ["1"]
 

@@ -20,7 +20,7 @@ def test_the_list_names_each_migration_and_says_a_failed_one_changed_nothing(cli
         {"content": "done"},
     )
     paused = cli("task", "schema", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread = json.loads(paused.stdout)["thread"]
+    thread = json.loads(paused.stdout.splitlines()[-1])["thread"]
     for _ in range(2):
         assert cli("approve", thread, "--all").returncode == 0
         cli("resume", thread, "--no-input")

@@ -56,7 +56,7 @@ def write(path: Path, text: str) -> Path:
 
 def start(run, llm, task: str = "run the tests"):
     result = run("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+    return result, (json.loads(result.stdout.splitlines()[-1]) if result.stdout.strip() else None)
 
 
 @pytest.mark.usefixtures("sandbox_image")
@@ -107,7 +107,7 @@ def test_a_chain_past_an_allowed_prefix_pauses_and_rules_are_read_again_on_resum
 
     again = run("resume", thread, "--no-input", "--json")
     assert again.returncode == 3, again.stderr  # `echo` is not allowed yet
-    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["s2"]
+    assert [p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]] == ["s2"]
 
     # The user widens the rules; the next resume reads them again and approves the waiting call.
     assert run("rules", "add", "allow", "echo", "--reason", "prints").returncode == 0

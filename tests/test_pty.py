@@ -163,7 +163,7 @@ def test_shell_opens_the_threads_container_for_the_user(home: Path, repo: Path, 
     llm.script({"tool_calls": [tool_call("write_file", {"path": "made-by-agent.txt", "content": "x\n"}, "w1")]},
                {"content": "done"})
     started = cli("task", "write a file", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread_id = json.loads(started.stdout)["thread"]
+    thread_id = json.loads(started.stdout.splitlines()[-1])["thread"]
     term = Terminal(home, repo, "shell", thread_id)
     term.send("ls; echo shell-$((40+2)); exit 7\r")
     term.expect("made-by-agent.txt")
@@ -176,7 +176,7 @@ def test_resume_on_a_terminal_asks_for_what_ci_left_pending(home: Path, repo: Pa
                {"content": "finished later"})
     paused = cli("task", "do it later", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert paused.returncode == 3
-    thread_id = json.loads(paused.stdout)["thread"]
+    thread_id = json.loads(paused.stdout.splitlines()[-1])["thread"]
     term = Terminal(home, repo, "resume", thread_id)
     term.expect(LEGEND)
     assert "echo later > later.txt" in term.text()

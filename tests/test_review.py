@@ -35,7 +35,7 @@ def git_files(home: Path, thread_id: str) -> list[str]:
 def run_turn(cli, llm, *steps, task: str = "set things up"):
     llm.script(*steps, {"content": "done"})
     started = cli("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread_id = json.loads(started.stdout)["thread"]
+    thread_id = json.loads(started.stdout.splitlines()[-1])["thread"]
     if started.returncode != 3:  # nothing to approve: the turn is already done
         return thread_id, started
     assert cli("approve", thread_id, "--all").returncode == 0

@@ -132,7 +132,7 @@ def test_discard_leaves_nothing_behind(cli, home: Path, repo: Path, docker_clien
     assert started.returncode == 3, started.stderr
     import json
 
-    thread_id = json.loads(started.stdout)["thread"]
+    thread_id = json.loads(started.stdout.splitlines()[-1])["thread"]
     assert cli("approve", thread_id, "--all").returncode == 0
     assert cli("resume", thread_id).returncode == 0
     label = f"{THREAD_LABEL}={thread_id}"

@@ -24,7 +24,7 @@ def run_command(cli, llm, command: str, *flags: str, env: dict[str, str]) -> str
     llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "s1")]}, {"content": "ok"})
     paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *flags, env=env)
     assert paused.returncode == 3, paused.stderr
-    thread = json.loads(paused.stdout)["thread"]
+    thread = json.loads(paused.stdout.splitlines()[-1])["thread"]
     assert cli("approve", thread, "--all", env=env).returncode == 0
     assert cli("resume", thread, "--no-input", env=env).returncode == 0
     return llm.tool_outputs()["s1"]

@@ -99,7 +99,7 @@ def test_the_api_key_never_reaches_the_log_the_state_or_json_output(cli, llm, ho
     paused = cli("task", "read the key", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     runs.append(paused)
     assert paused.returncode == 3, paused.stderr
-    thread_id = json.loads(paused.stdout)["thread"]
+    thread_id = json.loads(paused.stdout.splitlines()[-1])["thread"]
     runs.append(cli("pending", thread_id, "--json"))
     runs.append(cli("approve", thread_id, "--all"))
     resumed = cli("resume", thread_id, "--json")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("sandbox_image")
 
 def start(cli, llm, task: str = "run the tests"):
     result = cli("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    return result, json.loads(result.stdout)
+    return result, json.loads(result.stdout.splitlines()[-1])
 
 
 def test_a_file_changed_after_approval_stops_the_command_and_it_is_asked_again(cli, llm, home: Path) -> None:
@@ -45,7 +45,7 @@ def test_a_file_changed_after_approval_stops_the_command_and_it_is_asked_again(c
     resumed = cli("resume", thread_id, "--no-input", "--json")
     assert resumed.returncode == 3, resumed.stderr  # paused again, not run
     assert not (workspace / "out.txt").exists()
-    [again] = json.loads(resumed.stdout)["pending"]
+    [again] = json.loads(resumed.stdout.splitlines()[-1])["pending"]
     assert again["call_id"] == "s1" and again["status"] == "pending"
     assert "M Makefile" in again["changed_files"]
     assert "workspace changed before it started" in again["workspace_notice"]
@@ -153,7 +153,7 @@ def test_a_list_that_cannot_be_computed_says_so(cli, llm, home: Path) -> None:
     assert cli("approve", thread_id, "s1").returncode == 0
     resumed = cli("resume", thread_id, "--no-input", "--json")
     assert resumed.returncode == 3, resumed.stderr
-    [req] = json.loads(resumed.stdout)["pending"]
+    [req] = json.loads(resumed.stdout.splitlines()[-1])["pending"]
     assert req["call_id"] == "s2"
     assert req["changed_files"] == ["M Makefile"]  # the FIFO was made by the last command itself
     assert ".gitignore is not a regular file" in req["changes_error"]

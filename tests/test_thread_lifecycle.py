@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("sandbox_image")
 
 def new_thread(cli, llm, task: str = "do the job"):
     result = cli("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    return result, json.loads(result.stdout) if result.stdout.strip() else None
+    return result, json.loads(result.stdout.splitlines()[-1]) if result.stdout.strip() else None
 
 
 def test_a_server_that_restarts_its_call_numbering_every_turn_runs_five_turns(cli, llm, home: Path) -> None:
@@ -38,7 +38,7 @@ def test_a_server_that_restarts_its_call_numbering_every_turn_runs_five_turns(cl
             thread_id = data["thread"]
         else:
             paused = cli("task", f"turn {turn}", "--thread", thread_id, "--no-input", "--json")
-            data = json.loads(paused.stdout)
+            data = json.loads(paused.stdout.splitlines()[-1])
         assert paused.returncode == 3, paused.stderr
         [call] = data["pending"]
         assert call["command"] == f"echo turn-{turn}"

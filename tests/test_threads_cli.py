@@ -19,7 +19,7 @@ def turn(cli, llm, task: str, *calls: dict, thread: str | None = None) -> str:
     args = ["--thread", thread] if thread else ["--base-url", llm.url, "--model", "stub"]
     result = cli("task", task, *args, "--no-input", "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["thread"]
+    return json.loads(result.stdout.splitlines()[-1])["thread"]
 
 
 def write(path: str, content: str, call_id: str) -> dict:
@@ -103,6 +103,6 @@ def test_undo_is_refused_while_a_run_is_paused(cli, llm) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
     paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert paused.returncode == 3
-    thread = json.loads(paused.stdout)["thread"]
+    thread = json.loads(paused.stdout.splitlines()[-1])["thread"]
     refused = cli("undo", thread)
     assert refused.returncode == 1 and "paused" in refused.stderr
