@@ -862,7 +862,8 @@ class _Analyser:
             cols = c.inner(c.ts[c.i])[0].strip() if c.up() == "(" else ""
             if not cols and c.up() == "USING" and c.up(2) == "(":
                 cols = c.inner(c.ts[c.i + 2])[0].strip()
-            f.warn(f"CREATE UNIQUE INDEX fails if {table.show} already has duplicate values in ({_one_line(cols)})")
+            f.warn(f"CREATE UNIQUE INDEX fails if {table.show} already has duplicate values in ({_one_line(cols)}): "
+                   "look for them first (GROUP BY those columns HAVING count(*) > 1) and resolve them")
 
     def create_sqlite_trigger(self, c: Cursor, f: _Findings) -> None:
         f.kind = "CREATE TRIGGER"

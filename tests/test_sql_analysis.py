@@ -1,6 +1,8 @@
 import hashlib
 import sqlite3
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -366,7 +368,7 @@ WARNS = [
     ("ALTER TABLE o ADD COLUMN c int NOT NULL", "sqlite", "SQLite rejects NOT NULL column"),
     ("ALTER TABLE o ADD COLUMN created text DEFAULT CURRENT_TIMESTAMP", "sqlite", "non-constant DEFAULT"),
     ("CREATE UNIQUE INDEX CONCURRENTLY u_email ON users (email)", "postgres", "duplicate values in (email)"),
-    ("CREATE UNIQUE INDEX u_email ON users (email)", "sqlite", "duplicate values"),
+    ("CREATE UNIQUE INDEX u_email ON users (email)", "sqlite", "HAVING count(*) > 1"),
     ("CREATE INDEX idx ON users (email)", "postgres", "CREATE INDEX CONCURRENTLY"),
     ("REINDEX TABLE users", "postgres", "REINDEX … CONCURRENTLY"),
     ("ALTER TABLE events DETACH PARTITION events_2020", "postgres", "DETACH PARTITION … CONCURRENTLY"),
@@ -394,6 +396,17 @@ WARNS = [
     ("CREATE RULE quiet AS ON DELETE TO users DO INSTEAD NOTHING", "postgres", "silently discards every DELETE"),
     ("BEGIN", "sqlite", "transaction control"),
 ]
+
+
+# Each warning that names a lock or a failure also says what to do instead.
+_ADVICE = re.compile(r"[:;] (use|add|give|keep|look|CREATE UNIQUE INDEX CONCURRENTLY|pg_repack|put|check)|instead")
+
+
+@pytest.mark.parametrize("sql, dialect, warning", [w for w in WARNS if w[1] == "postgres" and (
+    "lock" in analyze_sql(w[0], "postgres").statements[0].warnings[0].lower() or "fails if" in w[2])])
+def test_every_lock_warning_names_the_lock_and_a_safer_pattern(sql, dialect, warning):
+    [first, *_] = analyze_sql(sql, dialect).statements[0].warnings
+    assert _ADVICE.search(first), first
 
 
 @pytest.mark.parametrize("sql, dialect, warning", WARNS)
