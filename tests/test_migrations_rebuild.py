@@ -44,10 +44,15 @@ def start(cli: Any, llm: Any, *calls: dict) -> str:
 
 def test_a_rebuild_that_copies_every_column_of_the_database_applies_without_a_typed_name(cli: Any, llm: Any,
                                                                                         home: Path) -> None:
-    tid = start(cli, llm, {"tool_calls": [tool_call("run_migration", {"sql": rebuild("id, email, phone")}, "m2")]})
+    # a migration file this time: its columns are read when the call is proposed, as for inline SQL
+    tid = start(cli, llm,
+                {"tool_calls": [tool_call("write_file", {"path": "rebuild.sql", "content": rebuild("id, email, phone")},
+                                          "w1"),
+                                tool_call("run_migration", {"path": "rebuild.sql"}, "m2")]})
     paused = cli("resume", tid, "--no-input")
     assert paused.returncode == 3, paused.stdout + paused.stderr
     screen = " ".join(paused.stdout.replace("│", " ").split())
+    assert "file rebuild.sql" in screen
     assert "rebuilds table users" in screen and "no rows or columns are lost" in screen
     assert "DESTROYS" not in screen
     approved = cli("approve", tid, "--all")
