@@ -51,6 +51,9 @@ class ApprovalRequest:
     workspace_notice: str | None = None  # approved before, asked again: the workspace changed
     migration_runner: MigrationRunner | None = None
     error: str | None = None  # arguments that cannot run (malformed JSON, missing field)
+    # What was read from the thread's database for this screen when the call was proposed (row
+    # counts, SQLite columns; `devagent.sql_rowcount`), or None.
+    sql_probe: dict[str, Any] | None = None
     batch_index: int = 1  # "1 of 3" when the model proposed several calls at once
     batch_size: int = 1
 
@@ -93,6 +96,12 @@ class ApprovalRequest:
                 data["migration_runner"] = asdict(self.migration_runner)
         else:
             data.update(sql=self.sql, path=self.sql_path, database=self.database)
+            if self.sql:
+                from devagent.sql_rowcount import probed_counts
+
+                data["row_counts"] = [{"statement": c.statement, "table": c.table, "touched": c.touched,
+                                       "total": c.total, "problem": c.problem, "text": c.describe()}
+                                      for c in probed_counts(self.sql, self.sql_probe)]
         if self.error:
             data["error"] = self.error
         return data
@@ -154,7 +163,7 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
                   workspace_fingerprint: str | None = None, workspace_notice: str | None = None,
                   database: str | None = None,
                   sql_loader: Any = None, sql_bound_sha256: str | None = None,
-                  sql_dialect: str = "sqlite") -> ApprovalRequest:
+                  sql_dialect: str = "sqlite", sql_probe: dict[str, Any] | None = None) -> ApprovalRequest:
     args, error = parse_arguments(approval.arguments)
     req = ApprovalRequest(
         thread_id=approval.thread_id,
@@ -176,6 +185,7 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
         req.migration_runner = detect_migration_runner(req.command)
     elif approval.tool == "run_migration":
         req.sql_dialect = sql_dialect
+        req.sql_probe = sql_probe
         # The thread's database (engine, where, password masked), then the model's `database`
         # argument, which picks a database of that same server (or SQLite file).
         target = args.get("database")

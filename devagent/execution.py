@@ -114,11 +114,12 @@ class ToolRuntime:
             return f"refused: this call is {row.status}, not approved; nothing ran"
         return None
 
-    def confirmation_refusal(self, call_id: str, sql: str, dialect: str) -> str | None:
+    def confirmation_refusal(self, call_id: str, sql: str, dialect: str, probe: dict | None = None) -> str | None:
         """None unless `sql` (exactly what is about to run) destroys data and the approval of this
         call lacks a human's typed confirmation of exactly the names it destroys. No rule, and no
-        approval given for other SQL, stands in for that confirmation."""
-        required = confirmation_words(sql, dialect)
+        approval given for other SQL, stands in for that confirmation. `probe`: what was read from
+        the database for the screen (row counts, columns), so the names are the screen's."""
+        required = confirmation_words(sql, dialect, probe)
         if not required:
             return None
         row = self.store.approval(self.thread_id, call_id)
@@ -134,17 +135,17 @@ class ToolRuntime:
         return reason
 
 
-def confirmation_words(sql: str, dialect: str) -> tuple[str, ...]:
-    """The names a human types to approve this SQL, one per object it destroys; () when it
-    destroys nothing. The one place that reads them from the analysis."""
-    from devagent.sql_analysis import FALLBACK_CONFIRMATION, analyze_sql
+def confirmation_words(sql: str, dialect: str, probe: dict | None = None) -> tuple[str, ...]:
+    """The names a human types to approve this SQL, one per object it destroys (and one per table
+    it would empty row by row, when `probe` counted that); () when it destroys nothing. The one
+    place that reads them from the analysis."""
+    from devagent.sql_analysis import FALLBACK_CONFIRMATION
+    from devagent.sql_rowcount import confirmation_words as with_counts, probed_analysis, probed_counts
 
-    analysis = analyze_sql(sql, dialect)
-    if not analysis.destructive:
+    analysis = probed_analysis(sql, dialect, probe)
+    words = with_counts(analysis, probed_counts(sql, probe))
+    if not words and not analysis.destructive:
         return ()
-    words = getattr(analysis, "confirmation_words", None)
-    if words is None:
-        words = [analysis.confirmation_word]
     return tuple(dict.fromkeys(w for w in words if w)) or (FALLBACK_CONFIRMATION,)
 
 

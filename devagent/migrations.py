@@ -32,6 +32,8 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -49,6 +51,7 @@ MIGRATE_PY = "/usr/local/lib/devagent/migrate.py"
 MIGRATE_ARGV = ["/usr/bin/python3", "-I", "-S", MIGRATE_PY]
 RESULT_MARKER = "DEVAGENT-MIGRATION-RESULT "
 BOUND_EVENT = "sql file bound"
+PROBED_EVENT = "sql database read"
 DEFAULT_SQLITE_FILE = "devagent.db"
 MASK = "****"
 # The largest migration devagent loads, shows or runs. Showing costs time in the size of the text
@@ -240,10 +243,13 @@ def load_sql_for_display(paths: Any, rel: str) -> str:
 
 
 def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> None:
-    """Record the SHA-256 of a path migration's file as it is when the call is proposed.
+    """Record what the screen of a migration rests on, when the call is proposed.
 
-    The runner calls this when it records a pending call, before the SQL is shown to anyone;
-    execution refuses the file unless its bytes still have this digest. Recorded once per call.
+    The runner calls this when it records a pending call, before the SQL is shown to anyone:
+    the SHA-256 of a path migration's file (execution refuses the file unless its bytes still
+    have this digest), and what was read from the thread's database for the screen (row counts
+    of UPDATE/DELETE, the columns of SQLite tables a rebuild replaces; see `probe_proposed_sql`).
+    Recorded once per call.
     """
     if tool != "run_migration":
         return
@@ -251,18 +257,86 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
         args = json.loads(arguments)
     except ValueError:
         return
-    if not isinstance(args, dict) or isinstance(args.get("sql"), str) or not isinstance(args.get("path"), str):
+    if not isinstance(args, dict):
         return
     store, tid = runtime.store, runtime.thread_id
-    if call_id in _bound_digests(store.audit_log(tid)):
-        return
-    path = args["path"]
+    text: str | None = args["sql"] if isinstance(args.get("sql"), str) else None
+    if text is None and isinstance(args.get("path"), str):
+        path = args["path"]
+        try:
+            data = read_sql_file(runtime.paths, path)
+            detail: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            text = data.decode("utf-8")
+        except (PathOutsideWorkspace, FileToolError, OSError) as exc:
+            detail = {"path": path, "error": str(exc)}
+        except UnicodeDecodeError:
+            text = None
+        if call_id not in _bound_digests(store.audit_log(tid)):
+            store.audit(tid, BOUND_EVENT, call_id=call_id, tool="run_migration", actor="devagent", detail=detail)
+        else:
+            text = None  # bound (and probed) when it was first proposed
+    if text is not None and proposed_probe(store, tid, call_id) is None:
+        probe_proposed_sql(runtime, call_id, text, args.get("database"))
+
+
+def probe_proposed_sql(runtime: Any, call_id: str, text: str, database: Any) -> dict[str, Any] | None:
+    """Count the rows each UPDATE/DELETE (and SQLite REPLACE) would touch, and read the columns of
+    SQLite tables a DROP TABLE may rebuild, on the thread's database, read-only, in its container,
+    with a short timeout; recorded for the call. Nothing to count: nothing runs, nothing recorded."""
+    from devagent.sql_rowcount import probe_job, probe_plan, probe_record
+
+    migrate = getattr(runtime, "migrate", None)
+    if migrate is None or len(text) > MAX_SQL_BYTES:
+        return None
+    engine = migrate.db.engine
+    plans, schema = probe_plan(text, engine)
+    if not plans and not schema:
+        return None
+    job, queries = probe_job(plans, schema)
+    output, failure = _run_probe(runtime, migrate, database, job)
+    record = probe_record(text, engine, plans, queries, output, failure)
+    runtime.store.audit(runtime.thread_id, PROBED_EVENT, call_id=call_id, tool="run_migration", actor="devagent",
+                        detail=record)
+    return record
+
+
+def _run_probe(runtime: Any, migrate: Migrator, database: Any, job: dict[str, Any]) -> tuple[dict | None, str | None]:
+    """Run a probe job in the thread's container: (its output, or why there is none)."""
+    from devagent.sql_rowcount import PROBE_TIMEOUT_MS, parse_probe_output, probe_script
+
     try:
-        data = read_sql_file(runtime.paths, path)
-        detail: dict[str, Any] = {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    except (PathOutsideWorkspace, FileToolError, OSError) as exc:
-        detail = {"path": path, "error": str(exc)}
-    store.audit(tid, BOUND_EVENT, call_id=call_id, tool="run_migration", actor="devagent", detail=detail)
+        target = migrate.target(runtime, database)
+    except MigrationRefused as exc:
+        return None, str(exc)
+    job = {**job, "engine": target.engine, "target": target.sqlite_path,
+           "connect": [list(kv) for kv in target.connect]}
+    doing = getattr(runtime, "doing", None)
+    try:
+        with doing("reading the database for the screen") if doing else _nothing():
+            result = runtime.ensure_container().exec(
+                "devagent-probe", argv=[*MIGRATE_ARGV[:3], "-c", probe_script()], stdin=json.dumps(job).encode(),
+                timeout_s=15 + len(job["queries"]) * PROBE_TIMEOUT_MS / 1000)
+    except DevagentError as exc:
+        return None, str(exc)
+    except Exception as exc:  # Docker trouble: the screen says it could not count
+        return None, f"{type(exc).__name__}: {exc}"
+    output = parse_probe_output(result.output)
+    if output is None:
+        return None, "timed out" if result.timed_out else f"the probe failed (exit code {result.exit_code})"
+    return output, None
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def proposed_probe(store: Any, thread_id: str, call_id: str) -> dict[str, Any] | None:
+    """What was read from the database for this call's screen (the first probe counts)."""
+    for e in store.audit_log(thread_id):
+        if e["event"] == PROBED_EVENT and e["call_id"] == call_id:
+            return e["detail"]
+    return None
 
 
 def bound_sql_digest(store: Any, thread_id: str, call_id: str) -> str | None:
@@ -327,7 +401,8 @@ class Migrator:
             digest = hashlib.sha256(data).hexdigest()
             text = data.decode("utf-8")
             statements, outside_tx, starts, spans = self.check_script(text, target.engine)
-            refusal = rt.confirmation_refusal(call_id, text, target.engine)  # destructive SQL: typed names
+            probe = self.probe_still_holds(rt, call_id, text, database)
+            refusal = rt.confirmation_refusal(call_id, text, target.engine, probe)  # destructive SQL: typed names
             if refusal:
                 raise MigrationRefused(refusal)
         except MigrationRefused as exc:
@@ -450,6 +525,26 @@ class Migrator:
         except UnicodeDecodeError:
             raise MigrationRefused(f"{path} is not UTF-8 text") from None
         return data, path
+
+    def probe_still_holds(self, rt: Any, call_id: str, text: str, database: str | None) -> dict[str, Any] | None:
+        """The probe the screen showed. When the columns it read made a table rebuild lose less
+        than it seemed (so fewer names to type), they are read again now: if that verdict would
+        differ, the database changed since the screen and the migration is refused."""
+        from devagent.sql_rowcount import probe_record, probed_analysis, probed_schema
+
+        probe = proposed_probe(rt.store, rt.thread_id, call_id)
+        if probed_schema(text, probe) is None:
+            return probe
+        shown_words = probed_analysis(text, self.db.engine, probe).confirmation_words
+        if shown_words == probed_analysis(text, self.db.engine, None).confirmation_words:
+            return probe  # the columns changed nothing on the screen
+        output, failure = _run_probe(rt, self, database, {"timeout_ms": 2000, "queries": [], "schema": True})
+        now = probe_record(text, self.db.engine, [], [], output, failure)
+        if failure or probed_analysis(text, self.db.engine, now).confirmation_words != shown_words:
+            raise MigrationRefused("the tables of the database changed since the migration was shown (or could "
+                                   "not be read again), so what it loses may differ from the screen; propose it "
+                                   "again")
+        return probe
 
     def check_script(self, text: str, engine: str) -> tuple[int, bool, list[int], list[list[int]]]:
         """Statement count, whether it must run outside a transaction (PostgreSQL only), where

@@ -31,7 +31,7 @@ from devagent.approvals import ApprovalRequest, build_request
 from devagent.config import SANDBOX_IMAGE, ConfigError, devagent_home, load_config, sandbox_user, thread_limits
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted, UsageError
 from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
-from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest,
+from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest, proposed_probe,
                                  load_sql_for_display)
 from devagent.paths import WorkspacePaths
 from devagent.policy import load_policy
@@ -86,7 +86,7 @@ def required_confirmation(request: ApprovalRequest) -> tuple[str, ...]:
         return ()
     from devagent.execution import confirmation_words
 
-    return confirmation_words(request.sql or "", request.sql_dialect)
+    return confirmation_words(request.sql or "", request.sql_dialect, request.sql_probe)
 
 
 class NoApprover:
@@ -620,6 +620,7 @@ class ThreadRunner:
             sql_bound_sha256=(bound_sql_digest(self.store, thread.id, approval.call_id)
                               if approval.tool == "run_migration" else None),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
+            sql_probe=proposed_probe(self.store, thread.id, approval.call_id),
         )
 
     def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:

@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from devagent import sql_builtins
 from devagent.sql_tokens import WS, Cursor, Name, Tok, Unparsed, scan, tokenize
 from devagent.sql_where import ConditionNotUnderstood, always_true
 
@@ -233,6 +234,55 @@ _CALLS = {
     "PG_DROP_REPLICATION_SLOT": (WARNS, "drops a replication slot: its consumer loses its place"),
     "LO_EXPORT": (WARNS, "writes a file on the database server"),
 }
+# Words followed by "(" that are SQL syntax, types or constraint parts, not function calls.
+_NOT_FUNCTIONS = {
+    "EXISTS", "ARRAY", "ROW", "CAST", "COALESCE", "NULLIF", "GREATEST", "LEAST", "VALUES", "SELECT", "IN", "ANY",
+    "ALL", "SOME", "NOT", "AND", "OR", "EXTRACT", "OVERLAY", "POSITION", "SUBSTRING", "TRIM", "TREAT", "NORMALIZE",
+    "XMLCONCAT", "XMLELEMENT", "XMLEXISTS", "XMLFOREST", "XMLPARSE", "XMLPI", "XMLROOT", "XMLSERIALIZE",
+    "XMLTABLE", "XMLATTRIBUTES", "XMLNAMESPACES", "JSON_ARRAY", "JSON_OBJECT", "JSON_TABLE", "JSON_VALUE",
+    "JSON_QUERY", "JSON_EXISTS", "GROUPING", "CUBE", "ROLLUP", "SETS", "FILTER", "OVER", "WITHIN", "CASE", "WHEN",
+    "THEN", "ELSE", "INTERVAL", "LATERAL", "ONLY", "DISTINCT", "USING", "ON", "WHERE", "FROM", "JOIN", "LIKE",
+    "BETWEEN", "IS", "RETURNING", "SET", "DEFAULT", "CHECK", "UNIQUE", "PRIMARY", "KEY", "REFERENCES", "FOREIGN",
+    "INCLUDE", "PARTITION", "RANGE", "LIST", "HASH", "FOR", "OF", "TABLE", "WITH", "AS", "BY", "ORDER", "GROUP",
+    "HAVING", "WINDOW", "TIMESTAMP", "TIMESTAMPTZ", "TIME", "TIMETZ", "VARCHAR", "CHAR", "CHARACTER", "NUMERIC",
+    "DECIMAL", "FLOAT", "BIT", "VARYING", "DOUBLE", "PRECISION", "INT", "INTEGER", "NCHAR", "NATIONAL", "UNION",
+    "INTERSECT", "EXCEPT", "LIMIT", "OFFSET", "FETCH", "CURRENT", "COLLATE", "ESCAPE", "SIMILAR", "ILIKE",
+    "BTREE", "GIST", "GIN", "SPGIST", "BRIN", "BLOOM", "IVFFLAT", "HNSW", "EXCLUDE", "RECURSIVE", "MATERIALIZED",
+    "TABLESAMPLE", "REPEATABLE", "DO", "NOTHING", "CONFLICT", "UPDATE", "INTO", "DELETE", "INSERT", "MERGE",
+    "MATCHED", "NULL", "TRUE", "FALSE", "UNNEST", "CURRENT_DATE", "LOCALTIME", "LOCALTIMESTAMP",
+    "CURRENT_TIMESTAMP", "CURRENT_TIME"}
+# Tokens after which `name(` is a call: operators, separators and the keywords that start an
+# expression (not a table name, column list, type or alias).
+_CALL_AFTER_WORDS = {"SELECT", "WHERE", "AND", "OR", "NOT", "WHEN", "THEN", "ELSE", "RETURNING", "BY", "HAVING",
+                     "FROM", "JOIN", "LATERAL", "IS", "LIKE", "ILIKE", "BETWEEN", "CASE", "DISTINCT", "DEFAULT",
+                     "LIMIT", "OFFSET", "ESCAPE", "USING", "ALL", "ANY", "SOME", "IN", "VALUES"}
+_CALL_AFTER_PUNCT = {"(", ",", "=", "<>", "!=", ">=", "<=", "<", ">", "+", "-", "*", "/", "%", "||", "^", "|",
+                     "&", "~", "!", "=>", "#", "@", "?"}
+# Statements that evaluate expressions when they run (a CREATE TABLE only with AS …).
+_EXPRESSION_LEADS = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "WITH", "TABLE", "ALTER",
+                     "EXPLAIN", "COPY"}
+
+
+def _runs_expressions(lead: str, text: str, toks: list[Tok]) -> bool:
+    if lead in _EXPRESSION_LEADS:
+        return True
+    if lead != "CREATE":
+        return False
+    top = [t.up for t in toks if t.kind == "w" and t.depth == 0][:12]
+    if "INDEX" in top[:4]:
+        return True  # an expression index evaluates its expression over every row
+    return ("TABLE" in top[:4] or "MATERIALIZED" in top[:4]) and any(
+        t.kind == "w" and t.depth == 0 and t.up == "AS" for t in toks)
+
+
+def _call_position(before: Tok | None) -> bool:
+    if before is None:
+        return False
+    if before.kind == "w":
+        return before.up in _CALL_AFTER_WORDS
+    return before.kind == "p" and before.up in _CALL_AFTER_PUNCT
+
+
 _STATEMENT_STARTS = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE", "REPLACE",
                      "CREATE", "EXECUTE", "DECLARE"}
 _COLUMN_CONSTRAINT_WORDS = {"CONSTRAINT", "NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "CHECK", "REFERENCES",
@@ -275,6 +325,9 @@ class _Analyser:
         self.nested = False  # analysing a statement inside another (no cross-statement facts)
         # What the table-rebuild check needs, in order: (statement index, event, details...).
         self.events: list[tuple] = []
+        # Functions and procedures this migration creates: name -> whether their body (shown on
+        # the screen) is SQL that destroys nothing, so that calling them later in it is harmless.
+        self.routines: dict[str, bool] = {}
 
     # ---- one statement
 
@@ -291,6 +344,8 @@ class _Analyser:
             if head and not (head in _OPAQUE or head in _READ_ONLY or (
                     head.isascii() and head.isalpha() and hasattr(self, "do_" + head.lower()))):
                 raise Unparsed(f"unknown statement {head[:40]}")  # before the cost of reading it all
+            if self.pg and words[:1] == ["CREATE"] and ("FUNCTION" in words[1:5] or "PROCEDURE" in words[1:5]):
+                self.routine(text)
             if not self.by_words([w for w in words if w], f):
                 toks = tokenize(text, self.dialect)
                 if not toks:
@@ -351,11 +406,18 @@ class _Analyser:
     def calls(self, text: str, toks: list[Tok], f: _Findings) -> None:
         """Built-in functions that destroy data or run SQL devagent does not see, wherever they
         are called (a SELECT that calls them is not harmless)."""
+        runs_now = self.pg and _runs_expressions(f.lead, text, toks)
         for k, t in enumerate(toks[:-1]):
-            if t.kind != "w" or toks[k + 1].up != "(" or t.up not in _CALLS:
+            if toks[k + 1].up != "(" or t.kind not in "wq":
+                continue
+            if t.kind == "q" or t.up not in _CALLS:
+                if runs_now:
+                    self.unknown_call(text, toks, k, f)
                 continue
             if k >= 2 and toks[k - 1].up == "." and toks[k - 2].up not in ("PG_CATALOG", "PUBLIC", "CRON"):
-                continue  # another schema's function of the same name
+                if runs_now:  # another schema's function of the same name: still unknown code
+                    self.unknown_call(text, toks, k, f)
+                continue
             verdict, reason = _CALLS[t.up]
             call = _one_line(text[t.start:toks[toks[k + 1].mate].end], 60)
             if verdict == DESTROYS:
@@ -364,6 +426,82 @@ class _Analyser:
                 f.warn(f"{call} {reason}")
             else:
                 f.not_understood(f"{call} {reason}")
+
+    def unknown_call(self, text: str, toks: list[Tok], k: int, f: _Findings) -> None:
+        """A call of a function that is neither built in nor created harmless by this migration
+        runs code the screen does not show (a PL/pgSQL function may do anything): not understood."""
+        t = toks[k]
+        qualified = k >= 2 and toks[k - 1].up == "." and toks[k - 2].kind in "wq"
+        before = toks[k - 3] if qualified and k >= 3 else (toks[k - 1] if k >= 1 and not qualified else None)
+        if not _call_position(before) or (t.kind == "w" and t.up in _NOT_FUNCTIONS):
+            return
+        raw = text[t.start:t.end]
+        name = raw[1:-1].replace('""', '"') if t.kind == "q" else raw.lower()
+        schema = text[toks[k - 2].start:toks[k - 2].end].strip('"').lower() if qualified else None
+        if schema in (None, "pg_catalog", "information_schema") and (
+                name in sql_builtins.POSTGRES or name in sql_builtins.EXTENSIONS):
+            return
+        if schema in (None, "public") and self.routines.get(name):
+            return
+        call = _one_line(text[(toks[k - 2] if qualified else t).start:toks[toks[k + 1].mate].end], 60)
+        if name in self.routines:
+            f.not_understood(f"{call} calls a function this migration creates, whose body devagent cannot vouch "
+                             "for (not SQL, or it does more than read and insert)")
+        else:
+            f.not_understood(f"{call} calls a function of the database that devagent does not see: it may do "
+                             "anything")
+
+    def routine(self, text: str) -> None:
+        """Remember a function or procedure the migration creates, and whether its body is harmless."""
+        try:
+            toks = tokenize(text, self.dialect)
+            c = Cursor(text, toks, self.dialect)
+            while not c.done() and not (c.ts[c.i].kind == "w" and c.up() in ("FUNCTION", "PROCEDURE")):
+                c.i += 1
+            c.i += 1
+            name = c.name("routine name").show.split(".")[-1]
+        except Unparsed:
+            return
+        name = name if any(t.kind == "q" for t in toks[:c.i]) else name.lower()
+        language = next((text[toks[k + 1].start:toks[k + 1].end].strip("'\"").lower()
+                         for k, t in enumerate(toks[:-1]) if t.depth == 0 and t.up == "LANGUAGE"), None)
+        body = None
+        atomic = next((k for k, t in enumerate(toks[1:], 1) if t.up == "ATOMIC" and toks[k - 1].up == "BEGIN"), None)
+        ends = [k for k, t in enumerate(toks) if t.up == "END" and t.depth == 0]
+        if atomic is not None and ends and ends[-1] > atomic:
+            body = text[toks[atomic].end:toks[ends[-1]].start]
+        else:
+            quoted = next((toks[k + 1] for k, t in enumerate(toks[:-1])
+                           if t.depth == 0 and t.up == "AS" and toks[k + 1].kind in "$s"), None)
+            if quoted is not None:
+                raw = text[quoted.start:quoted.end]
+                if quoted.kind == "$":
+                    tag = raw[:raw.index("$", 1) + 1]
+                    body = raw[len(tag):-len(tag)]
+                else:
+                    body = raw[1:-1].replace("''", "'")
+        self.routines[name] = language == "sql" and body is not None and self.body_harmless(body)
+
+    def body_harmless(self, body: str) -> bool:
+        """Whether each statement of a SQL function body destroys nothing and is understood."""
+        for start, end, _words in scan(body, self.dialect):
+            piece = body[start:end].strip(WS)
+            if not piece:
+                continue
+            f = _Findings()
+            try:
+                toks = tokenize(piece, self.dialect)
+                inner = _Analyser(self.dialect, None)
+                inner.path_changed = inner.nested = True
+                inner.routines = {k: v for k, v in self.routines.items() if v}
+                inner.dispatch(Cursor(piece, toks, self.dialect), f)
+                f.lead = next((t.up for t in toks if t.kind == "w"), "")
+                inner.calls(piece, toks, f)
+            except (Unparsed, Exception):
+                return False
+            if f.destroyed or f.opaque:
+                return False
+        return True
 
     def read_only(self, c: Cursor, f: _Findings) -> None:
         head = c.up()
@@ -724,7 +862,8 @@ class _Analyser:
             cols = c.inner(c.ts[c.i])[0].strip() if c.up() == "(" else ""
             if not cols and c.up() == "USING" and c.up(2) == "(":
                 cols = c.inner(c.ts[c.i + 2])[0].strip()
-            f.warn(f"CREATE UNIQUE INDEX fails if {table.show} already has duplicate values in ({_one_line(cols)})")
+            f.warn(f"CREATE UNIQUE INDEX fails if {table.show} already has duplicate values in ({_one_line(cols)}): "
+                   "look for them first (GROUP BY those columns HAVING count(*) > 1) and resolve them")
 
     def create_sqlite_trigger(self, c: Cursor, f: _Findings) -> None:
         f.kind = "CREATE TRIGGER"

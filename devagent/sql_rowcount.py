@@ -13,14 +13,17 @@ built-ins (or anything else this module cannot read) is not counted.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import sqlite3
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable
 
-from devagent.sql_analysis import DESTROYS, SqlAnalysis
+from devagent.sql_analysis import DESTROYS, SqlAnalysis, analyze_sql
 from devagent.sql_tokens import Cursor, Unparsed, tokenize
 
 # Called with one SELECT count(*) query; returns the count. Raises TimeoutError when the
@@ -68,17 +71,7 @@ class RowCount:
 
 def count_rows(analysis: SqlAnalysis, run_query: RunQuery) -> list[RowCount]:
     """One RowCount for each top-level UPDATE, DELETE or SQLite REPLACE of the migration."""
-    counts = []
-    for stmt in analysis.statements:
-        try:
-            target = _target(stmt.text, analysis.dialect)
-        except Unparsed:
-            continue
-        if target is None:
-            continue
-        verb, table, from_text, where, extra_from = target
-        counts.append(_count(stmt.index, verb, table, from_text, where, extra_from, run_query, analysis.dialect))
-    return counts
+    return [finish_count(plan, run_query) for plan in plan_counts(analysis)]
 
 
 def confirmation_words(analysis: SqlAnalysis, counts: list[RowCount]) -> list[str]:
@@ -170,26 +163,147 @@ def _unsafe_call(sql: str, dialect: str) -> str | None:
     return None
 
 
-def _count(index: int, verb: str, table: str, from_text: str, where: str | None, extra: str | None,
-           run_query: RunQuery, dialect: str) -> RowCount:
+@dataclass(frozen=True)
+class _Plan:
+    """What counting one statement needs: its queries, or why it cannot be counted."""
+    count: RowCount  # touched/total still unknown, or the reason it is not counted
+    total_query: str | None = None
+    query: str | None = None  # None: every row (no condition), or a REPLACE (not countable)
+
+
+def plan_counts(analysis: SqlAnalysis) -> list[_Plan]:
+    """The count queries of each top-level UPDATE, DELETE or SQLite REPLACE, not yet run."""
+    plans = []
+    for stmt in analysis.statements:
+        try:
+            target = _target(stmt.text, analysis.dialect)
+        except Unparsed:
+            continue
+        if target is not None:
+            verb, table, from_text, where, extra_from = target
+            plans.append(_plan(stmt.index, verb, table, from_text, where, extra_from, analysis.dialect))
+    return plans
+
+
+def _plan(index: int, verb: str, table: str, from_text: str, where: str | None, extra: str | None,
+          dialect: str) -> _Plan:
     condition = where
     if extra is not None:
         condition = f"EXISTS (SELECT 1 FROM {extra}" + (f" WHERE {where})" if where else ")")
     total_query = f"SELECT count(*) FROM {from_text}"
-    query = total_query + (f" WHERE {condition}" if condition else "")
+    query = total_query + f" WHERE {condition}" if condition and verb != "may replace" else None
     try:
         # what came from the migration, not the count(*) this module adds
         unsafe = next(filter(None, (_unsafe_call(part, dialect) for part in (from_text, where, extra) if part)), None)
     except Unparsed as e:
-        return RowCount(index, table, verb, None, None, f"not counted: {e}")
+        return _Plan(RowCount(index, table, verb, None, None, f"not counted: {e}"))
     if unsafe:
-        return RowCount(index, table, verb, None, None, f"not counted: the condition calls {unsafe[:40]}")
+        return _Plan(RowCount(index, table, verb, None, None, f"not counted: the condition calls {unsafe[:40]}"))
+    return _Plan(RowCount(index, table, verb, None, None), total_query, query)
+
+
+def finish_count(plan: _Plan, run_query: RunQuery) -> RowCount:
+    """Run a plan's queries (total first) and say what they found; a failure is shown, never raised."""
+    c = plan.count
+    if plan.total_query is None:
+        return c
     try:
-        total = run_query(total_query)
-        touched = None if verb == "may replace" else (total if condition is None else run_query(query))
+        total = run_query(plan.total_query)
+        touched = None if c.verb == "may replace" else (total if plan.query is None else run_query(plan.query))
     except TimeoutError:
-        return RowCount(index, table, verb, None, None, "count timed out")
+        return replace(c, problem="count timed out")
     except Exception as e:  # the count is a hint: a failure is shown, never raised
         detail = re.sub(r"\s+", " ", str(e))[:120] or type(e).__name__
-        return RowCount(index, table, verb, None, None, f"not counted: {detail}")
-    return RowCount(index, table, verb, touched, total)
+        return replace(c, problem=f"not counted: {detail}")
+    return replace(c, touched=touched, total=total)
+
+
+# --- the probe: counts (and SQLite columns) read in the thread's container before the screen ----
+
+PROBE_MARKER = "DEVAGENT-PROBE-RESULT "
+PROBE_TIMEOUT_MS = 2000
+_PROBE_SCRIPT = Path(__file__).with_name("sql_probe_runner.py")
+
+
+def probe_script() -> str:
+    """The program the container runs (`python3 -I -S -c`), from devagent's own files."""
+    return _PROBE_SCRIPT.read_text()
+
+
+def probe_plan(sql: str, dialect: str) -> tuple[list[_Plan], bool]:
+    """The count plans of a migration, and whether the SQLite schema is worth reading (a DROP
+    TABLE that may be part of a table rebuild). ([], False): nothing to probe."""
+    analysis = analyze_sql(sql, dialect)
+    plans = plan_counts(analysis)
+    schema = dialect == "sqlite" and any(s.kind == "DROP TABLE" for s in analysis.statements)
+    return plans, schema
+
+
+def probe_job(plans: list[_Plan], schema: bool) -> tuple[dict, list[str]]:
+    """The job for the container (without where the database is), and its distinct queries."""
+    queries = list(dict.fromkeys(q for p in plans for q in (p.total_query, p.query) if q))
+    return {"timeout_ms": PROBE_TIMEOUT_MS, "queries": queries, "schema": schema}, queries
+
+
+def probe_record(sql: str, dialect: str, plans: list[_Plan], queries: list[str], output: dict | None,
+                 failure: str | None = None) -> dict:
+    """What is stored for the call: the counts as the screen shows them, the schema read (if
+    any), and the SHA-256 of the SQL they belong to."""
+    results = dict(zip(queries, (output or {}).get("counts") or []))
+    problem = failure or (output or {}).get("error")
+
+    def run(query: str) -> int:
+        got = results.get(query)
+        if problem or got is None:
+            raise RuntimeError(problem or "no answer")
+        if got == "timeout":
+            raise TimeoutError
+        if isinstance(got, dict):
+            raise RuntimeError(str(got.get("error")))
+        return int(got)
+
+    counts = [finish_count(p, run) for p in plans]
+    schema = (output or {}).get("schema")
+    return {"sha256": hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest(), "dialect": dialect,
+            "counts": [asdict(c) for c in counts],
+            "schema": schema if isinstance(schema, dict) else None}
+
+
+def parse_probe_output(text: str) -> dict | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith(PROBE_MARKER):
+            try:
+                data = json.loads(line[len(PROBE_MARKER):])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _probe_for(sql: str, probe: dict | None) -> dict | None:
+    """The probe, if it was made for exactly this SQL (otherwise it says nothing about it)."""
+    if not probe or probe.get("sha256") != hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest():
+        return None
+    return probe
+
+
+def probed_counts(sql: str, probe: dict | None) -> list[RowCount]:
+    probe = _probe_for(sql, probe)
+    fields = {f for f in RowCount.__dataclass_fields__}
+    return [RowCount(**{k: v for k, v in c.items() if k in fields}) for c in (probe or {}).get("counts") or []]
+
+
+def probed_schema(sql: str, probe: dict | None) -> dict[str, list[str]] | None:
+    schema = (_probe_for(sql, probe) or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def probed_analysis(sql: str, dialect: str, probe: dict | None) -> SqlAnalysis:
+    """The analysis the screen shows: with the columns read from the database, when known."""
+    return analyze_sql(sql, dialect, schema=probed_schema(sql, probe))
+
+
+def required_words(sql: str, dialect: str, probe: dict | None) -> list[str]:
+    """Every name a human types to approve this SQL: what the analysis finds it destroys (with
+    the database's columns, when read), plus each table it would empty row by row."""
+    return confirmation_words(probed_analysis(sql, dialect, probe), probed_counts(sql, probe))

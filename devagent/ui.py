@@ -7,6 +7,7 @@ is compact: the exact payload in its box, one dim line of context, the keys; the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -227,15 +228,19 @@ def _count(n: int, word: str) -> str:
 
 
 def _sql_analysis(req: ApprovalRequest) -> Any:
-    return _analyze(req.sql or "", req.sql_dialect)
+    from devagent.sql_rowcount import probed_schema
+
+    schema = probed_schema(req.sql or "", req.sql_probe)
+    return _analyze(req.sql or "", req.sql_dialect, json.dumps(schema, sort_keys=True) if schema else None)
 
 
 @lru_cache(maxsize=4)
-def _analyze(sql: str, dialect: str) -> Any:
-    """One analysis per SQL text, however often the screen is drawn (it is costly for huge SQL)."""
+def _analyze(sql: str, dialect: str, schema: str | None = None) -> Any:
+    """One analysis per SQL text, however often the screen is drawn (it is costly for huge SQL).
+    `schema`: the columns read from the database for the screen, as JSON."""
     from devagent.sql_analysis import analyze_sql
 
-    return analyze_sql(sql, dialect)
+    return analyze_sql(sql, dialect, json.loads(schema) if schema else None)
 
 
 def unanalysed_words(req: ApprovalRequest) -> set[str]:
@@ -318,27 +323,36 @@ def changed_summary(req: ApprovalRequest) -> str:
 
 
 def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
-    """The SQL once, exact and numbered, with each statement's verdict on a row above it."""
+    """The SQL once, exact and numbered, with each statement's verdict (and the rows it would
+    touch, as counted on the database) on a row above it."""
     from devagent.sql_analysis import NOT_UNDERSTOOD, UNPARSED_REASON
+    from devagent.sql_rowcount import probed_counts
 
     sql = req.sql or ""
     statements = _sql_analysis(req).statements if sql else ()
     headers: dict[int, list[Shown]] = {}
+    counts = {c.statement: c for c in probed_counts(sql, req.sql_probe)} if sql else {}
     for st in statements:
         line = sql.count("\n", 0, st.start)
+        parts: list[Any] = [(f"#{st.index} ", "bold"), (st.kind, "bold")]
+        touched = counts.get(st.index)
+        # A WHERE that looked bounded, but the database says it matches every row: destroys data.
+        escalated = touched is not None and touched.every_row and not st.destructive
         if st.verdict == NOT_UNDERSTOOD:
             # Only what is known: that it was not analysed, and why when that is known (a DO block).
             known = [r for r in st.reasons if r != UNPARSED_REASON]
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  NOT ANALYSED: ", "bold red"),
-                        ("; ".join([NOT_ANALYSED, *known]), "red"))
+            parts += [("  NOT ANALYSED: ", "bold red"), ("; ".join([NOT_ANALYSED, *known]), "red")]
+        elif escalated:
+            parts += [("  destroys data: ", "bold red"), (f"{touched.describe()} (every row)", "red")]
         elif st.destructive:
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  destroys data: ", "bold red"),
-                        ("; ".join(st.reasons), "red"))
+            parts += [("  destroys data: ", "bold red"), ("; ".join(st.reasons), "red")]
         elif st.reasons:
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ", ""), ("; ".join(st.reasons), "yellow"),
-                        inline=True)
-        else:
-            row = shown((f"#{st.index} ", "bold"), (st.kind, "bold"), ("  ✓", "green"))
+            parts += [("  ", ""), ("; ".join(st.reasons), "yellow")]
+        elif touched is None:
+            parts.append(("  ✓", "green"))
+        if touched is not None and not escalated:
+            parts += [("  ", ""), (touched.describe(), "cyan")]
+        row = shown(*parts, inline=True)
         headers.setdefault(line, []).append(row)
     count = _count(len(statements), "statement")
     body: Any = ExactLines(sql, numbered=True, headers=headers)

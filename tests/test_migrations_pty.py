@@ -130,3 +130,45 @@ def test_the_sql_on_screen_is_the_sql_the_database_ran(
     [row] = json.loads(listed.stdout)
     assert (row["call_id"], row["sha256"], row["statements"], row["result"]) == ("call_index", digest, 3, "applied")
     assert row["database"] == "postgres://devagent@postgres:5432/devagent (thread server)"
+
+
+ORDERS = ("CREATE TABLE orders (id integer PRIMARY KEY, status text);\n"
+          "INSERT INTO orders (id, status) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+          "WHERE i < 1240) SELECT i, 'open' FROM n;\n")
+
+
+def test_the_interactive_screen_counts_rows_and_asks_for_the_table_a_bounded_looking_delete_empties(
+        sandbox_image: str, home: Path, repo: Path, llm: Any) -> None:
+    import sqlite3
+
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": ORDERS}, "m1")]},
+        {"tool_calls": [tool_call("run_migration", {"sql": "DELETE FROM orders WHERE id > 0"}, "m2")]},
+        {"content": "emptied orders"},
+    )
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-key", "TERM": "xterm-256color"}
+    env.pop("OPENAI_BASE_URL", None)
+    child = pexpect.spawn(sys.executable, ["-m", "devagent", "task", "empty orders", "--base-url", llm.url,
+                                           "--model", "stub-model"],
+                          cwd=str(repo), env=env, encoding="utf-8", timeout=180, dimensions=(60, 200))
+    log = io.StringIO()
+    child.logfile_read = log
+    try:
+        child.expect(r"stop.*› ")
+        child.send("y")  # creating and filling a new table destroys nothing
+        child.expect(r"deletes 1,240 of 1,240 rows of orders \(every row\)")
+        child.expect(r"stop.*› ")
+        child.send("y")
+        child.expect("type .*orders.* to approve: ")
+        child.send("orders\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    screen = ANSI.sub("", log.getvalue()).replace("\r", "")
+    assert child.exitstatus == 0, screen[-3000:]
+    assert "#1 DELETE  destroys data: deletes 1,240 of 1,240 rows of orders (every row)" in screen
+    assert "no [a] always here" in screen
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", screen).group(1)
+    assert llm.tool_outputs()["m2"].startswith("applied: 1 statement(s)")
+    with sqlite3.connect(home / "threads" / thread_id / "workspace" / "devagent.db") as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0

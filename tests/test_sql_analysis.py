@@ -1,6 +1,8 @@
 import hashlib
 import sqlite3
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -366,7 +368,7 @@ WARNS = [
     ("ALTER TABLE o ADD COLUMN c int NOT NULL", "sqlite", "SQLite rejects NOT NULL column"),
     ("ALTER TABLE o ADD COLUMN created text DEFAULT CURRENT_TIMESTAMP", "sqlite", "non-constant DEFAULT"),
     ("CREATE UNIQUE INDEX CONCURRENTLY u_email ON users (email)", "postgres", "duplicate values in (email)"),
-    ("CREATE UNIQUE INDEX u_email ON users (email)", "sqlite", "duplicate values"),
+    ("CREATE UNIQUE INDEX u_email ON users (email)", "sqlite", "HAVING count(*) > 1"),
     ("CREATE INDEX idx ON users (email)", "postgres", "CREATE INDEX CONCURRENTLY"),
     ("REINDEX TABLE users", "postgres", "REINDEX … CONCURRENTLY"),
     ("ALTER TABLE events DETACH PARTITION events_2020", "postgres", "DETACH PARTITION … CONCURRENTLY"),
@@ -394,6 +396,17 @@ WARNS = [
     ("CREATE RULE quiet AS ON DELETE TO users DO INSTEAD NOTHING", "postgres", "silently discards every DELETE"),
     ("BEGIN", "sqlite", "transaction control"),
 ]
+
+
+# Each warning that names a lock or a failure also says what to do instead.
+_ADVICE = re.compile(r"[:;] (use|add|give|keep|look|CREATE UNIQUE INDEX CONCURRENTLY|pg_repack|put|check)|instead")
+
+
+@pytest.mark.parametrize("sql, dialect, warning", [w for w in WARNS if w[1] == "postgres" and (
+    "lock" in analyze_sql(w[0], "postgres").statements[0].warnings[0].lower() or "fails if" in w[2])])
+def test_every_lock_warning_names_the_lock_and_a_safer_pattern(sql, dialect, warning):
+    [first, *_] = analyze_sql(sql, dialect).statements[0].warnings
+    assert _ADVICE.search(first), first
 
 
 @pytest.mark.parametrize("sql, dialect, warning", WARNS)
@@ -700,7 +713,53 @@ def test_a_stored_generated_not_null_column_is_a_rewrite_not_a_failure():
 def test_a_select_that_calls_a_dangerous_function_is_not_harmless(sql, dialect, verdict, reason):
     stmt = only(sql, dialect)
     assert stmt.verdict == verdict and any(reason in r for r in stmt.reasons), stmt
-    assert only("SELECT myschema.schedule(1)", "postgres").verdict is None
+    # another schema's function of the same name is not that one, but it is unknown code too
+    other = only("SELECT myschema.schedule(1)", "postgres")
+    assert other.verdict == "not_understood" and "does not see" in other.reasons[1]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT archive_old_orders()",
+    "SELECT app.purge(30)",
+    'SELECT "Purge"(1)',
+    "INSERT INTO t (a) VALUES (evil())",
+    "UPDATE t SET a = lower(b) WHERE should_reset(id)",
+    "DELETE FROM t WHERE id IN (SELECT pick_victims())",
+    "SELECT * FROM generate_series(1, 3) AS g(i), cleanup(g.i)",
+    "CREATE INDEX t_norm ON t (my_normalise(a))",
+    "CREATE TABLE copy AS SELECT transform(a) FROM t",
+    "WITH x AS (SELECT 1) SELECT wipe() FROM x",
+])
+def test_a_call_of_a_function_devagent_does_not_see_is_not_understood(sql):
+    stmt = only(sql, "postgres")
+    assert stmt.verdict == "not_understood" and stmt.confirmation_words, stmt
+    assert "it may do anything" in stmt.reasons[1]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*), now(), coalesce(a, 1), greatest(a, b), pg_catalog.lower(c) FROM t",
+    "INSERT INTO t (id, a) VALUES (gen_random_uuid(), uuid_generate_v4())",
+    "SELECT * FROM generate_series(1, 3) g(i) JOIN (VALUES (1)) v(a) ON v.a = g.i",
+    "SELECT x::numeric(10, 2), CAST(y AS varchar(3)), EXTRACT(year FROM now())",
+    "CREATE TABLE t (a varchar(10) DEFAULT 'x', b numeric(10, 2), CHECK (length(a) > 0))",
+    "CREATE INDEX t_lower ON t USING gin (lower(a))",
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) SELECT max(i) FROM n",
+])
+def test_built_in_functions_and_function_like_syntax_are_not_calls_of_unknown_code(sql):
+    assert only(sql, "postgres").verdict in (None, "warns")
+
+
+def test_a_function_the_migration_creates_is_judged_by_its_body():
+    harmless = analyze_sql("CREATE FUNCTION f(i int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT i + 1; END;\n"
+                           "CREATE FUNCTION g(i int) RETURNS int LANGUAGE sql AS $$ SELECT f(i) * 2 $$;\n"
+                           "SELECT f(1), g(2)", "postgres")
+    assert [s.verdict for s in harmless.statements] == [None, None, None]
+    for body in ("LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t; END $$",
+                 "LANGUAGE sql AS $$ DELETE FROM t RETURNING 1 $$",
+                 "LANGUAGE sql BEGIN ATOMIC SELECT unknown_thing(); END"):
+        analysis = analyze_sql(f"CREATE FUNCTION h() RETURNS int {body}; SELECT h()", "postgres")
+        call = analysis.statements[1]
+        assert call.verdict == "not_understood" and "cannot vouch" in call.reasons[1], body
 
 
 # --- zero-miss under rewording -----------------------------------------------------------------

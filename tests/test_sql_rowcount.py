@@ -155,3 +155,72 @@ def test_postgres_counts_in_a_read_only_transaction_with_a_timeout(pg_server):
     with pytest.raises(TimeoutError):
         run("SELECT count(*) FROM pg_sleep(5)")
     assert run("SELECT count(*) FROM orders") == 1240
+
+
+# --- through the CLI: counted on the thread's own database, shown by pending and --no-input -------
+
+ORDERS = ("CREATE TABLE orders (id integer PRIMARY KEY, status text);\n"
+          "INSERT INTO orders (id, status) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+          "WHERE i < 1240) SELECT i, CASE WHEN i % 200 = 0 THEN 'closed' ELSE 'open' END FROM n;\n")
+
+
+def orders_left(docker_client, home, engine: str, thread_id: str) -> int:
+    from test_confirmation import query
+
+    return int(query(docker_client, home, engine, thread_id, "SELECT count(*) FROM orders")[0])
+
+
+@pytest.mark.usefixtures("sandbox_image")
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_the_screen_counts_rows_and_every_row_needs_the_typed_table_name(engine, cli, llm, home, docker_client):
+    import json
+
+    from llm_stub import tool_call
+
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": ORDERS}, "m1")]},
+        {"tool_calls": [tool_call("run_migration", {"sql": "DELETE FROM orders WHERE status = 'open'"}, "m2"),
+                        tool_call("run_migration", {"sql": "DELETE FROM orders WHERE id > 0"}, "m3"),
+                        tool_call("run_migration", {"sql": "UPDATE orders SET status = 'x' WHERE 1=1"}, "m4")]},
+        {"content": "cleaned up"},
+    )
+    first = cli("task", "clean up orders", "--base-url", llm.url, "--model", "stub", "--no-input", "--json",
+                "--database", engine)
+    assert first.returncode == 3, first.stderr
+    tid = json.loads(first.stdout)["thread"]
+    assert cli("approve", tid, "--all").returncode == 0
+
+    # --no-input text output: each statement's row count, on the screen of its call
+    paused = cli("resume", tid, "--no-input")
+    assert paused.returncode == 3, paused.stdout + paused.stderr
+    screen = " ".join(paused.stdout.replace("│", " ").split())  # the panels' lines, joined
+    assert "#1 DELETE deletes 1,234 of 1,240 rows of orders" in screen
+    assert "#1 DELETE destroys data: deletes 1,240 of 1,240 rows of orders (every row)" in screen
+    assert "updates 1,240 of 1,240 rows of orders" in screen
+    # pending (text and JSON) shows the same counts: they were recorded when the calls were proposed
+    listed = " ".join(cli("pending", tid).stdout.replace("│", " ").split())
+    assert "#1 DELETE deletes 1,234 of 1,240 rows of orders" in listed
+    assert "#1 DELETE destroys data: deletes 1,240 of 1,240 rows of orders (every row)" in listed
+    counts = {p["call_id"]: [c["text"] for c in p["row_counts"]]
+              for p in json.loads(cli("pending", tid, "--json").stdout)}
+    assert counts == {"m2": ["deletes 1,234 of 1,240 rows of orders"],
+                      "m3": ["deletes 1,240 of 1,240 rows of orders"],
+                      "m4": ["updates 1,240 of 1,240 rows of orders"]}
+    assert orders_left(docker_client, home, engine, tid) == 1240  # counting changed nothing
+
+    # --all approves the bounded DELETE only; the WHERE that matches every row, and the
+    # tautology, wait for the typed table name
+    approved = cli("approve", tid, "--all")
+    assert approved.returncode == 3, approved.stdout + approved.stderr
+    assert "approved m2" in approved.stdout
+    assert f"devagent approve {tid} m3 --confirm orders" in approved.stdout
+    assert f"devagent approve {tid} m4 --confirm orders" in approved.stdout
+    assert orders_left(docker_client, home, engine, tid) == 1240
+    assert cli("approve", tid, "m3", "--confirm", "order").returncode == 1  # a wrong word changes nothing
+    assert cli("approve", tid, "m3", "--confirm", "orders").returncode == 0
+    assert cli("approve", tid, "m4", "--confirm", "orders").returncode == 0
+    done = cli("resume", tid)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outputs = llm.tool_outputs()
+    assert all(outputs[c].startswith("applied: 1 statement(s)") for c in ("m2", "m3", "m4")), outputs
+    assert orders_left(docker_client, home, engine, tid) == 0
