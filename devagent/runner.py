@@ -355,14 +355,16 @@ class ThreadRunner:
                 turn.runtime.container.stop()
                 self.store.set_thread_state(thread_id, "paused" if self.store.run(thread_id) else "done")
 
-    def request(self, thread_id: str, call_id: str) -> ApprovalRequest:
-        """What the approval screen shows for one call of a thread."""
+    def request(self, thread_id: str, call_id: str, *, shown: bool = True) -> ApprovalRequest:
+        """What the approval screen shows for one call of a thread. `shown=False` (`approve` on
+        the command line, which shows nothing): the approval keeps binding the state of the
+        workspace that the last screen (`pending`, the paused run) showed, not the state now."""
         approval = self.store.approval(thread_id, call_id)
         if approval is None:
             from devagent.errors import ThreadNotFound
 
             raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
-        return self._request(self.store.thread(thread_id), approval)
+        return self._request(self.store.thread(thread_id), approval, record=shown)
 
     def decide(self, request: ApprovalRequest, decision: Decision, *, actor: str = "user") -> Approval | None:
         """Record a human decision on a call. Approving SQL that destroys data counts only with the
@@ -552,12 +554,12 @@ class ThreadRunner:
             self.update_thread(thread_id, last_error="")
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
-    def _request(self, thread: Thread, approval: Any) -> ApprovalRequest:
+    def _request(self, thread: Thread, approval: Any, *, record: bool = True) -> ApprovalRequest:
         from devagent.execution import changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
         report = changes_since_last_command(ws)
-        if approval.status == "pending":
+        if approval.status == "pending" and record:
             # An approval binds the state of the workspace its screen showed.
             record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
         return build_request(
@@ -580,18 +582,57 @@ class ThreadRunner:
             record_seen(self.store, thread_id, call_id, fingerprint)
 
     def _apply_rules(self, thread: Thread) -> None:
-        """Approve pending calls that an "approve always" rule of this thread covers exactly.
+        """Decide what rules decide among the pending calls, in this order: a `forbid` rule refuses
+        and a `prompt` rule keeps the call for a human (both from the rule files, so a per-thread
+        "always" answer can never override them); then an "approve always" rule of this thread
+        that covers the call exactly; then the `allow` rules.
 
         SQL that destroys data is never covered, whatever rule exists: a rule may have been made
         for the same call when its file held harmless SQL. (The migration tool checks again.)"""
+        from devagent.approvals import detect_migration_runner
+
+        if thread.id not in self._policies:
+            self._load_rules(thread.id)
+        policy = self._policies[thread.id]
         for approval in self.store.approvals(thread.id, "pending"):
+            command, verdict = self._command_verdict(thread, approval, policy)
+            if verdict is not None and verdict.decision == "forbid" and verdict.rule is not None:
+                rule = verdict.rule
+                reason = f"forbidden by rule {rule.where} ({rule.pattern_text()}): {rule.reason or 'no reason given'}"
+                self.store.decide(thread.id, approval.call_id, "rejected", actor=f"rule {rule.where}",
+                                  reason=reason, detail={"rules": [_rule_record(rule)]})
+                self.events.notice(f"refused by rule {rule.where}: {command}")
+                continue
+            held = verdict is not None and verdict.rule is not None and verdict.rule.decision == "prompt"
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
+                if held:
+                    self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} is asked every "
+                                       f"time by rule {verdict.rule.where}")  # type: ignore[union-attr]
+                    continue
                 if required_confirmation(self._request(thread, approval)):
                     self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} destroys data")
                     continue
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
                 self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
-        self._apply_command_rules(thread)
+                continue
+            if verdict is not None and verdict.decision == "allow" and detect_migration_runner(command) is None:
+                rules = verdict.allow_rules
+                where = ", ".join(r.where for r in rules)
+                self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
+                                  detail={"rules": [_rule_record(r) for r in rules]})
+                self.events.notice(f"approved by rule {where}: {command}")
+
+    def _command_verdict(self, thread: Thread, approval: Any, policy: Any) -> tuple[str, Any]:
+        """The command rules' verdict on a run_shell call (None for other tools, which command
+        rules never cover, and for calls that cannot run as shown: a human sees why)."""
+        from devagent.approvals import read_shell_call
+
+        if approval.tool != "run_shell":
+            return "", None
+        call = read_shell_call(approval.arguments, thread_limits(thread.settings).default_timeout_s)
+        if call.error:
+            return "", None
+        return call.command, policy.decide(call.command)
 
     def _record_proposed(self, turn: _Turn, item: Any) -> None:
         """Record a call that waits for approval as pending; one that cannot run at all (arguments
@@ -705,34 +746,6 @@ class ThreadRunner:
         recorded = [e for e in self.store.audit_log(thread_id) if e["event"] == "rules"]
         if files and (not recorded or recorded[-1]["detail"].get("files") != files):
             self.store.audit(thread_id, "rules", actor="devagent", detail={"files": files, "presets": policy.presets})
-
-    def _apply_command_rules(self, thread: Thread) -> None:
-        """Decide pending run_shell calls that the command rules allow or forbid. Migrations
-        (run_migration, and shell commands that run a migration tool) are never allowed by rules."""
-        from devagent.approvals import detect_migration_runner, read_shell_call
-
-        if thread.id not in self._policies:
-            self._load_rules(thread.id)
-        policy = self._policies[thread.id]
-        for approval in self.store.approvals(thread.id, "pending"):
-            if approval.tool != "run_shell":
-                continue
-            call = read_shell_call(approval.arguments, thread_limits(thread.settings).default_timeout_s)
-            if call.error:
-                continue  # it cannot run as shown: a human sees why
-            verdict = policy.decide(call.command)
-            if verdict.decision == "allow" and detect_migration_runner(call.command) is None:
-                rules = verdict.allow_rules
-                where = ", ".join(r.where for r in rules)
-                self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
-                                  detail={"rules": [_rule_record(r) for r in rules]})
-                self.events.notice(f"approved by rule {where}: {call.command}")
-            elif verdict.decision == "forbid" and verdict.rule is not None:
-                rule = verdict.rule
-                reason = f"forbidden by rule {rule.where} ({rule.pattern_text()}): {rule.reason or 'no reason given'}"
-                self.store.decide(thread.id, approval.call_id, "rejected", actor=f"rule {rule.where}",
-                                  reason=reason, detail={"rules": [_rule_record(rule)]})
-                self.events.notice(f"refused by rule {rule.where}: {call.command}")
 
     def _end_turn(self, turn: _Turn) -> None:
         self.store.clear_run(turn.thread.id)

@@ -154,6 +154,42 @@ def test_rules_written_by_the_agent_in_its_workspace_are_ignored(run, llm, repo:
     assert [p["call_id"] for p in data["pending"]] == ["s1"]
 
 
+@pytest.mark.usefixtures("sandbox_image")
+def test_prompt_and_forbid_rules_win_over_an_approve_always_answer(run, llm, repo: Path, home: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s2")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s3")]},
+        {"content": "done"},
+    )
+    paused, data = start(run, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread = data["thread"]
+    workspace = home / "threads" / thread / "workspace"
+    assert run("approve", thread, "s1", "--always").returncode == 0
+    # The team then asks for this command to be approved by a human every time.
+    rules = write(repo / ".devagent" / "policy.toml",
+                  '[[rule]]\ndecision = "prompt"\npattern = ["make", "test"]\nreason = "CI runs it"\n')
+    again = run("resume", thread, "--no-input", "--json")
+    assert again.returncode == 3, again.stderr  # s1 ran (the human approved it); s2 waits
+    assert (workspace / "out1.txt").read_text() == "tests pass\n"
+    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["s2"]
+    assert "not covered by your 'always' rule: call s2 is asked every time by rule .devagent/policy.toml:1" in again.stderr
+
+    assert run("approve", thread, "s2").returncode == 0
+    # A forbid rule refuses the next identical call, 'always' answer or not: nothing runs.
+    rules.write_text('[[rule]]\ndecision = "forbid"\npattern = ["make", "test"]\nreason = "CI runs it"\n')
+    done = run("resume", thread, "--no-input")
+    assert done.returncode == 0, done.stderr
+    assert "refused by rule .devagent/policy.toml:1: make test > out1.txt" in done.stdout + done.stderr
+    assert "forbidden by rule .devagent/policy.toml:1" in llm.tool_outputs()["s3"]
+    assert "CI runs it" in llm.tool_outputs()["s3"]
+    log = json.loads(run("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors == {"s1": "user", "s2": "user", "s3": "rule .devagent/policy.toml:1"}
+    assert len([e for e in log if e["event"] == "executed"]) == 2
+
+
 def test_a_rules_file_with_a_failing_example_stops_task_before_anything_starts(run, llm, repo: Path) -> None:
     write(repo / ".devagent" / "policy.toml",
           '[[rule]]\ndecision = "allow"\npattern = ["make", "test"]\nexamples = ["make check"]\n')
