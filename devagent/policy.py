@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from devagent.errors import DevagentError
+from devagent.policy_guards import guard
 
 DECISIONS = ("allow", "prompt", "forbid")
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -53,6 +54,7 @@ WRAPPERS = frozenset({
     "sudo", "doas", "su", "env", "xargs", "nohup", "timeout", "command", "builtin", "exec", "eval",
     "source", ".", "nice", "ionice", "stdbuf", "time", "watch", "flock", "setsid", "chroot", "strace",
     "ltrace", "parallel", "coproc", "unbuffer", "script", "taskset", "chrt", "runuser", "setpriv",
+    "busybox", "toybox",  # `busybox rm x` runs rm
 })
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox"})
 EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})  # find runs what follows them
@@ -845,12 +847,24 @@ def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
         return CommandCheck(command, None)
     for rule in allow:
         if rule.matches(command.tokens):
+            danger = _guarded(command.tokens)
+            if danger:
+                return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
             return CommandCheck(command, rule)
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
             excluded.append(f"{rule.where} does not cover {', '.join(rule.except_args)}")
     return CommandCheck(command, None, tuple(excluded))
+
+
+def _guarded(tokens: tuple[str, ...]) -> str | None:
+    """A built-in guard's reason against this command, or one it wraps (`timeout 5 sed …`)."""
+    for start in _starts(tokens)[0]:
+        why = guard(tokens[start:])
+        if why:
+            return why
+    return None
 
 
 # ---------------------------------------------------------------------------- files
