@@ -54,8 +54,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def start(run, llm, task: str = "run the tests"):
-    result = run("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+def start(run, llm, task: str = "run the tests", *extra: str):
+    result = run("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *extra)
     return result, (json.loads(result.stdout) if result.stdout.strip() else None)
 
 
@@ -188,6 +188,39 @@ def test_prompt_and_forbid_rules_win_over_an_approve_always_answer(run, llm, rep
     actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
     assert actors == {"s1": "user", "s2": "user", "s3": "rule .devagent/policy.toml:1"}
     assert len([e for e in log if e["event"] == "executed"]) == 2
+
+
+@pytest.mark.usefixtures("sandbox_image")
+def test_command_rules_never_cover_a_migration(run, llm, repo: Path) -> None:
+    # Rules as wide as a user could write them for databases and migration tools.
+    write(repo / ".devagent" / "policy.toml", "".join(
+        f'[[rule]]\ndecision = "allow"\npattern = ["{word}"]\n\n'
+        for word in ("run_migration", "alembic", "sqlite3", "psql", "echo")))
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": "CREATE TABLE users (id integer, note text);"}, "m1"),
+                        tool_call("run_shell", {"command": "alembic upgrade head"}, "s1"),
+                        tool_call("run_shell", {"command": "echo ok"}, "s2")]},
+        {"tool_calls": [tool_call("run_migration", {"sql": "ALTER TABLE users DROP COLUMN note;"}, "m2")]},
+        {"content": "done"},
+    )
+    paused, data = start(run, llm, "migrate", "--database", "sqlite")
+    assert paused.returncode == 3, paused.stderr
+    thread = data["thread"]
+    # The migration and the migration tool wait for a human; the plain echo was allowed.
+    assert sorted(p["call_id"] for p in data["pending"]) == ["m1", "s1"]
+    assert "approved by rule .devagent/policy.toml:17: echo ok" in paused.stderr
+    assert run("approve", thread, "m1").returncode == 0
+    assert run("reject", thread, "s1", "--reason", "not now").returncode == 0
+    again = run("resume", thread, "--no-input", "--json")
+    assert again.returncode == 3, again.stderr
+    [pending] = json.loads(again.stdout)["pending"]
+    assert pending["call_id"] == "m2"
+    # Destructive SQL keeps its typed confirmation: --all leaves it pending, exit 3.
+    approved = run("approve", thread, "--all")
+    assert approved.returncode == 3 and "--confirm users.note" in approved.stdout, approved.stdout
+    log = json.loads(run("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors == {"m1": "user", "s1": "user", "s2": "rule .devagent/policy.toml:17"}
 
 
 def test_a_rules_file_with_a_failing_example_stops_task_before_anything_starts(run, llm, repo: Path) -> None:
