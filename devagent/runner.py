@@ -65,6 +65,9 @@ class Decision:
     # Approving such SQL without exactly these names records nothing.
     confirmed: tuple[str, ...] = ()
     stop: bool = False  # reject, and end the turn once the calls already approved have run
+    # `a` on a command: save the rules the screen offered (request.rule_offer) for "thread",
+    # "project" (.devagent/policy.toml in the user's checkout) or "user" (~/.config/devagent).
+    rule_scope: str | None = None
 
 
 STOPPED_BY_USER = "(stopped by the user)"  # the final output of a turn the user stopped
@@ -381,8 +384,33 @@ class ThreadRunner:
         confirmed = tuple(dict.fromkeys(decision.confirmed)) if required else ()
         if confirmed and decision.always:
             self.events.notice("approved this once: SQL that destroys data is never remembered as 'always'")
+        detail = None
+        if decision.rule_scope and request.rule_offer and not required and request.tool == "run_shell":
+            detail = self._save_offered_rules(request, decision.rule_scope)
         return self.store.decide(request.thread_id, request.call_id, "approved", actor=actor,
-                                 always=decision.always, confirmed=confirmed)
+                                 always=decision.always, confirmed=confirmed, detail=detail)
+
+    def _save_offered_rules(self, request: ApprovalRequest, scope: str) -> dict[str, Any] | None:
+        """Write the rules the screen offered to the chosen file; they decide the thread's next
+        calls at once (the rules are read again). A file that cannot take them approves once."""
+        from devagent.policy import PolicyError, save_rule
+
+        thread = self.store.thread(request.thread_id)
+        saved = []
+        try:
+            for rule in request.rule_offer:
+                path = save_rule(scope, rule, repo=Path(thread.repo), thread_file=self._thread_rules(thread.id))
+                saved.append({"scope": scope, "file": str(path), "rule": rule.describe()})
+        except PolicyError as exc:
+            self.events.notice(f"approved once; the rule was not saved: {exc}")
+        self._policies.pop(thread.id, None)
+        for record in saved:
+            self.events.notice(f"saved rule: {record['rule']} ({record['file']})")
+        return {"rules_saved": saved} if saved else None
+
+    def _thread_rules(self, thread_id: str) -> Path:
+        """The thread's own rule file: beside its workspace, out of the sandbox's reach."""
+        return self.workspace(thread_id).root / "policy.toml"
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         thread = self.store.thread(thread_id)
@@ -562,7 +590,7 @@ class ThreadRunner:
         if approval.status == "pending" and record:
             # An approval binds the state of the workspace its screen showed.
             record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
-        return build_request(
+        request = build_request(
             approval, network=bool(thread.settings.get("network")),
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
             changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
@@ -572,6 +600,23 @@ class ThreadRunner:
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
+        if request.tool == "run_shell" and request.command is not None and not request.error:
+            request.rule_offer, request.rule_note = self._offer(thread, request)
+        return request
+
+    def _offer(self, thread: Thread, request: ApprovalRequest) -> tuple[list[Any], str | None]:
+        """The rules `a` offers for a command (none for a migration tool: rules never approve one)."""
+        from devagent.policy import PolicyError, offer_rules
+
+        if request.migration_runner is not None:
+            return [], "a migration tool is never approved by a rule"
+        try:
+            if thread.id not in self._policies:
+                self._load_rules(thread.id)
+            policy = self._policies.get(thread.id)
+        except PolicyError:
+            policy = None
+        return offer_rules(request.command or "", policy)
 
     def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
         """The state of the workspace when calls are proposed: what a rule's approval binds."""
@@ -620,7 +665,10 @@ class ThreadRunner:
                 where = ", ".join(r.where for r in rules)
                 self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
                                   detail={"rules": [_rule_record(r) for r in rules]})
-                self.events.notice(f"approved by rule {where}: {command}")
+                if all(r.scope == "thread" for r in rules):  # what `a` saved for this thread
+                    self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
+                else:
+                    self.events.notice(f"approved by rule {where}: {command}")
 
     def _command_verdict(self, thread: Thread, approval: Any, policy: Any) -> tuple[str, Any]:
         """The command rules' verdict on a run_shell call (None for other tools, which command
@@ -740,7 +788,7 @@ class ThreadRunner:
         """Read the rule files once per turn, from the user's checkout (never the thread's workspace),
         and record which files (path + sha256) the turn runs under when that changed."""
         thread = self.store.thread(thread_id)
-        policy = load_policy(Path(thread.repo))
+        policy = load_policy(Path(thread.repo), thread_file=self._thread_rules(thread_id))
         self._policies[thread_id] = policy
         files = [f.to_json() for f in policy.files]
         recorded = [e for e in self.store.audit_log(thread_id) if e["event"] == "rules"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -289,3 +290,58 @@ def test_rules_commands_import_neither_the_agent_sdk_nor_openai_nor_docker(repo:
         assert result.returncode == 0, result.stderr
         imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
         assert not imported & {"agents", "openai", "docker", "git"}, imported & {"agents", "openai", "docker", "git"}
+
+
+@pytest.mark.usefixtures("sandbox_image")
+def test_a_on_the_screen_offers_the_rule_that_covers_the_command_and_saves_it_where_asked(
+        llm, repo: Path, home: Path, xdg: Path, cli) -> None:
+    from terminal_helpers import LEGEND, Terminal
+
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test -s"}, "s2")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "cat README.md"}, "s3")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "cat Makefile"}, "s4")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "ls | sh"}, "s5")]},
+        {"content": "all done"},
+    )
+    term = Terminal(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub",
+                    env={"XDG_CONFIG_HOME": str(xdg)})
+    try:
+        term.expect(LEGEND)
+        term.send("a")
+        term.expect(r"back(?:\x1b\[[0-9;]*m)* › ")
+        assert "always: allow `make test …`" in term.text()
+        assert "save it for this thread, this project (.devagent/policy.toml) or me (" in term.text().replace("\n", " ")
+        assert re.search(r"t\]? this thread .*p\]? this project .*u\]? me .*b\]? back", term.lines()[-1])
+        term.send("p")
+        # The next `make test …` is approved by the saved project rule, with no screen.
+        term.expect("approved by rule .devagent/policy.toml:3: make test -s")
+        term.expect(LEGEND)
+        term.send("a")
+        term.expect(r"back(?:\x1b\[[0-9;]*m)* › ")
+        assert "always: allow `cat …`" in term.text()
+        term.send("u")
+        # A pipe into a shell: no rule is offered, and the screen says why; `a` is no key here.
+        term.expect(LEGEND)
+        assert "no [a] always here: no rule is offered for `sh`: sh runs whatever it is given" in term.text()
+        assert "[a]" not in term.lines()[-1]
+        term.send("n")
+        term.expect("reason")
+        term.send("no\r")
+        term.expect("all done")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    project = (repo / ".devagent" / "policy.toml").read_text()
+    assert 'pattern = ["make", "test"]' in project and 'examples = ["make test"]' in project
+    user = (xdg / "devagent" / "policy.toml").read_text()
+    assert 'pattern = ["cat"]' in user and 'examples = ["cat README.md"]' in user
+    thread = [p.name for p in (home / "threads").iterdir()][0]
+    log = json.loads(cli("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors["s1"] == "user" and actors["s2"] == "rule .devagent/policy.toml:3"
+    assert actors["s4"] == f"rule {xdg}/devagent/policy.toml:3" and actors["s5"] == "user"
+    [s1] = [e for e in log if e["event"] == "approved" and e["call_id"] == "s1"]
+    assert s1["detail"]["rules_saved"][0]["scope"] == "project"
+    assert [e["call_id"] for e in log if e["event"] == "executed"] == ["s1", "s2", "s3", "s4"]
