@@ -56,6 +56,10 @@ class ApprovalRequest:
     sql_probe: dict[str, Any] | None = None
     batch_index: int = 1  # "1 of 3" when the model proposed several calls at once
     batch_size: int = 1
+    # What `a` offers for a run_shell command: the rules that would cover it (policy.ProposedRule),
+    # or, when none is offered, why (shown on the screen).
+    rule_offer: list[Any] = field(default_factory=list)
+    rule_note: str | None = None
 
     @property
     def notices(self) -> list[str]:

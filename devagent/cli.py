@@ -382,7 +382,7 @@ def approve(
         raise DevagentError("name the calls to approve, or pass --all" if pending_ids else f"thread {thread_id} has no pending approvals")
     if typed and (all_ or len(targets) != 1):
         raise UsageError("--confirm names what one call destroys: give exactly one CALL_ID (not --all)")
-    requests = [runner.request(thread_id, call_id) for call_id in targets]
+    requests = [runner.request(thread_id, call_id, shown=False) for call_id in targets]
     if typed:
         _check_confirmation(requests[0], typed)
     unconfirmed = []

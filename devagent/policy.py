@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from devagent.errors import DevagentError
+from devagent.policy_guards import guard
 
 DECISIONS = ("allow", "prompt", "forbid")
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -53,6 +54,7 @@ WRAPPERS = frozenset({
     "sudo", "doas", "su", "env", "xargs", "nohup", "timeout", "command", "builtin", "exec", "eval",
     "source", ".", "nice", "ionice", "stdbuf", "time", "watch", "flock", "setsid", "chroot", "strace",
     "ltrace", "parallel", "coproc", "unbuffer", "script", "taskset", "chrt", "runuser", "setpriv",
+    "busybox", "toybox",  # `busybox rm x` runs rm
 })
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox"})
 EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})  # find runs what follows them
@@ -66,6 +68,11 @@ NO_PREFIX = WRAPPERS | SHELLS | frozenset({
     "python", "python3", "python2", "node", "nodejs", "deno", "bun", "perl", "ruby", "php", "lua",
     "awk", "gawk", "mawk", "nawk", "sed", "find", "git", "ssh", "docker", "kubectl", "psql", "sqlite3",
     "mysql", "npx", "curl", "wget", "rm", "dd", "tee", "cp", "mv", "chmod", "chown", "ln",
+})
+# Commands that run what they read (stdin, a script file): the screen never offers a rule for them.
+_RUNS_ITS_INPUT = SHELLS | WRAPPERS | frozenset({
+    "python", "python3", "python2", "node", "nodejs", "deno", "bun", "perl", "ruby", "php", "lua", "tclsh",
+    "awk", "gawk", "mawk", "nawk", "sed", "psql", "sqlite3", "mysql", "ssh", "docker", "kubectl",
 })
 # Tools whose first word is a subcommand: a proposed rule keeps it (`npm test` → `npm test …`).
 _COMMAND_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -845,12 +852,24 @@ def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
         return CommandCheck(command, None)
     for rule in allow:
         if rule.matches(command.tokens):
+            danger = _guarded(command.tokens)
+            if danger:
+                return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
             return CommandCheck(command, rule)
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
             excluded.append(f"{rule.where} does not cover {', '.join(rule.except_args)}")
     return CommandCheck(command, None, tuple(excluded))
+
+
+def _guarded(tokens: tuple[str, ...]) -> str | None:
+    """A built-in guard's reason against this command, or one it wraps (`timeout 5 sed …`)."""
+    for start in _starts(tokens)[0]:
+        why = guard(tokens[start:])
+        if why:
+            return why
+    return None
 
 
 # ---------------------------------------------------------------------------- files
@@ -889,6 +908,8 @@ def _display(path: Path, scope: str) -> str:
         return str(PROJECT_FILE)
     if scope == "preset":
         return f"preset:{path.stem}"
+    if scope == "thread":
+        return "this thread's rules"
     home = str(Path.home())
     text = str(path)
     return "~" + text[len(home):] if home != "/" and text.startswith(home + os.sep) else text
@@ -1029,13 +1050,16 @@ def read_preset(name: str) -> tuple[list[Rule], RuleFile]:
     return cached
 
 
-def load_policy(repo: Path | None, *, user_file: Path | None = None) -> Policy:
+def load_policy(repo: Path | None, *, user_file: Path | None = None, thread_file: Path | None = None) -> Policy:
     """The user's rules, then the project's (`.devagent/policy.toml` in the user's checkout `repo`,
-    never a thread's workspace), with the presets they name. Missing files are no rules."""
+    never a thread's workspace), then the thread's own (saved from its approval screen, kept
+    beside, not inside, its workspace), with the presets they name. Missing files are no rules."""
     policy = Policy()
     sources = [(user_file or user_policy_path(), "user")]
     if repo is not None:
         sources.append((project_policy_path(repo), "project"))
+    if thread_file is not None:
+        sources.append((thread_file, "thread"))
     for path, scope in sources:
         if not path.is_file():
             if path.exists() or path.is_symlink():
@@ -1122,7 +1146,47 @@ def propose_rule(command: str) -> ProposedRule | None:
     return proposed
 
 
-def rule_file_path(scope: str, repo: Path | None = None) -> Path:
+def offer_rules(command: str, policy: Policy | None = None) -> tuple[list[ProposedRule], str | None]:
+    """What `a` on the approval screen offers for this command: one rule per distinct simple
+    command (each the longest safe prefix, or the exact argv), all of which together allow the
+    whole command; or no rule and why (shown on the screen). `policy`: the rules in force, so a
+    command that a prompt or forbid rule holds is not offered an allow rule that cannot win."""
+    if policy is not None:
+        held = policy.decide(command).rule
+        if held is not None and held.decision in ("prompt", "forbid"):
+            return [], f"rule {held.where} ({held.pattern_text()}) asks for this command every time"
+    script = analyze(command)
+    if script.problems:
+        return [], "no rule can cover it: it contains " + "; ".join(script.problems[:3])
+    if not script.commands or any(c.tokens is None for c in script.commands):
+        return [], "no rule can cover it"
+    for simple in script.commands:
+        danger = _guarded(simple.tokens)  # type: ignore[arg-type]
+        if danger:
+            return [], f"no rule can cover `{simple.text}`: it uses {danger}"
+    patterns: list[tuple[tuple[str, ...], bool]] = []
+    for simple in script.commands:
+        tokens: tuple[str, ...] = simple.tokens  # type: ignore[assignment]
+        head = _basename(tokens[0])
+        inline_code = len(tokens) >= 3 and tokens[1] in ("-c", "-e")
+        if head in _RUNS_ITS_INPUT and not inline_code:
+            # An exact `sh` (or `python3 x.py`) rule would run whatever is piped or written to it.
+            return [], f"no rule is offered for `{simple.text}`: {head} runs whatever it is given"
+        proposal = _proposal_for(tokens)
+        if proposal not in patterns:
+            patterns.append(proposal)
+    single = len(script.commands) == 1 and "\n" not in command and len(command) <= 200
+    offered = [ProposedRule("allow", pattern, exact=exact, example=command if single else None)
+               for pattern, exact in patterns]
+    rules = [Rule("allow", tuple((t,) for t in r.pattern), exact=r.exact) for r in offered]
+    if Policy(rules).decide(command).decision != "allow":
+        return [], "no rule can cover it safely"
+    return offered, None
+
+
+def rule_file_path(scope: str, repo: Path | None = None, thread_file: Path | None = None) -> Path:
+    if scope == "thread" and thread_file is not None:
+        return thread_file
     if scope == "user":
         return user_policy_path()
     if scope == "project":
@@ -1145,9 +1209,9 @@ def _write_checked(path: Path, text: str, scope: str) -> None:
             tmp.unlink()
 
 
-def save_rule(scope: str, rule: ProposedRule, repo: Path | None = None) -> Path:
-    """Append `rule` to the user's or the project's rule file; returns the file written."""
-    path = rule_file_path(scope, repo)
+def save_rule(scope: str, rule: ProposedRule, repo: Path | None = None, thread_file: Path | None = None) -> Path:
+    """Append `rule` to the user's, the project's or a thread's rule file; returns the file written."""
+    path = rule_file_path(scope, repo, thread_file)
     old = path.read_text(encoding="utf-8") if path.exists() else (
         "# devagent command rules: allow / prompt / forbid (see `devagent rules`)\n")
     text = old + ("" if old.endswith("\n") or not old else "\n") + "\n" + rule.to_toml()
@@ -1193,6 +1257,6 @@ def remove_rule(rule: Rule) -> Path:
 
 __all__ = [
     "Policy", "Rule", "RuleFile", "Verdict", "Finding", "CommandCheck", "ProposedRule", "PolicyError",
-    "analyze", "load_policy", "propose_rule", "save_rule", "remove_rule", "rule_from_command",
+    "analyze", "load_policy", "propose_rule", "offer_rules", "save_rule", "remove_rule", "rule_from_command",
     "user_policy_path", "project_policy_path", "find_project_root", "available_presets",
 ]

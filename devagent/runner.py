@@ -72,6 +72,9 @@ class Decision:
     # Approving such SQL without exactly these names records nothing.
     confirmed: tuple[str, ...] = ()
     stop: bool = False  # reject, and end the turn once the calls already approved have run
+    # `a` on a command: save the rules the screen offered (request.rule_offer) for "thread",
+    # "project" (.devagent/policy.toml in the user's checkout) or "user" (~/.config/devagent).
+    rule_scope: str | None = None
 
 
 STOPPED_BY_USER = "(stopped by the user)"  # the final output of a turn the user stopped
@@ -378,14 +381,16 @@ class ThreadRunner:
                 turn.runtime.container.stop()
                 self.store.set_thread_state(thread_id, "paused" if self.store.run(thread_id) else "done")
 
-    def request(self, thread_id: str, call_id: str) -> ApprovalRequest:
-        """What the approval screen shows for one call of a thread."""
+    def request(self, thread_id: str, call_id: str, *, shown: bool = True) -> ApprovalRequest:
+        """What the approval screen shows for one call of a thread. `shown=False` (`approve` on
+        the command line, which shows nothing): the approval keeps binding the state of the
+        workspace that the last screen (`pending`, the paused run) showed, not the state now."""
         approval = self.store.approval(thread_id, call_id)
         if approval is None:
             from devagent.errors import ThreadNotFound
 
             raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
-        return self._request(self.store.thread(thread_id), approval)
+        return self._request(self.store.thread(thread_id), approval, record=shown)
 
     def decide(self, request: ApprovalRequest, decision: Decision, *, actor: str = "user") -> Approval | None:
         """Record a human decision on a call. Approving SQL that destroys data counts only with the
@@ -402,8 +407,33 @@ class ThreadRunner:
         confirmed = tuple(dict.fromkeys(decision.confirmed)) if required else ()
         if confirmed and decision.always:
             self.events.notice("approved this once: SQL that destroys data is never remembered as 'always'")
+        detail = None
+        if decision.rule_scope and request.rule_offer and not required and request.tool == "run_shell":
+            detail = self._save_offered_rules(request, decision.rule_scope)
         return self.store.decide(request.thread_id, request.call_id, "approved", actor=actor,
-                                 always=decision.always, confirmed=confirmed)
+                                 always=decision.always, confirmed=confirmed, detail=detail)
+
+    def _save_offered_rules(self, request: ApprovalRequest, scope: str) -> dict[str, Any] | None:
+        """Write the rules the screen offered to the chosen file; they decide the thread's next
+        calls at once (the rules are read again). A file that cannot take them approves once."""
+        from devagent.policy import PolicyError, save_rule
+
+        thread = self.store.thread(request.thread_id)
+        saved = []
+        try:
+            for rule in request.rule_offer:
+                path = save_rule(scope, rule, repo=Path(thread.repo), thread_file=self._thread_rules(thread.id))
+                saved.append({"scope": scope, "file": str(path), "rule": rule.describe()})
+        except PolicyError as exc:
+            self.events.notice(f"approved once; the rule was not saved: {exc}")
+        self._policies.pop(thread.id, None)
+        for record in saved:
+            self.events.notice(f"saved rule: {record['rule']} ({record['file']})")
+        return {"rules_saved": saved} if saved else None
+
+    def _thread_rules(self, thread_id: str) -> Path:
+        """The thread's own rule file: beside its workspace, out of the sandbox's reach."""
+        return self.workspace(thread_id).root / "policy.toml"
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         thread = self.store.thread(thread_id)
@@ -599,17 +629,18 @@ class ThreadRunner:
             self.update_thread(thread_id, last_error="")
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
-    def _request(self, thread: Thread, approval: Any, *, screen: bool = True) -> ApprovalRequest:
+    def _request(self, thread: Thread, approval: Any, *, screen: bool = True, record: bool = True) -> ApprovalRequest:
         """`screen=False`: only what the call is (its command or SQL, and whether it can run), not
-        what changed in the workspace: cheaper, and records nothing."""
+        what changed in the workspace: cheaper, and records nothing. `record=False`: shows the
+        changes but keeps the approval bound to the state an earlier screen showed."""
         from devagent.execution import ChangeReport, changes_since_last_command, record_seen, workspace_notice
 
         ws = self.workspace(thread.id)
         report = changes_since_last_command(ws) if screen else ChangeReport([], "", None)
-        if screen and approval.status == "pending":
+        if screen and record and approval.status == "pending":
             # An approval binds the state of the workspace its screen showed.
             record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
-        return build_request(
+        request = build_request(
             approval, network=bool(thread.settings.get("network")),
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
             changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
@@ -622,6 +653,23 @@ class ThreadRunner:
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
             sql_probe=proposed_probe(self.store, thread.id, approval.call_id),
         )
+        if request.tool == "run_shell" and request.command is not None and not request.error:
+            request.rule_offer, request.rule_note = self._offer(thread, request)
+        return request
+
+    def _offer(self, thread: Thread, request: ApprovalRequest) -> tuple[list[Any], str | None]:
+        """The rules `a` offers for a command (none for a migration tool: rules never approve one)."""
+        from devagent.policy import PolicyError, offer_rules
+
+        if request.migration_runner is not None:
+            return [], "a migration tool is never approved by a rule"
+        try:
+            if thread.id not in self._policies:
+                self._load_rules(thread.id)
+            policy = self._policies.get(thread.id)
+        except PolicyError:
+            policy = None
+        return offer_rules(request.command or "", policy)
 
     def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
         """The state of the workspace when calls are proposed: what a rule's approval binds."""
@@ -632,18 +680,60 @@ class ThreadRunner:
             record_seen(self.store, thread_id, call_id, fingerprint)
 
     def _apply_rules(self, thread: Thread) -> None:
-        """Approve pending calls that an "approve always" rule of this thread covers exactly.
+        """Decide what rules decide among the pending calls, in this order: a `forbid` rule refuses
+        and a `prompt` rule keeps the call for a human (both from the rule files, so a per-thread
+        "always" answer can never override them); then an "approve always" rule of this thread
+        that covers the call exactly; then the `allow` rules.
 
         SQL that destroys data is never covered, whatever rule exists: a rule may have been made
         for the same call when its file held harmless SQL. (The migration tool checks again.)"""
+        from devagent.approvals import detect_migration_runner
+
+        if thread.id not in self._policies:
+            self._load_rules(thread.id)
+        policy = self._policies[thread.id]
         for approval in self.store.approvals(thread.id, "pending"):
+            command, verdict = self._command_verdict(thread, approval, policy)
+            if verdict is not None and verdict.decision == "forbid" and verdict.rule is not None:
+                rule = verdict.rule
+                reason = f"forbidden by rule {rule.where} ({rule.pattern_text()}): {rule.reason or 'no reason given'}"
+                self.store.decide(thread.id, approval.call_id, "rejected", actor=f"rule {rule.where}",
+                                  reason=reason, detail={"rules": [_rule_record(rule)]})
+                self.events.notice(f"refused by rule {rule.where}: {command}")
+                continue
+            held = verdict is not None and verdict.rule is not None and verdict.rule.decision == "prompt"
             if self.store.has_rule(thread.id, approval.tool, approval.arguments):
+                if held:
+                    self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} is asked every "
+                                       f"time by rule {verdict.rule.where}")  # type: ignore[union-attr]
+                    continue
                 if required_confirmation(self._request(thread, approval, screen=False)):
                     self.events.notice(f"not covered by your 'always' rule: call {approval.call_id} destroys data")
                     continue
                 self.store.decide(thread.id, approval.call_id, "approved", actor="rule (approve always)")
                 self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
-        self._apply_command_rules(thread)
+                continue
+            if verdict is not None and verdict.decision == "allow" and detect_migration_runner(command) is None:
+                rules = verdict.allow_rules
+                where = ", ".join(r.where for r in rules)
+                self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
+                                  detail={"rules": [_rule_record(r) for r in rules]})
+                if all(r.scope == "thread" for r in rules):  # what `a` saved for this thread
+                    self.events.approved_by_rule(approval.call_id, approval.tool, approval.arguments)
+                else:
+                    self.events.notice(f"approved by rule {where}: {command}")
+
+    def _command_verdict(self, thread: Thread, approval: Any, policy: Any) -> tuple[str, Any]:
+        """The command rules' verdict on a run_shell call (None for other tools, which command
+        rules never cover, and for calls that cannot run as shown: a human sees why)."""
+        from devagent.approvals import read_shell_call
+
+        if approval.tool != "run_shell":
+            return "", None
+        call = read_shell_call(approval.arguments, thread_limits(thread.settings).default_timeout_s)
+        if call.error:
+            return "", None
+        return call.command, policy.decide(call.command)
 
     def _record_proposed(self, turn: _Turn, item: Any) -> None:
         """Record a call that waits for approval as pending; one that cannot run at all (arguments
@@ -777,40 +867,12 @@ class ThreadRunner:
         """Read the rule files once per turn, from the user's checkout (never the thread's workspace),
         and record which files (path + sha256) the turn runs under when that changed."""
         thread = self.store.thread(thread_id)
-        policy = load_policy(Path(thread.repo))
+        policy = load_policy(Path(thread.repo), thread_file=self._thread_rules(thread_id))
         self._policies[thread_id] = policy
         files = [f.to_json() for f in policy.files]
         recorded = self.store.last_event(thread_id, "rules")
         if files and (recorded is None or recorded["detail"].get("files") != files):
             self.store.audit(thread_id, "rules", actor="devagent", detail={"files": files, "presets": policy.presets})
-
-    def _apply_command_rules(self, thread: Thread) -> None:
-        """Decide pending run_shell calls that the command rules allow or forbid. Migrations
-        (run_migration, and shell commands that run a migration tool) are never allowed by rules."""
-        from devagent.approvals import detect_migration_runner, read_shell_call
-
-        if thread.id not in self._policies:
-            self._load_rules(thread.id)
-        policy = self._policies[thread.id]
-        for approval in self.store.approvals(thread.id, "pending"):
-            if approval.tool != "run_shell":
-                continue
-            call = read_shell_call(approval.arguments, thread_limits(thread.settings).default_timeout_s)
-            if call.error:
-                continue  # it cannot run as shown: a human sees why
-            verdict = policy.decide(call.command)
-            if verdict.decision == "allow" and detect_migration_runner(call.command) is None:
-                rules = verdict.allow_rules
-                where = ", ".join(r.where for r in rules)
-                self.store.decide(thread.id, approval.call_id, "approved", actor=f"rule {where}",
-                                  detail={"rules": [_rule_record(r) for r in rules]})
-                self.events.notice(f"approved by rule {where}: {call.command}")
-            elif verdict.decision == "forbid" and verdict.rule is not None:
-                rule = verdict.rule
-                reason = f"forbidden by rule {rule.where} ({rule.pattern_text()}): {rule.reason or 'no reason given'}"
-                self.store.decide(thread.id, approval.call_id, "rejected", actor=f"rule {rule.where}",
-                                  reason=reason, detail={"rules": [_rule_record(rule)]})
-                self.events.notice(f"refused by rule {rule.where}: {call.command}")
 
     def _end_turn(self, turn: _Turn) -> None:
         self.store.clear_run(turn.thread.id)

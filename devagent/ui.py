@@ -450,11 +450,14 @@ class TerminalApprover:
             return Decision(False, reason)
         words = confirmation_words(req)
         keys = [("y", "approve"), ("n", "reject")]
-        if not words:
-            keys.append(("a", "always"))
-        else:
+        if words:
             self.screen.print(shown("no [a] always here: SQL that destroys data needs its name typed every time",
                                     style="dim"))
+        elif req.tool == "run_shell" and not req.rule_offer:
+            self.screen.print(shown(f"no [a] always here: {req.rule_note or 'no rule can cover this command'}",
+                                    style="dim"))
+        else:
+            keys.append(("a", "always"))
         keys += [("d", "diff"), ("m", "more"), ("s", "stop")]
         preview = req.migration_runner.preview_command if req.migration_runner else None
         if preview:
@@ -470,6 +473,10 @@ class TerminalApprover:
             elif key == "n":
                 reason = self.screen.ask(shown("reason (sent to the model): ")).strip()
                 return Decision(False, reason or "rejected by the user")
+            elif key == "a" and req.rule_offer:
+                scope = self._rule_scope(req)
+                if scope is not None:
+                    return Decision(True, rule_scope=scope)
             elif key == "a":
                 return Decision(True, always=True)
             elif key == "d":
@@ -483,6 +490,18 @@ class TerminalApprover:
             elif key == "p" and preview:
                 return Decision(False, f"The user wants to see the SQL first. Run exactly this preview "
                                        f"command (it will be approved separately): {preview}")
+
+    def _rule_scope(self, req: ApprovalRequest) -> str | None:
+        """Where to save the rules `a` offers: this thread, this project, or me; b goes back."""
+        from devagent.policy import PROJECT_FILE, _display, user_policy_path
+
+        rules = " and ".join(rule.describe() for rule in req.rule_offer)
+        self.screen.print(shown("always: ", (rules, "bold"), inline=True))
+        self.screen.print(shown(f"save it for this thread, this project ({PROJECT_FILE}) "
+                                f"or me ({_display(user_policy_path(), 'user')})", style="dim"))
+        keys = [("t", "this thread"), ("p", "this project"), ("u", "me"), ("b", "back")]
+        key = self.screen.key(legend(keys, self.screen.width), "tpub")
+        return {"t": "thread", "p": "project", "u": "user"}.get(key)
 
     def _confirm(self, word: str, number: int = 1, count: int = 1, unanalysed: bool = False) -> bool:
         """One typed name; a typo asks again (3 tries), then back to the keys, nothing decided."""

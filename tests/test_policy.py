@@ -85,6 +85,15 @@ BYPASS_CORPUS = [
     ("sed -i 's/x/y/e' f", "sed -i with the e flag"),
     ("sed -n -i 's/x/y/e' f | cat > /dev/null; sed -i x f", "sed -i hidden behind an allowed sed -n"),
     ("awk 'BEGIN{system(\"rm -rf /\")}'", "awk system()"),
+    ("awk -F: 'BEGIN{system(\"rm -rf /\")}'", "awk system() behind an allowed awk -F"),
+    ("awk -F, '{print | \"sh\"}' f", "awk pipe to a shell behind an allowed awk -F"),
+    ("sed -n 's/x/y/e' f", "sed s///e behind an allowed sed -n"),
+    ("sed -n '1e id' f", "sed e command behind an allowed sed -n"),
+    ("sed -n 'w out.txt' f", "sed w command (writes a file)"),
+    ("sed -n 's/x/y/w out.txt' f", "sed s///w flag (writes a file)"),
+    ("busybox rm -rf /", "busybox applet"),
+    ("git lg", "git alias"),
+    ("tar --to-command=sh -xf a.tar", "tar --to-command"),
     ("ls | xargs rm", "xargs"),
     ("env rm -rf /", "env wrapper"),
     ("command rm -rf /", "command wrapper"),
@@ -154,6 +163,88 @@ BYPASS_CORPUS = [
 ]
 
 
+# Broad rules a user may well write ("allow sed", "allow git", ...): the built-in guards still keep
+# every way those tools run code or write files behind the approval screen.
+BROAD = Policy([rule("allow", word) for word in ("sed", "awk", "find", "rg", "tar", "git", "timeout", "busybox")])
+BROAD_PLAIN = ["sed -n p f", "sed 's/a/b/g;s/c/d/2' f", "sed -n '/foo/,/bar/p' f", "sed -E 's|x|y|g' f",
+               "sed -i 's/old/new/' f", "awk '{print $1}' f", "awk -F: '{n += $2} END {print n}' f",
+               "find . -name '*.py'", "rg -n TODO src", "tar -czf out.tgz src", "tar xf a.tar",
+               "git log --oneline", "git status", "git diff HEAD~1", "git --no-pager log", "git config --get user.name",
+               "timeout 5 sed -n p f", "busybox ls"]
+GUARD_CORPUS = [
+    ("sed 's/x/y/e' f", "sed s///e runs the pattern space as a command"),
+    ("sed -n 's/x/y/pe' f", "sed s///e among other flags"),
+    ("sed '1e id' f", "sed e command"),
+    ("sed -e p -e '$e id' f", "sed e command in a second -e"),
+    ("sed --expression='e id' f", "sed e command in --expression"),
+    ("sed 'w out' f", "sed w command"),
+    ("sed 's/x/y/w out' f", "sed s///w flag"),
+    ("sed '/x/W out' f", "sed W command"),
+    ("sed 'r /etc/shadow' f", "sed r command"),
+    ("sed -f script.sed f", "sed script file"),
+    ("sed --exp='e id' f", "abbreviated sed long option"),
+    ("sed 's/[/]/x/e' f", "delimiter inside a bracket expression"),
+    ("sed 's/[[:alpha:]/]/x/e' f", "delimiter inside a bracket after a character class"),
+    ("sed '{e id\n}' f", "sed e inside a block"),
+    ("timeout 5 sed 'e id' f", "sed e behind an allowed wrapper"),
+    ("awk 'BEGIN{system(\"id\")}'", "awk system()"),
+    ("awk '{print | \"sh\"}' f", "awk pipe to a command"),
+    ("awk '{print > \"out\"}' f", "awk output redirection"),
+    ("awk 'BEGIN{\"id\" | getline x; print x}'", "awk command | getline"),
+    ("awk -f prog.awk f", "awk program file"),
+    ("awk -e 'BEGIN{system(\"id\")}'", "gawk -e program"),
+    ("awk '@load \"x\"'", "gawk extension"),
+    ("find . -exec rm {} +", "find -exec"),
+    ("find . -execdir id ;", "find -execdir"),
+    ("find . -ok rm {} ;", "find -ok"),
+    ("find . -delete", "find -delete"),
+    ("find . -fprint out", "find -fprint"),
+    ("rg --pre ./x pat", "rg --pre"),
+    ("rg --pre-glob '*' --pre sh pat", "rg --pre-glob"),
+    ("rg -z pat", "rg --search-zip runs decompressors"),
+    ("tar --to-command=sh -xf a.tar", "tar --to-command"),
+    ("tar --use-compress-program=sh -xf a.tar", "tar --use-compress-program"),
+    ("tar --use=sh -xf a.tar", "abbreviated tar long option"),
+    ("tar -I sh -xf a.tar", "tar -I"),
+    ("tar xIf sh a.tar", "old-style tar options with I"),
+    ("tar --checkpoint=1 --checkpoint-action=exec=id -cf a.tar .", "tar --checkpoint-action=exec"),
+    ("tar -F ./x -cf a.tar .", "tar -F info script"),
+    ("tar -xf host:a.tar", "remote tar archive (runs rsh)"),
+    ("git -c core.pager=sh log", "git -c"),
+    ("git --config-env=core.pager=X log", "git --config-env"),
+    ("git --exec-path=. log", "git --exec-path"),
+    ("git -C /elsewhere log", "git -C"),
+    ("git --git-dir=/tmp/evil log", "git --git-dir"),
+    ("git lg", "git alias (may be !sh)"),
+    ("git difftool", "git difftool runs a tool"),
+    ("git bisect run id", "git bisect run"),
+    ("git submodule foreach id", "git submodule foreach"),
+    ("git rebase -x id main", "git rebase -x"),
+    ("git rebase --exec=id main", "git rebase --exec"),
+    ("git grep -O x", "git grep -O"),
+    ("git grep --open-files-in-pager=sh x", "git grep --open-files-in-pager"),
+    ("git fetch --upload-pack=id origin", "git fetch --upload-pack"),
+    ("git fetch --upload-p=id origin", "abbreviated git long option"),
+    ("git log --output=x", "git log --output"),
+    ("git diff --ext-diff", "git diff --ext-diff"),
+    ("git config core.pager sh", "git config writes config"),
+    ("git config alias.lg '!id'", "git config adds an alias"),
+]
+
+
+@pytest.mark.parametrize("command", BROAD_PLAIN)
+def test_plain_uses_of_broadly_allowed_tools_are_allowed(command: str) -> None:
+    assert BROAD.decide(command).decision == "allow", BROAD.decide(command).why()
+
+
+@pytest.mark.parametrize("command,attempt", GUARD_CORPUS, ids=[a for _, a in GUARD_CORPUS])
+def test_a_broad_allow_rule_never_covers_options_that_run_code(command: str, attempt: str) -> None:
+    verdict = BROAD.decide(command)
+    assert verdict.decision != "allow", (attempt, verdict.why())
+    if verdict.decision == "prompt" and not verdict.problems:
+        assert "matches, but not with" in verdict.why()  # the screen says which guard held it
+
+
 @pytest.mark.parametrize("command", PLAIN)
 def test_plain_twins_of_the_corpus_are_allowed(command: str) -> None:
     assert POLICY.decide(command).decision == "allow", POLICY.decide(command).why()
@@ -184,6 +275,7 @@ FORBIDDEN_RM = [
     "bash -lc 'rm x'", "eval rm x", "eval 'rm x'", "bash <<EOF\nrm -rf /\nEOF", "sh <<< 'rm x'",
     "$'\\x72m' x", "$'\\162m' x", "(rm x)", "{ rm x; }", "if true; then rm x; fi", "f() { rm x; }",
     "bash -c \"bash -c 'rm x'\"", "ls \n\\\nrm -rf /",
+    "busybox rm -rf x", "toybox rm x", "/bin/busybox rm x",
 ]
 
 
@@ -338,6 +430,46 @@ def test_property_a_compound_with_a_bad_part_is_never_allowed(parts, bad, positi
         command += op + piece
     verdict = PROPERTY_POLICY.decide(command)
     assert verdict.decision != "allow", (command, verdict.why())
+
+
+# Random sed scripts: whatever the guard lets through, GNU sed's own --sandbox (which refuses the
+# e, r and w commands and flags) must accept, so the guard can never miss one of them.
+sed_script = st.lists(st.sampled_from([*"sypwWerRgiIM/|[]^:.=;{}!\\ \t\n0123456789$,~+#aictTbqQlLnNpPdDxzFvhHgG&",
+                                       "s/a/b/", "[[:alpha:]]", "[]/]", "[^]", "\\/", "\\n", "\\\n", "e id", "w out",
+                                       "s|x|y|", "/re/", "y/a/b/", "s/a/b/w"]),
+                      min_size=1, max_size=14).map("".join)
+
+
+@pytest.fixture(scope="module")
+def sed_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sed") / "in.txt"
+    path.write_text("a\nb\n")
+    return path
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(sed_script)
+def test_property_a_sed_script_the_guard_lets_through_is_one_sed_sandbox_accepts(sed_input: Path, script: str) -> None:
+    from devagent.policy_guards import sed_guard
+
+    if sed_guard([script, str(sed_input)]) is not None:
+        return
+    result = subprocess.run(["sed", "--sandbox", "-n", script, str(sed_input)], capture_output=True, text=True,
+                            timeout=10, cwd=sed_input.parent)
+    assert "sandbox mode" not in result.stderr, (script, result.stderr)
+
+
+awk_safe = st.sampled_from(["{print $1}", "NR == 1 {n++}", "END {print n}", "/x/ {print}", "{s = s $2}", "BEGIN {FS=\":\"}"])
+awk_bad = st.sampled_from(['system("id")', '{print | "sh"}', '{print > "f"}', '"id" | getline', '@load "x"',
+                           '{printf "%s", $0 | "cat"}', 'BEGIN{ system ("id") }'])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(awk_safe, max_size=3), awk_bad, st.integers(0, 3), st.sampled_from(["", "-F: ", "-v x=1 "]))
+def test_property_an_awk_program_that_can_run_a_command_is_never_allowed(parts, bad, position, options) -> None:
+    parts.insert(min(position, len(parts)), bad)
+    command = f"awk {options}{shlex.quote(' '.join(parts))} f"
+    assert BROAD.decide(command).decision != "allow", command
 
 
 # Random shell text: whatever the matcher allows, bash must run as exactly the argv it read.

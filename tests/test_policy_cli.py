@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def start(run, llm, task: str = "run the tests"):
-    result = run("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+def start(run, llm, task: str = "run the tests", *extra: str):
+    result = run("task", task, "--base-url", llm.url, "--model", "stub", "--no-input", "--json", *extra)
     return result, (json.loads(result.stdout.splitlines()[-1]) if result.stdout.strip() else None)
 
 
@@ -154,6 +155,75 @@ def test_rules_written_by_the_agent_in_its_workspace_are_ignored(run, llm, repo:
     assert [p["call_id"] for p in data["pending"]] == ["s1"]
 
 
+@pytest.mark.usefixtures("sandbox_image")
+def test_prompt_and_forbid_rules_win_over_an_approve_always_answer(run, llm, repo: Path, home: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s2")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test > out1.txt"}, "s3")]},
+        {"content": "done"},
+    )
+    paused, data = start(run, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread = data["thread"]
+    workspace = home / "threads" / thread / "workspace"
+    assert run("approve", thread, "s1", "--always").returncode == 0
+    # The team then asks for this command to be approved by a human every time.
+    rules = write(repo / ".devagent" / "policy.toml",
+                  '[[rule]]\ndecision = "prompt"\npattern = ["make", "test"]\nreason = "CI runs it"\n')
+    again = run("resume", thread, "--no-input", "--json")
+    assert again.returncode == 3, again.stderr  # s1 ran (the human approved it); s2 waits
+    assert (workspace / "out1.txt").read_text() == "tests pass\n"
+    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["s2"]
+    assert "not covered by your 'always' rule: call s2 is asked every time by rule .devagent/policy.toml:1" in again.stderr
+
+    assert run("approve", thread, "s2").returncode == 0
+    # A forbid rule refuses the next identical call, 'always' answer or not: nothing runs.
+    rules.write_text('[[rule]]\ndecision = "forbid"\npattern = ["make", "test"]\nreason = "CI runs it"\n')
+    done = run("resume", thread, "--no-input")
+    assert done.returncode == 0, done.stderr
+    assert "refused by rule .devagent/policy.toml:1: make test > out1.txt" in done.stdout + done.stderr
+    assert "forbidden by rule .devagent/policy.toml:1" in llm.tool_outputs()["s3"]
+    assert "CI runs it" in llm.tool_outputs()["s3"]
+    log = json.loads(run("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors == {"s1": "user", "s2": "user", "s3": "rule .devagent/policy.toml:1"}
+    assert len([e for e in log if e["event"] == "executed"]) == 2
+
+
+@pytest.mark.usefixtures("sandbox_image")
+def test_command_rules_never_cover_a_migration(run, llm, repo: Path) -> None:
+    # Rules as wide as a user could write them for databases and migration tools.
+    write(repo / ".devagent" / "policy.toml", "".join(
+        f'[[rule]]\ndecision = "allow"\npattern = ["{word}"]\n\n'
+        for word in ("run_migration", "alembic", "sqlite3", "psql", "echo")))
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": "CREATE TABLE users (id integer, note text);"}, "m1"),
+                        tool_call("run_shell", {"command": "alembic upgrade head"}, "s1"),
+                        tool_call("run_shell", {"command": "echo ok"}, "s2")]},
+        {"tool_calls": [tool_call("run_migration", {"sql": "ALTER TABLE users DROP COLUMN note;"}, "m2")]},
+        {"content": "done"},
+    )
+    paused, data = start(run, llm, "migrate", "--database", "sqlite")
+    assert paused.returncode == 3, paused.stderr
+    thread = data["thread"]
+    # The migration and the migration tool wait for a human; the plain echo was allowed.
+    assert sorted(p["call_id"] for p in data["pending"]) == ["m1", "s1"]
+    assert "approved by rule .devagent/policy.toml:17: echo ok" in paused.stderr
+    assert run("approve", thread, "m1").returncode == 0
+    assert run("reject", thread, "s1", "--reason", "not now").returncode == 0
+    again = run("resume", thread, "--no-input", "--json")
+    assert again.returncode == 3, again.stderr
+    [pending] = json.loads(again.stdout)["pending"]
+    assert pending["call_id"] == "m2"
+    # Destructive SQL keeps its typed confirmation: --all leaves it pending, exit 3.
+    approved = run("approve", thread, "--all")
+    assert approved.returncode == 3 and "--confirm users.note" in approved.stdout, approved.stdout
+    log = json.loads(run("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors == {"m1": "user", "s1": "user", "s2": "rule .devagent/policy.toml:17"}
+
+
 def test_a_rules_file_with_a_failing_example_stops_task_before_anything_starts(run, llm, repo: Path) -> None:
     write(repo / ".devagent" / "policy.toml",
           '[[rule]]\ndecision = "allow"\npattern = ["make", "test"]\nexamples = ["make check"]\n')
@@ -220,3 +290,58 @@ def test_rules_commands_import_neither_the_agent_sdk_nor_openai_nor_docker(repo:
         assert result.returncode == 0, result.stderr
         imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
         assert not imported & {"agents", "openai", "docker", "git"}, imported & {"agents", "openai", "docker", "git"}
+
+
+@pytest.mark.usefixtures("sandbox_image")
+def test_a_on_the_screen_offers_the_rule_that_covers_the_command_and_saves_it_where_asked(
+        llm, repo: Path, home: Path, xdg: Path, cli) -> None:
+    from terminal_helpers import LEGEND, Terminal
+
+    llm.script(
+        {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s1")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "make test -s"}, "s2")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "cat README.md"}, "s3")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "cat Makefile"}, "s4")]},
+        {"tool_calls": [tool_call("run_shell", {"command": "ls | sh"}, "s5")]},
+        {"content": "all done"},
+    )
+    term = Terminal(home, repo, "task", "do it", "--base-url", llm.url, "--model", "stub",
+                    env={"XDG_CONFIG_HOME": str(xdg)})
+    try:
+        term.expect(LEGEND)
+        term.send("a")
+        term.expect(r"back(?:\x1b\[[0-9;]*m)* › ")
+        assert "always: allow `make test …`" in term.text()
+        assert "save it for this thread, this project (.devagent/policy.toml) or me (" in term.text().replace("\n", " ")
+        assert re.search(r"t\]? this thread .*p\]? this project .*u\]? me .*b\]? back", term.lines()[-1])
+        term.send("p")
+        # The next `make test …` is approved by the saved project rule, with no screen.
+        term.expect("approved by rule .devagent/policy.toml:3: make test -s")
+        term.expect(LEGEND)
+        term.send("a")
+        term.expect(r"back(?:\x1b\[[0-9;]*m)* › ")
+        assert "always: allow `cat …`" in term.text()
+        term.send("u")
+        # A pipe into a shell: no rule is offered, and the screen says why; `a` is no key here.
+        term.expect(LEGEND)
+        assert "no [a] always here: no rule is offered for `sh`: sh runs whatever it is given" in term.text()
+        assert "[a]" not in term.lines()[-1]
+        term.send("n")
+        term.expect("reason")
+        term.send("no\r")
+        term.expect("all done")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    project = (repo / ".devagent" / "policy.toml").read_text()
+    assert 'pattern = ["make", "test"]' in project and 'examples = ["make test"]' in project
+    user = (xdg / "devagent" / "policy.toml").read_text()
+    assert 'pattern = ["cat"]' in user and 'examples = ["cat README.md"]' in user
+    thread = [p.name for p in (home / "threads").iterdir()][0]
+    log = json.loads(cli("log", thread, "--json").stdout)
+    actors = {e["call_id"]: e["actor"] for e in log if e["event"] in ("approved", "rejected")}
+    assert actors["s1"] == "user" and actors["s2"] == "rule .devagent/policy.toml:3"
+    assert actors["s4"] == f"rule {xdg}/devagent/policy.toml:3" and actors["s5"] == "user"
+    [s1] = [e for e in log if e["event"] == "approved" and e["call_id"] == "s1"]
+    assert s1["detail"]["rules_saved"][0]["scope"] == "project"
+    assert [e["call_id"] for e in log if e["event"] == "executed"] == ["s1", "s2", "s3", "s4"]

@@ -193,6 +193,8 @@ def test_an_always_rule_prints_the_command_it_approved(home: Path, repo: Path, l
     term = task(home, repo, llm)
     term.expect(LEGEND)
     term.send("a")
+    term.expect("save it for")
+    term.send("t")  # this thread
     term.expect("done twice")
     assert term.wait() == 0
     text = term.text()
