@@ -675,7 +675,9 @@ def config_cmd(
     try:
         config = load_config(root)
     except ConfigError as exc:
-        raise DevagentError(str(exc)) from None
+        from devagent.errors import UsageError
+
+        raise UsageError(str(exc)) from None
     rows = [{"key": key, "value": config[key], "source": config.source(key)} for key in KEYS]
     if as_json:
         _emit_json({"files": [str(f) for f in config_files(root)], "settings": rows})
@@ -684,7 +686,9 @@ def config_cmd(
 
     from devagent.term import shown
 
-    table = Table(shown("setting"), shown("value"), shown("from"), box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    for name in ("setting", "value", "from"):
+        table.add_column(shown(name))  # a header passed to Table() itself must be a str or a Column
     for row in rows:
         value = "" if row["value"] is None else json.dumps(row["value"]) if isinstance(row["value"], (list, bool)) else str(row["value"])
         table.add_row(shown(row["key"]), shown(value, inline=True), shown(row["source"], style="dim", inline=True))
