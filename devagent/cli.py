@@ -452,27 +452,43 @@ def threads(
         _say(f"no threads{where} yet: start one with devagent task \"...\"" +
              (" (devagent threads --all lists every repository's)" if here is not None else ""))
         return
-    from rich.table import Table
+    _print_thread_rows(rows, wide)
 
+
+def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
+    """One line per thread. The id, state, pending count and last activity are never cut; the task
+    gets what is left of the terminal's width and is shortened with "…" (the branch is the id's,
+    so it is shown only with --wide)."""
     from devagent.term import shown
 
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
-                       ("task", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis"}),
-                       ("last activity", {"no_wrap": True})):
-        table.add_column(shown(name), **opts)
-    if wide:
-        table.add_column(shown("branch"), no_wrap=True)
-        table.add_column(shown("repo"), overflow="fold")
-        table.add_column(shown("tokens in/out"), justify="right", no_wrap=True)
+    screen = _screen()
+    names = ["id", "state", "pending", "last activity", "task"] + (["tokens in/out", "branch", "repo"] if wide else [])
+    table = [names]
     for r in rows:
-        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'][:60]}"
-        cells = [r["id"], state, str(r["pending"]), (r["task"].splitlines() or [""])[0], r["last_activity"][5:16]]
+        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'].splitlines()[0][:60] if r['error'].strip() else ''}"
+        cells = [r["id"], state, str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
         if wide:
             u = r["usage"]
-            cells += [r["branch"], r["repo"], f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else ""]
-        table.add_row(*(shown(c, inline=True) for c in cells))
-    _screen().print(table)
+            cells += [f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else "-", r["branch"], r["repo"]]
+        table.append(cells)
+    rendered = [[shown(c, inline=True) for c in row] for row in table]
+    fixed = [max(row[i].cell_len for row in rendered) for i in range(4)]
+    room = screen.width - sum(fixed) - 2 * 4 if screen.is_terminal else 80
+    if wide:  # the wide columns follow the task: it keeps a fair share, they may wrap
+        room = min(room, max(24, room // 3))
+    for i, row in enumerate(rendered):
+        line = shown("", style="bold" if i == 0 else "")
+        for n, cell in enumerate(row[:4]):
+            cell.pad_right(fixed[n] - cell.cell_len) if n != 2 else cell.pad_left(fixed[n] - cell.cell_len)
+            line.append_text(cell)
+            line.append_text(shown("  "))
+        task = row[4]
+        task.truncate(max(room, 8), overflow="ellipsis")
+        line.append_text(task)
+        for cell in row[5:]:
+            line.append_text(shown("  "))
+            line.append_text(cell)
+        screen.print(line)
 
 
 @app.command()

@@ -106,3 +106,34 @@ def test_undo_is_refused_while_a_run_is_paused(cli, llm) -> None:
     thread = json.loads(paused.stdout)["thread"]
     refused = cli("undo", thread)
     assert refused.returncode == 1 and "paused" in refused.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_threads_at_the_terminals_width_cuts_nothing_that_matters(cli, llm, home: Path, repo: Path,
+                                                                  columns: int) -> None:
+    from terminal_helpers import Terminal
+
+    long_task = "rename the users table to accounts everywhere, " * 4
+    thread = turn(cli, llm, long_task, write("a.txt", "a\n", "w1"))
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
+    paused = cli("task", "second thread", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    other = json.loads(paused.stdout)["thread"]
+    [activity] = {t["last_activity"][5:16] for t in json.loads(cli("threads", "--json").stdout) if t["id"] == other}
+
+    for args in ((), ("--wide",)):
+        term = Terminal(home, repo, "threads", *args, columns=columns)
+        assert term.wait() == 0
+        lines = term.lines()
+        assert lines[0].split()[:6] == ["id", "state", "pending", "last", "activity", "task"]
+        [row] = [line for line in lines if line.startswith(other)]
+        assert row.split()[:5] == [other, "paused", "1", *activity.split()] and "second thread" in row
+        [first] = [line for line in lines if line.startswith(thread)]
+        assert first.split()[:5] == [thread, "done", "0", *activity.split()]
+        if not args:
+            assert all(len(line) <= columns for line in lines)
+            assert "branch" not in lines[0] and f"devagent/{thread}" not in term.text()
+            # The task takes the rest of the line, shortened visibly, never wrapped onto another.
+            assert len(lines) == 3 and "rename the users table" in first
+            assert first.endswith("…") and len(first) >= columns - 2
+        else:
+            assert "branch" in lines[0] and f"devagent/{thread}" in term.text() and str(repo) in term.text()
