@@ -348,6 +348,7 @@ def approve(
     thread_id = _thread_id(store, thread_id, required=True)
     runner = ThreadRunner(store)
     typed = tuple(word.strip() for word in confirm or ())
+    store.requeue_interrupted(thread_id)  # a call interrupted mid-run is pending, as resume sees it
     pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
     targets = pending_ids if all_ else list(call_ids or [])
     if not targets:
@@ -406,6 +407,7 @@ def reject(
     """Reject a call; the model is told the reason."""
     store = _store()
     thread_id = _thread_id(store, thread_id, required=True)
+    store.requeue_interrupted(thread_id)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
     _say(f"rejected {call_id}; now run: devagent resume {thread_id}")
 
@@ -438,7 +440,9 @@ def threads(
             state = "interrupted"  # its process died mid-turn: `devagent resume` continues it
         error = t.settings.get("last_error") if state == "failed" else None
         # A call that was running when its process died is asked again at resume: it is pending.
-        waiting = store.approvals(t.id, "pending") + ([] if alive else store.approvals(t.id, "running"))
+        if not alive:
+            store.requeue_interrupted(t.id)
+        waiting = store.approvals(t.id, "pending")
         rows.append({
             "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
             "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": usage.get(t.id, {}),

@@ -383,6 +383,7 @@ class ThreadRunner:
                                  always=decision.always, confirmed=confirmed)
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
+        self.store.requeue_interrupted(thread_id)  # what `resume` would ask again is pending now
         thread = self.store.thread(thread_id)
         return [self._request(thread, a) for a in self.store.approvals(thread_id, "pending")]
 
@@ -565,6 +566,8 @@ class ThreadRunner:
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
             changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
             workspace_notice=workspace_notice(self.store, approval),
+            interrupted_after_s=self.store.interrupted_after(thread.id, approval.call_id)
+            if approval.status == "pending" else None,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
             sql_bound_sha256=bound_sql_digest(self.store, thread.id, approval.call_id),
@@ -635,10 +638,7 @@ class ThreadRunner:
 
     def _requeue_interrupted(self, thread_id: str) -> None:
         """A call that was running when the process died goes back to pending: ask again."""
-        for approval in self.store.approvals(thread_id, "running"):
-            self.store.mark_status(thread_id, approval.call_id, "pending")
-            self.store.audit(thread_id, "interrupted", call_id=approval.call_id, tool=approval.tool,
-                             actor="devagent", detail={"note": "was running when the run stopped; approve again to re-run"})
+        self.store.requeue_interrupted(thread_id, locked=True)  # the caller holds the thread's lock
 
     async def _restore(self, turn: _Turn, blob: str) -> Any:
         """Rebuild the paused run and apply the store's decisions, refusing anything tampered."""
