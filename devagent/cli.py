@@ -245,6 +245,10 @@ def task(
     instructions: Optional[Path] = typer.Option(
         None, "--instructions", metavar="FILE",
         help="More instructions for this task, added to the repository's AGENTS.md files."),
+    include_uncommitted: bool = typer.Option(
+        False, "--include-uncommitted",
+        help="Start the new thread from your working tree: modified and untracked (not ignored) files "
+             "become its first commit. Default: from HEAD, saying what was left out."),
 ) -> None:
     """Start a thread (prints its id) or continue one with --thread, and run one turn of the agent.
 
@@ -262,16 +266,32 @@ def task(
     runner = _runner(_interactive(no_input), as_json)
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
-                              max_steps=max_steps)
+                              max_steps=max_steps, include_uncommitted=include_uncommitted)
         created = runner.create_thread(repo, options)
         thread = created.id
         _say(f"thread {thread} on branch devagent/{thread}", stderr=True, style="bold")
+        _say_uncommitted(Path(created.repo), include_uncommitted)
     else:
         thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
         runner.update_thread(thread, model=model, base_url=base_url, max_turns=max_steps)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
+
+
+def _say_uncommitted(repo: Path, included: bool) -> None:
+    """One line on what of the user's working tree the new thread has (or has not)."""
+    from devagent.workspace import uncommitted_changes
+
+    kinds = [kind for _path, kind in uncommitted_changes(repo)]
+    if not kinds:
+        return
+    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked file(s)"
+    if included:
+        _say(f"{counts} of your working tree are the thread's first commit (--include-uncommitted)", stderr=True)
+    else:
+        _say(f"{counts} in {repo} are not in the thread (it starts from HEAD); "
+             "pass --include-uncommitted to start from your working tree", stderr=True)
 
 
 @app.command()

@@ -108,6 +108,7 @@ class TaskOptions:
     network: bool | None = None
     database: str | None = None
     max_steps: int | None = None  # model round trips in one turn (the SDK calls them turns)
+    include_uncommitted: bool = False  # start from the working tree, not HEAD
 
 
 @dataclass
@@ -183,7 +184,7 @@ class ThreadRunner:
             choice.build()  # fail now, with a clear message, if no model is configured
         thread_id = new_thread_id()
         ws = self.workspace(thread_id)
-        base = ws.create(source, owner=sandbox_user())
+        base = ws.create(source, owner=sandbox_user(), include_uncommitted=options.include_uncommitted)
         # The sandbox (network, database, limits) is the thread's for good; the model may change.
         settings = {"model": choice.name, "base_url": choice.base_url, "network": config["network"],
                     "database": config["database"], "max_turns": config["max_steps"],

@@ -137,3 +137,49 @@ def test_threads_at_the_terminals_width_cuts_nothing_that_matters(cli, llm, home
             assert first.endswith("…") and len(first) >= columns - 2
         else:
             assert "branch" in lines[0] and f"devagent/{thread}" in term.text() and str(repo) in term.text()
+
+
+def _dirty(repo: Path) -> None:
+    (repo / "README.md").write_text("# project, edited but not committed\n")
+    (repo / "Makefile").unlink()
+    (repo / "notes").mkdir()
+    (repo / "notes" / "todo.txt").write_text("untracked notes\n")
+    (repo / ".gitignore").write_text("secret.env\n")
+    (repo / "secret.env").write_text("TOKEN=x\n")  # ignored: stays out either way
+
+
+def test_a_new_thread_says_what_of_the_working_tree_it_leaves_out(cli, llm, repo: Path, home: Path) -> None:
+    _dirty(repo)
+    llm.script({"content": "looked"})
+    result = cli("task", "look", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    assert result.returncode == 0, result.stderr
+    thread = json.loads(result.stdout)["thread"]
+    [line] = [line for line in result.stderr.splitlines() if "not in the thread" in line]
+    assert line.startswith("2 modified and 2 untracked file(s)") and "--include-uncommitted" in line
+    work = home / "threads" / thread / "workspace"
+    assert (work / "README.md").read_text() == "# project\n" and (work / "Makefile").exists()
+    assert not (work / "notes").exists()
+
+
+def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli, llm, repo: Path, home: Path) -> None:
+    _dirty(repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    llm.script({"tool_calls": [tool_call("read_file", {"path": "README.md"}, "r1")]}, {"content": "read it"})
+    result = cli("task", "look", "--include-uncommitted", "--base-url", llm.url, "--model", "stub",
+                 "--no-input", "--json")
+    assert result.returncode == 0, result.stderr
+    thread = json.loads(result.stdout)["thread"]
+    assert "2 modified and 2 untracked file(s) of your working tree are the thread's first commit" in result.stderr
+    # The model read the edited README, not HEAD's.
+    tool_outputs = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
+    assert any("edited but not committed" in str(out) for out in tool_outputs)
+    branch = f"devagent/{thread}"
+    commits = git(home / "threads" / thread / "workspace", "--git-dir", str(home / "threads" / thread / "git"),
+                  "log", "--format=%s", f"{head}..{branch}").splitlines()
+    assert commits[-1].startswith("Uncommitted work from")
+    files = git(home / "threads" / thread / "workspace", "--git-dir", str(home / "threads" / thread / "git"),
+                "show", "--name-status", "--format=", f"{branch}~{len(commits) - 1}").split("\n")
+    assert sorted(f for f in files if f) == ["A\t.gitignore", "A\tnotes/todo.txt", "D\tMakefile", "M\tREADME.md"]
+    # The user's checkout is untouched.
+    assert git(repo, "rev-parse", "HEAD").strip() == head and (repo / "README.md").read_text().endswith("committed\n")
+    assert "notes/todo.txt" in cli("diff", thread).stdout
