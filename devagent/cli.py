@@ -639,17 +639,28 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID", help="The thread'
 
 @app.command()
 def shell(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
-    """Open a shell in the thread's container (no agent, no approvals: you are the user)."""
+    """Open a shell in the thread's container (no agent, no approvals: you are the user).
+
+    Commands can also come on stdin: echo 'make test' | devagent shell ID"""
     import os
     import subprocess
 
+    from devagent.migrations import Database
     from devagent.runner import ThreadRunner
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
+    database = Database.parse(store.thread(thread_id).settings.get("database"))
     with ThreadRunner(store).user_container(thread_id) as container:
-        code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
-                                "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
+        container.ensure_user_entry()  # containers made before it was written at creation
+        env = {**container.spec.environment(), "TERM": os.environ.get("TERM") or "xterm", **database.libpq_env()}
+        _say(f"devagent shell: thread {thread_id}, container {container.spec.name}. Commands you type here "
+             "are not approved or logged; files you change are committed with the next turn.", stderr=True, style="dim")
+        tty = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
+        # Values go through the environment of `docker exec` itself (-e NAME): never on a command line.
+        argv = ["docker", "exec", *tty, "-u", f"{container.uid}:{container.gid}", "-w", "/workspace",
+                *[arg for name in env for arg in ("-e", name)], container.spec.name, "/bin/bash"]
+        code = subprocess.call(argv, env={**os.environ, **env})
     raise typer.Exit(code)
 
 

@@ -183,3 +183,39 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
     # The user's checkout is untouched.
     assert git(repo, "rev-parse", "HEAD").strip() == head and (repo / "README.md").read_text().endswith("committed\n")
     assert "notes/todo.txt" in cli("diff", thread).stdout
+
+
+def test_shell_has_a_named_user_the_hosts_term_and_a_banner(cli, llm, home: Path, repo: Path) -> None:
+    thread = turn(cli, llm, "first", write("a.txt", "a\n", "w1"))
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "TERM": "screen-256color"}
+    done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
+                          input='whoami; id -un; echo "term=$TERM"; cat a.txt; echo "pg=${PGHOST:-none}"; exit 4\n',
+                          capture_output=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    assert done.stdout.splitlines() == ["agent", "agent", "term=screen-256color", "a", "pg=none"]
+    [banner] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert banner.startswith(f"devagent shell: thread {thread}, container devagent-{thread}.")
+    assert "not approved or logged; files you change are committed with the next turn" in banner
+    assert "I have no name" not in done.stderr
+
+
+def test_shell_on_a_postgres_thread_connects_with_plain_psql(cli, llm, home: Path, repo: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    llm.script({"content": "nothing to do"})
+    started = cli("task", "look", "--database", "postgres", "--base-url", llm.url, "--model", "stub",
+                  "--no-input", "--json", timeout=240)
+    assert started.returncode == 0, started.stderr
+    thread = json.loads(started.stdout)["thread"]
+    env = {**os.environ, "DEVAGENT_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
+                          input="psql -Atc 'select current_user, current_database(), 6*7'\n",
+                          capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "devagent|devagent|42"
