@@ -89,6 +89,11 @@ KEYS: dict[str, Key] = {
     "sandbox.env": Key(list, [], None, "host variables passed into the sandbox, by name"),
     "sandbox.ca_certificates": Key(list, [], None, "extra CA certificate files trusted in the sandbox"),
     "sandbox.proxy": Key(str, None, None, "HTTP(S) proxy for --network sandboxes"),
+    # What a turn commits: the repository's ignore files apply, plus these patterns (gitignore
+    # syntax; the list replaces devagent's default one, which keeps environments and caches out).
+    "commit.exclude": Key(list, None, None, "patterns kept out of turn commits (default: environments and caches)"),
+    "commit.warn_files": Key(int, 500, None, "warn when a turn adds more files than this"),
+    "commit.warn_mb": Key(float, 20.0, None, "warn when a turn adds more megabytes than this"),
 }
 
 # devagent's own secrets never enter the sandbox, whatever a config file says.
@@ -157,6 +162,8 @@ CHECKS: dict[str, tuple[Any, str]] = {
     "max_steps": (lambda v: v >= 1, "at least 1"),
     "sandbox.pids": (lambda v: v >= 16, "at least 16"),
     "sandbox.cpus": (lambda v: 0 < v <= 1024, "a number of CPUs above 0"),
+    "commit.warn_files": (lambda v: v >= 1, "at least 1"),
+    "commit.warn_mb": (lambda v: v > 0, "above 0"),
     "sandbox.timeout": (lambda v: 1 <= v <= SandboxLimits.max_timeout_s,
                         f"between 1 and {SandboxLimits.max_timeout_s} seconds"),
     "sandbox.memory": (_memory_ok, "a size such as 512m or 2g"),
@@ -260,7 +267,10 @@ class EffectiveConfig:
 
     def sandbox(self) -> dict[str, Any]:
         """The sandbox part, as a thread keeps it for good."""
-        return {key.split(".", 1)[1]: s.value for key, s in self.settings.items() if key.startswith("sandbox.")}
+        return self.section("sandbox")
+
+    def section(self, name: str) -> dict[str, Any]:
+        return {key.split(".", 1)[1]: s.value for key, s in self.settings.items() if key.startswith(name + ".")}
 
 
 def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -> EffectiveConfig:

@@ -35,7 +35,7 @@ from devagent.paths import WorkspacePaths
 from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
-from devagent.workspace import ThreadWorkspace, find_repo
+from devagent.workspace import TURN_WARN_BYTES, TURN_WARN_FILES, ThreadWorkspace, find_repo
 
 
 class TurnEvents(Protocol):
@@ -184,11 +184,12 @@ class ThreadRunner:
             choice.build()  # fail now, with a clear message, if no model is configured
         thread_id = new_thread_id()
         ws = self.workspace(thread_id)
+        ws.set_excludes(config["commit.exclude"])
         base = ws.create(source, owner=sandbox_user(), include_uncommitted=options.include_uncommitted)
         # The sandbox (network, database, limits) is the thread's for good; the model may change.
         settings = {"model": choice.name, "base_url": choice.base_url, "network": config["network"],
                     "database": config["database"], "max_turns": config["max_steps"],
-                    "sandbox": config.sandbox()}
+                    "sandbox": config.sandbox(), "commit": config.section("commit")}
         thread = self.store.create_thread(thread_id, str(source), ws.branch, base, settings)
         self.store.audit(thread_id, "created", actor="user", detail={"repo": str(source), "base": base})
         return thread
@@ -749,7 +750,10 @@ class ThreadRunner:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
         diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
-        warning = turn.workspace.size_warning(commit) if commit else None
+        limits = turn.thread.settings.get("commit") or {}
+        warning = turn.workspace.size_warning(
+            commit, max_files=limits.get("warn_files") or TURN_WARN_FILES,
+            max_bytes=int((limits.get("warn_mb") or TURN_WARN_BYTES / 1e6) * 1e6)) if commit else None
         self._end_turn(turn)
         since = self._turn_start(tid)
         events = [e for e in self.store.audit_log(tid) if e["at"] >= since]

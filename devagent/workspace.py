@@ -190,9 +190,16 @@ class ThreadWorkspace:
         return self.root / "default-excludes"
 
     def _options(self) -> list[str]:
-        if not self.excludes_file.is_file() or self.excludes_file.read_text() != DEFAULT_EXCLUDES:
+        if not self.excludes_file.is_file():
             self.excludes_file.write_text(DEFAULT_EXCLUDES)
         return ["-c", f"core.excludesFile={self.excludes_file}"]
+
+    def set_excludes(self, patterns: list[str] | None) -> None:
+        """The thread's own exclude list (the project's `commit.exclude`); None: the default."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = DEFAULT_EXCLUDES if patterns is None else \
+            "# devagent: commit.exclude of the project's config\n" + "".join(f"{p}\n" for p in patterns)
+        self.excludes_file.write_text(text)
 
     def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
         self.check_metadata()
