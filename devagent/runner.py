@@ -504,7 +504,7 @@ class ThreadRunner:
                 self._checkpoint(turn)
                 tid = turn.thread.id
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                where = turn.thread.settings.get("base_url") or "the OpenAI API"
+                where = turn.thread.settings.get("base_url") or "https://api.openai.com/v1 (the OpenAI API)"
                 error = f"model API error ({type(exc).__name__}) from {where}: {first}"
                 # `threads` says why the thread stopped; the next successful turn clears it.
                 self.update_thread(tid, last_error=error)

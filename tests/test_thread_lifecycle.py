@@ -163,3 +163,26 @@ def test_a_call_killed_mid_run_is_pending_everywhere_and_says_for_how_long(cli, 
     events = [e for e in json.loads(cli("log", thread, "--json").stdout) if e["call_id"] == "c1"]
     assert [e["event"] for e in events].count("executing") == 2 and events[-1]["event"] == "executed"
     assert json.loads(cli("threads", "--json").stdout)[0]["pending"] == 0
+
+
+def test_resume_takes_the_model_and_server_from_flag_then_environment_then_the_thread(cli, llm) -> None:
+    dead = "http://127.0.0.1:9/v1"
+    failed = cli("task", "go", "--base-url", dead, "--model", "saved-model", "--no-input")
+    assert failed.returncode == 1
+    [line] = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert dead in line and "devagent resume" in line and "--base-url URL" in line
+    thread = json.loads(cli("threads", "--json").stdout)[0]["id"]
+
+    # The environment beats the thread's saved server; the flag beats the environment's model.
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
+    paused = cli("resume", thread, "--no-input", "--model", "flag-model",
+                 env={"OPENAI_BASE_URL": llm.url, "DEVAGENT_MODEL": "env-model"})
+    assert paused.returncode == 3, paused.stderr
+    assert llm.requests[-1]["model"] == "flag-model"
+
+    # Nothing given: what the thread was last run with (this server), but the environment's model.
+    assert cli("approve", thread, "--all").returncode == 0
+    llm.script({"content": "done"})
+    done = cli("resume", thread, "--no-input", env={"DEVAGENT_MODEL": "env-model"})
+    assert done.returncode == 0, done.stderr
+    assert llm.requests[-1]["model"] == "env-model"
