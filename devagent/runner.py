@@ -749,6 +749,9 @@ class ThreadRunner:
     def _finish(self, turn: _Turn, result: Any) -> TurnOutcome:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
+        for nested in turn.workspace.nested_repositories():
+            self.events.notice(f"{nested}/ is a git repository inside the workspace: not committed with the "
+                               "thread (its files stay in the checkout; remove its .git to commit them)")
         diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
         limits = turn.thread.settings.get("commit") or {}
         warning = turn.workspace.size_warning(

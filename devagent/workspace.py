@@ -349,6 +349,12 @@ class ThreadWorkspace:
         nested += [path.rstrip("/") for path in untracked if path.endswith("/")]
         self.git("add", "--all", "--", ".", *[f":(exclude,literal){path}" for path in nested], extra_env=env)
 
+    def nested_repositories(self) -> list[str]:
+        """Untracked git repositories inside the work tree (made by a command): turn commits leave
+        them out, since committing one would record a broken submodule the user cannot apply."""
+        untracked = self.git("ls-files", "-z", "--others", "--exclude-standard").split("\0")
+        return [path.rstrip("/") for path in untracked if path.endswith("/")]
+
     def changed_between(self, old_tree: str, new_tree: str) -> list[str]:
         if old_tree == new_tree:
             return []

@@ -219,3 +219,28 @@ def test_shell_on_a_postgres_thread_connects_with_plain_psql(cli, llm, home: Pat
                           capture_output=True, timeout=240)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "devagent|devagent|42"
+
+
+NESTED = ("mkdir -p vendor/lib && cd vendor/lib && git init -q && echo lib > lib.txt && git add lib.txt "
+          "&& git -c user.name=a -c user.email=a@b commit -qm lib && cd ../.. && echo app > app.txt")
+
+
+def test_a_repository_the_agent_made_inside_the_workspace_is_left_out_and_apply_works(cli, llm, repo: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": NESTED}, "s1")]}, {"content": "done"})
+    started = cli("task", "vendor a lib", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    thread = json.loads(started.stdout)["thread"]
+    assert cli("approve", thread, "--all").returncode == 0
+    done = cli("resume", thread)
+    assert done.returncode == 0, done.stderr
+    [notice] = [line for line in (done.stdout + done.stderr).splitlines() if "vendor/lib" in line]
+    assert "is a git repository inside the workspace: not committed" in notice
+
+    applied = cli("apply", thread)
+    assert applied.returncode == 0, applied.stderr
+    assert (repo / "app.txt").read_text() == "app\n"
+    assert "vendor" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
+    # A later turn still commits and applies.
+    llm.script({"tool_calls": [write("more.txt", "m\n", "w2")]}, {"content": "done"})
+    again = cli("task", "more", "--thread", thread, "--no-input", "--json")
+    assert again.returncode == 0, again.stderr
+    assert cli("apply", thread).returncode == 0 and (repo / "more.txt").exists()
