@@ -244,3 +244,22 @@ def test_a_repository_the_agent_made_inside_the_workspace_is_left_out_and_apply_
     again = cli("task", "more", "--thread", thread, "--no-input", "--json")
     assert again.returncode == 0, again.stderr
     assert cli("apply", thread).returncode == 0 and (repo / "more.txt").exists()
+
+
+def test_discard_on_a_terminal_asks_and_only_yes_deletes(cli, llm, home: Path, repo: Path) -> None:
+    from terminal_helpers import Terminal
+
+    thread = turn(cli, llm, "first", write("a.txt", "a\n", "w1"))
+    term = Terminal(home, repo, "discard", thread[:4])
+    term.expect(r"\[y/N\]")
+    term.send("\r")  # Enter: the default is no
+    assert term.wait() == 2
+    assert (home / "threads" / thread).is_dir() and git(repo, "branch", "--list", f"devagent/{thread}") == ""
+    assert [t["id"] for t in json.loads(cli("threads", "--json").stdout)] == [thread]
+
+    term = Terminal(home, repo, "discard", thread[:4])
+    term.expect(r"\[y/N\]")
+    term.send("y\r")
+    assert term.wait() == 0
+    assert f"discarded thread {thread}" in term.text()
+    assert not (home / "threads" / thread).exists() and json.loads(cli("threads", "--json").stdout) == []
