@@ -49,6 +49,7 @@ class ApprovalRequest:
     changes_error: str | None = None  # why that list is incomplete or unknown
     workspace_fingerprint: str | None = None  # the state of the workspace this screen shows
     workspace_notice: str | None = None  # approved before, asked again: the workspace changed
+    interrupted_after_s: float | None = None  # it had started when its process died (-1: ran for an unknown time)
     migration_runner: MigrationRunner | None = None
     error: str | None = None  # arguments that cannot run (malformed JSON, missing field)
     # What was read from the thread's database for this screen when the call was proposed (row
@@ -65,6 +66,10 @@ class ApprovalRequest:
     def notices(self) -> list[str]:
         """Warnings about the workspace the screen shows, one line each."""
         out = [self.workspace_notice] if self.workspace_notice else []
+        if self.interrupted_after_s is not None:
+            ran = f" after {self.interrupted_after_s:.0f} s" if self.interrupted_after_s >= 0 else ""
+            out.append(f"interrupted{ran}: this call was running when its process stopped and did not "
+                       "finish; approving it runs it again from the start")
         if self.changes_error:
             out.append(f"files changed since the last command are not fully known: {self.changes_error}")
         return out
@@ -93,6 +98,7 @@ class ApprovalRequest:
             "changes_error": self.changes_error,
             "workspace_fingerprint": self.workspace_fingerprint,
             "workspace_notice": self.workspace_notice,
+            "interrupted_after_s": self.interrupted_after_s,
         }
         if self.tool == "run_shell":
             data.update(command=self.command, timeout_s=self.timeout_s)
@@ -165,7 +171,7 @@ def read_shell_call(raw_arguments: str, default_timeout_s: int) -> ShellCall:
 def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
                   changed_files: list[str] | None = None, changes_error: str | None = None,
                   workspace_fingerprint: str | None = None, workspace_notice: str | None = None,
-                  database: str | None = None,
+                  interrupted_after_s: float | None = None, database: str | None = None,
                   sql_loader: Any = None, sql_bound_sha256: str | None = None,
                   sql_dialect: str = "sqlite", sql_probe: dict[str, Any] | None = None) -> ApprovalRequest:
     args, error = parse_arguments(approval.arguments)
@@ -181,6 +187,7 @@ def build_request(approval: Approval, *, network: bool, default_timeout_s: int,
         changes_error=changes_error,
         workspace_fingerprint=workspace_fingerprint,
         workspace_notice=workspace_notice,
+        interrupted_after_s=interrupted_after_s,
         error=error,
     )
     if approval.tool == "run_shell":

@@ -260,6 +260,10 @@ def task(
     instructions: Optional[Path] = typer.Option(
         None, "--instructions", metavar="FILE",
         help="More instructions for this task, added to the repository's AGENTS.md files."),
+    include_uncommitted: bool = typer.Option(
+        False, "--include-uncommitted",
+        help="Start the new thread from your working tree: modified and untracked (not ignored) files "
+             "become its first commit. Default: from HEAD, saying what was left out."),
 ) -> None:
     """Start a thread (prints its id) or continue one with --thread, and run one turn of the agent.
 
@@ -279,10 +283,11 @@ def task(
     new_thread = thread is None
     if thread is None:
         options = TaskOptions(model=model, base_url=base_url, network=network, database=database,
-                              max_steps=max_steps)
+                              max_steps=max_steps, include_uncommitted=include_uncommitted)
         created = runner.create_thread(repo, options)
         thread = created.id
         _say(f"thread {thread} on branch devagent/{thread}", stderr=True, style="bold")
+        _say_uncommitted(Path(created.repo), include_uncommitted)
     else:
         thread = _thread_id(runner.store, thread)  # a unique prefix is enough
         # The sandbox (network, database) is the thread's for good; the model settings may change.
@@ -292,6 +297,21 @@ def task(
         _stream.thread_started(thread, info.branch, info.repo, resumed=False, new=new_thread)
     outcome = _run_turn(runner, thread, lambda: runner.run_task(thread, text, extra))
     _report(outcome, as_json)
+
+
+def _say_uncommitted(repo: Path, included: bool) -> None:
+    """One line on what of the user's working tree the new thread has (or has not)."""
+    from devagent.workspace import uncommitted_changes
+
+    kinds = [kind for _path, kind in uncommitted_changes(repo)]
+    if not kinds:
+        return
+    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked file(s)"
+    if included:
+        _say(f"{counts} of your working tree are the thread's first commit (--include-uncommitted)", stderr=True)
+    else:
+        _say(f"{counts} in {repo} are not in the thread (it starts from HEAD); "
+             "pass --include-uncommitted to start from your working tree", stderr=True)
 
 
 @app.command()
@@ -376,6 +396,7 @@ def approve(
     thread_id = _thread_id(store, thread_id, required=True)
     runner = ThreadRunner(store)
     typed = tuple(word.strip() for word in confirm or ())
+    store.requeue_interrupted(thread_id)  # a call interrupted mid-run is pending, as resume sees it
     pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
     targets = pending_ids if all_ else list(call_ids or [])
     if not targets:
@@ -434,6 +455,7 @@ def reject(
     """Reject a call; the model is told the reason."""
     store = _store()
     thread_id = _thread_id(store, thread_id, required=True)
+    store.requeue_interrupted(thread_id)
     store.decide(thread_id, call_id, "rejected", actor="user", reason=reason)
     _say(f"rejected {call_id}; now run: devagent resume {thread_id}")
 
@@ -467,7 +489,9 @@ def threads(
             state = "interrupted"  # its process died mid-turn: `devagent resume` continues it
         error = t.settings.get("last_error") if state == "failed" else None
         # A call that was running when its process died is asked again at resume: it is pending.
-        waiting = store.approvals(t.id, "pending") + ([] if alive else store.approvals(t.id, "running"))
+        if not alive:
+            store.requeue_interrupted(t.id)
+        waiting = store.approvals(t.id, "pending")
         rows.append({
             "id": t.id, "repo": t.repo, "branch": t.branch, "state": state, "error": error,
             "pending": len(waiting), "task": tasks.get(t.id, ""), "usage": used,
@@ -481,30 +505,45 @@ def threads(
         _say(f"no threads{where} yet: start one with devagent task \"...\"" +
              (" (devagent threads --all lists every repository's)" if here is not None else ""))
         return
-    from rich.table import Table
+    _print_thread_rows(rows, wide)
 
+
+def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
+    """One line per thread. The id, state, pending count and last activity are never cut; the task
+    gets what is left of the terminal's width and is shortened with "…" (the branch is the id's,
+    so it is shown only with --wide)."""
     from devagent.term import shown
     from devagent.usage import format_cost
 
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for name, opts in (("id", {"no_wrap": True}), ("state", {"no_wrap": True}), ("pending", {"justify": "right"}),
-                       ("task", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis"}),
-                       ("last activity", {"no_wrap": True})):
-        table.add_column(shown(name), **opts)
-    if wide:
-        table.add_column(shown("branch"), no_wrap=True)
-        table.add_column(shown("repo"), overflow="fold")
-        table.add_column(shown("tokens in (cached) / out (reasoning)"), justify="right", no_wrap=True)
-        table.add_column(shown("cost"), justify="right", no_wrap=True)
+    screen = _screen()
+    names = ["id", "state", "pending", "last activity", "task"] + (["tokens in (cached) / out (reasoning)", "cost", "branch", "repo"] if wide else [])
+    table = [names]
     for r in rows:
-        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'][:60]}"
-        cells = [r["id"], state, str(r["pending"]), (r["task"].splitlines() or [""])[0], r["last_activity"][5:16]]
+        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'].splitlines()[0][:60] if r['error'].strip() else ''}"
+        cells = [r["id"], state, str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
         if wide:
             u = r["usage"]
-            cells += [r["branch"], r["repo"], _token_cell(u),
-                      format_cost(u["cost_usd"]) if "cost_usd" in u else ""]
-        table.add_row(*(shown(c, inline=True) for c in cells))
-    _screen().print(table)
+            cells += [_token_cell(u) or "-", format_cost(u["cost_usd"]) if "cost_usd" in u else "-",
+                      r["branch"], r["repo"]]
+        table.append(cells)
+    rendered = [[shown(c, inline=True) for c in row] for row in table]
+    fixed = [max(row[i].cell_len for row in rendered) for i in range(4)]
+    room = screen.width - sum(fixed) - 2 * 4 if screen.is_terminal else 80
+    if wide:  # the wide columns follow the task: it keeps a fair share, they may wrap
+        room = min(room, max(24, room // 3))
+    for i, row in enumerate(rendered):
+        line = shown("", style="bold" if i == 0 else "")
+        for n, cell in enumerate(row[:4]):
+            cell.pad_right(fixed[n] - cell.cell_len) if n != 2 else cell.pad_left(fixed[n] - cell.cell_len)
+            line.append_text(cell)
+            line.append_text(shown("  "))
+        task = row[4]
+        task.truncate(max(room, 8), overflow="ellipsis")
+        line.append_text(task)
+        for cell in row[5:]:
+            line.append_text(shown("  "))
+            line.append_text(cell)
+        screen.print(line)
 
 
 _prices_of: dict[str, Any] = {}  # repository -> its price table (read once per command)
@@ -661,17 +700,28 @@ def discard(thread_id: str = typer.Argument(..., metavar="ID", help="The thread'
 
 @app.command()
 def shell(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID)) -> None:
-    """Open a shell in the thread's container (no agent, no approvals: you are the user)."""
+    """Open a shell in the thread's container (no agent, no approvals: you are the user).
+
+    Commands can also come on stdin: echo 'make test' | devagent shell ID"""
     import os
     import subprocess
 
+    from devagent.migrations import Database
     from devagent.runner import ThreadRunner
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
+    database = Database.parse(store.thread(thread_id).settings.get("database"))
     with ThreadRunner(store).user_container(thread_id) as container:
-        code = subprocess.call(["docker", "exec", "-it", "-u", f"{container.uid}:{container.gid}",
-                                "-w", "/workspace", container.spec.name, "bash"], env=os.environ)
+        container.ensure_user_entry()  # containers made before it was written at creation
+        env = {**container.spec.environment(), "TERM": os.environ.get("TERM") or "xterm", **database.libpq_env()}
+        _say(f"devagent shell: thread {thread_id}, container {container.spec.name}. Commands you type here "
+             "are not approved or logged; files you change are committed with the next turn.", stderr=True, style="dim")
+        tty = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
+        # Values go through the environment of `docker exec` itself (-e NAME): never on a command line.
+        argv = ["docker", "exec", *tty, "-u", f"{container.uid}:{container.gid}", "-w", "/workspace",
+                *[arg for name in env for arg in ("-e", name)], container.spec.name, "/bin/bash"]
+        code = subprocess.call(argv, env={**os.environ, **env})
     raise typer.Exit(code)
 
 
@@ -737,7 +787,9 @@ def config_cmd(
     try:
         config = load_config(root)
     except ConfigError as exc:
-        raise DevagentError(str(exc)) from None
+        from devagent.errors import UsageError
+
+        raise UsageError(str(exc)) from None
     rows = [{"key": key, "value": config[key], "source": config.source(key)} for key in KEYS]
     if as_json:
         _emit_json({"files": [str(f) for f in config_files(root)], "settings": rows})

@@ -36,9 +36,11 @@ MIN_OUTPUT_LIMIT = 1024
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory: str = os.environ.get("DEVAGENT_SANDBOX_MEMORY", "2g")
-    pids: int = int(os.environ.get("DEVAGENT_SANDBOX_PIDS", "256"))
-    cpus: float = float(os.environ.get("DEVAGENT_SANDBOX_CPUS", "1.5"))
+    # The environment (DEVAGENT_SANDBOX_*) reaches these through load_config, which checks it;
+    # reading it here, at import, made a bad value crash every command.
+    memory: str = "2g"
+    pids: int = 256
+    cpus: float = 1.5
     default_timeout_s: int = 300
     max_timeout_s: int = 3600
     # What reaches the model of one command's output, in all: its head and tail, the total size
@@ -104,6 +106,11 @@ KEYS: dict[str, Key] = {
     "sandbox.env": Key(list, [], None, "host variables passed into the sandbox, by name"),
     "sandbox.ca_certificates": Key(list, [], None, "extra CA certificate files trusted in the sandbox"),
     "sandbox.proxy": Key(str, None, None, "HTTP(S) proxy for --network sandboxes"),
+    # What a turn commits: the repository's ignore files apply, plus these patterns (gitignore
+    # syntax; the list replaces devagent's default one, which keeps environments and caches out).
+    "commit.exclude": Key(list, None, None, "patterns kept out of turn commits (default: environments and caches)"),
+    "commit.warn_files": Key(int, 500, None, "warn when a turn adds more files than this"),
+    "commit.warn_mb": Key(float, 20.0, None, "warn when a turn adds more megabytes than this"),
 }
 
 # devagent's own secrets never enter the sandbox, whatever a config file says.
@@ -134,15 +141,59 @@ def config_files(repo: Path | None) -> list[Path]:
 
 
 def _line_of(text: str, section: str | None, name: str) -> int:
-    """The line where `name` is set (in [section]); 1 when it cannot be told."""
+    """The line where `name` is set (in [section]), or its own [section.name] header; 1 when it
+    cannot be told."""
     current = None
+    header = f"{section}.{name}" if section else name
     for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
+        stripped = line.split("#", 1)[0].strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             current = stripped.strip("[]").strip()
-        elif stripped.split("=", 1)[0].strip().strip('"') == name and current == section:
+            if current.replace(" ", "") == header:
+                return number
+        elif current == section and stripped.split("=", 1)[0].strip().strip('"\'').split(".")[0].strip() == name:
             return number
     return 1
+
+
+def _memory_ok(value: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[0-9]+(\.[0-9]+)?[bkmgBKMG]?", value) is not None
+
+
+def _database_ok(value: str) -> bool:
+    from devagent.errors import UsageError
+    from devagent.migrations import Database  # the one parser of --database values
+
+    try:
+        Database.parse(value)
+    except UsageError:
+        return False
+    return True
+
+
+# Values of the right type that still cannot work: caught where they are written, not when a
+# container refuses to start half-way through a turn.
+CHECKS: dict[str, tuple[Any, str]] = {
+    "max_steps": (lambda v: v >= 1, "at least 1"),
+    "sandbox.pids": (lambda v: v >= 16, "at least 16"),
+    "sandbox.cpus": (lambda v: 0 < v <= 1024, "a number of CPUs above 0"),
+    "commit.warn_files": (lambda v: v >= 1, "at least 1"),
+    "commit.warn_mb": (lambda v: v > 0, "above 0"),
+    "sandbox.timeout": (lambda v: 1 <= v <= SandboxLimits.max_timeout_s,
+                        f"between 1 and {SandboxLimits.max_timeout_s} seconds"),
+    "sandbox.memory": (_memory_ok, "a size such as 512m or 2g"),
+    "database": (_database_ok, "sqlite, postgres, a postgresql:// URL or sqlite:///FILE"),
+    "model": (lambda v: bool(v.strip()), "a model name"),
+}
+
+
+def _check(key: str, value: Any, where: str) -> Any:
+    check = CHECKS.get(key)
+    if check is not None and value is not None and not check[0](value):
+        raise ConfigError(f"{where}: {key} must be {check[1]} (got {value!r})")
+    return value
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -166,9 +217,21 @@ def _from_env(key: str, raw: str) -> Any:
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                 raise ValueError
             return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise ConfigError(f"{env}={raw!r} is not a valid {key}") from None
+    return _check(key, value, f"{env}={raw!r}")
+
+
+def _toml_error(path: Path, message: str) -> str:
+    """tomllib's "Invalid value (at line 3, column 5)" as "file:3: invalid value (column 5)"."""
+    import re
+
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if not found:
+        return f"{path}: {message}"
+    what = message[:found.start()]
+    return f"{path}:{found.group(1)}: {what[:1].lower() + what[1:]} (column {found.group(2)})"
 
 
 def _read_file(path: Path) -> dict[str, Setting]:
@@ -178,12 +241,16 @@ def _read_file(path: Path) -> dict[str, Setting]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(_toml_error(path, str(exc))) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     found: dict[str, Setting] = {}
 
     def walk(table: dict[str, Any], section: str | None) -> None:
@@ -199,7 +266,7 @@ def _read_file(path: Path) -> dict[str, Setting]:
             if key not in KEYS:
                 known = ", ".join(KEYS)
                 raise ConfigError(f"{where}: unknown setting {key!r} (known: {known})")
-            found[key] = Setting(_coerce(key, value, where), where)
+            found[key] = Setting(_check(key, _coerce(key, value, where), where), where)
 
     walk(data, None)
     return found
@@ -219,7 +286,10 @@ class EffectiveConfig:
 
     def sandbox(self) -> dict[str, Any]:
         """The sandbox part, as a thread keeps it for good."""
-        return {key.split(".", 1)[1]: s.value for key, s in self.settings.items() if key.startswith("sandbox.")}
+        return self.section("sandbox")
+
+    def section(self, name: str) -> dict[str, Any]:
+        return {key.split(".", 1)[1]: s.value for key, s in self.settings.items() if key.startswith(name + ".")}
 
 
 def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -> EffectiveConfig:
@@ -233,7 +303,8 @@ def load_config(repo: Path | None = None, flags: dict[str, Any] | None = None) -
             settings[key] = Setting(_from_env(key, raw), spec.env)  # type: ignore[arg-type]
     for key, value in (flags or {}).items():
         if value is not None:
-            settings[key] = Setting(value, f"--{key.replace('_', '-')}")
+            flag = f"--{key.replace('_', '-')}"
+            settings[key] = Setting(_check(key, value, flag), flag)
     for name in settings["sandbox.env"].value:
         if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[:1].isdigit():
             raise ConfigError(f"{settings['sandbox.env'].source}: sandbox.env holds {name!r}, not a variable name")

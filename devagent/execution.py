@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ThreadContainer
-from devagent.store import Approval, Store, sha256_text
+from devagent.store import Approval, Store, heartbeat, sha256_text
 from devagent.workspace import LAST_COMMAND, FileChange, ThreadWorkspace, quote_path
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
     started = time.monotonic()
     lines = command.strip().split("\n")
     shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
-    with rt.doing(f"running `{shortened}`"):
+    with rt.doing(f"running `{shortened}`"), heartbeat(store.home, rt.thread_id):
         result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
     if rt.aborted:
         # Ctrl-C killed it part-way: leave the call "running" so `resume` asks again.

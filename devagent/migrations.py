@@ -141,6 +141,22 @@ class Database:
             return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name or PG_DB} (thread server)"
         return mask_url(self.location) + (f" (database {name})" if name else "")
 
+    def libpq_env(self) -> dict[str, str]:
+        """PG* variables so that a plain `psql` in the sandbox reaches this database (the password
+        of the thread's own server is in ~/.pgpass; a URL's own password is passed as given)."""
+        if self.kind == "sidecar":
+            return {"PGHOST": PG_HOST, "PGPORT": str(PG_PORT), "PGUSER": PG_USER, "PGDATABASE": PG_DB}
+        if self.kind == "url":
+            from urllib.parse import unquote, urlsplit
+
+            url = urlsplit(self.location)
+            env = {"PGHOST": url.hostname, "PGPORT": str(url.port) if url.port else None,
+                   "PGUSER": unquote(url.username) if url.username else None,
+                   "PGPASSWORD": unquote(url.password) if url.password else None,
+                   "PGDATABASE": unquote(url.path.lstrip("/")) or None}
+            return {k: v for k, v in env.items() if v}
+        return {}
+
     def describe(self, network: bool) -> str:
         """The database, as the agent's instructions present it."""
         no_tx = ("Do not write BEGIN/COMMIT: each migration already runs in its own transaction and is "

@@ -37,7 +37,7 @@ from devagent.paths import WorkspacePaths
 from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
-from devagent.workspace import ThreadWorkspace, find_repo
+from devagent.workspace import TURN_WARN_BYTES, TURN_WARN_FILES, ThreadWorkspace, find_repo
 
 
 class TurnEvents(Protocol):
@@ -120,6 +120,7 @@ class TaskOptions:
     network: bool | None = None
     database: str | None = None
     max_steps: int | None = None  # model round trips in one turn (the SDK calls them turns)
+    include_uncommitted: bool = False  # start from the working tree, not HEAD
 
 
 @dataclass
@@ -198,11 +199,12 @@ class ThreadRunner:
             choice.build()  # fail now, with a clear message, if no model is configured
         thread_id = new_thread_id()
         ws = self.workspace(thread_id)
-        base = ws.create(source, owner=sandbox_user())
+        ws.set_excludes(config["commit.exclude"])
+        base = ws.create(source, owner=sandbox_user(), include_uncommitted=options.include_uncommitted)
         # The sandbox (network, database, limits) is the thread's for good; the model may change.
         settings = {"model": choice.name, "base_url": choice.base_url, "network": config["network"],
                     "database": config["database"], "max_turns": config["max_steps"],
-                    "sandbox": config.sandbox()}
+                    "sandbox": config.sandbox(), "commit": config.section("commit")}
         thread = self.store.create_thread(thread_id, str(source), ws.branch, base, settings)
         self.store.audit(thread_id, "created", actor="user", detail={"repo": str(source), "base": base})
         return thread
@@ -436,6 +438,7 @@ class ThreadRunner:
         return self.workspace(thread_id).root / "policy.toml"
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
+        self.store.requeue_interrupted(thread_id)  # what `resume` would ask again is pending now
         thread = self.store.thread(thread_id)
         return [self._request(thread, a) for a in self.store.approvals(thread_id, "pending")]
 
@@ -577,7 +580,7 @@ class ThreadRunner:
                 self._checkpoint(turn)
                 tid = turn.thread.id
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                where = turn.thread.settings.get("base_url") or "the OpenAI API"
+                where = turn.thread.settings.get("base_url") or "https://api.openai.com/v1 (the OpenAI API)"
                 error = f"model API error ({type(exc).__name__}) from {where}: {first}"
                 # `threads` says why the thread stopped; the next successful turn clears it.
                 self.update_thread(tid, last_error=error)
@@ -645,6 +648,8 @@ class ThreadRunner:
             default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
             changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
             workspace_notice=workspace_notice(self.store, approval) if screen else None,
+            interrupted_after_s=self.store.interrupted_after(thread.id, approval.call_id)
+            if approval.status == "pending" else None,
             database=thread.settings.get("database_display") or thread.settings.get("database"),
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
             # Only a migration has a bound file (looking it up reads the thread's whole log).
@@ -792,10 +797,7 @@ class ThreadRunner:
 
     def _requeue_interrupted(self, thread_id: str) -> None:
         """A call that was running when the process died goes back to pending: ask again."""
-        for approval in self.store.approvals(thread_id, "running"):
-            self.store.mark_status(thread_id, approval.call_id, "pending")
-            self.store.audit(thread_id, "interrupted", call_id=approval.call_id, tool=approval.tool,
-                             actor="devagent", detail={"note": "was running when the run stopped; approve again to re-run"})
+        self.store.requeue_interrupted(thread_id, locked=True)  # the caller holds the thread's lock
 
     async def _restore(self, turn: _Turn, blob: str) -> Any:
         """Rebuild the paused run and apply the store's decisions, refusing anything tampered."""
@@ -887,8 +889,14 @@ class ThreadRunner:
     def _finish(self, turn: _Turn, result: Any) -> TurnOutcome:
         tid = turn.thread.id
         commit = turn.workspace.commit_turn(turn.task)
+        for nested in turn.workspace.nested_repositories():
+            self.events.notice(f"{nested}/ is a git repository inside the workspace: not committed with the "
+                               "thread (its files stay in the checkout; remove its .git to commit them)")
         diffstat = turn.workspace.diffstat(commit) if commit else ""  # capped: ~20 files, then a count
-        warning = turn.workspace.size_warning(commit) if commit else None
+        limits = turn.thread.settings.get("commit") or {}
+        warning = turn.workspace.size_warning(
+            commit, max_files=limits.get("warn_files") or TURN_WARN_FILES,
+            max_bytes=int((limits.get("warn_mb") or TURN_WARN_BYTES / 1e6) * 1e6)) if commit else None
         self._end_turn(turn)
         final = str(result.final_output or "")
         outcome = TurnOutcome(tid, "done", final_output=final, commit=commit, diffstat=diffstat.strip(),

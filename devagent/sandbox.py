@@ -364,8 +364,34 @@ class ThreadContainer:
             )
         except docker.errors.APIError as exc:
             raise DevagentError(f"cannot create the sandbox container: {exc.explanation or exc}") from None
+        self.ensure_user_entry()
         if s.ca_certificates:
             self._install_ca_bundle()
+
+    def ensure_user_entry(self) -> None:
+        """Give the sandbox uid a name (/etc/passwd, /etc/group), as on any Debian box: `whoami`,
+        `id`, ssh, bash's prompt and pip expect one ("I have no name!" otherwise). Written as root
+        through the engine; the files stay root-owned, so the sandbox user cannot change them."""
+        entries = {"/etc/passwd": (self.uid, f"agent:x:{self.uid}:{self.gid}:devagent sandbox user:/home/agent:/bin/bash\n"),
+                   "/etc/group": (self.gid, f"agent:x:{self.gid}:\n")}
+        for path, (number, line) in entries.items():
+            stream, _ = self.api.get_archive(self.spec.name, path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()
+                text = tar.extractfile(member).read() if member is not None and member.isfile() else b""
+            taken = {row.split(b":")[2] for row in text.splitlines() if row.count(b":") >= 3}
+            names = {row.split(b":")[0] for row in text.splitlines()}
+            if str(number).encode() in taken:
+                continue  # the image already names this uid (or gid)
+            if b"agent" in names:
+                line = line.replace("agent:", "devagent-user:", 1)
+            data = text.rstrip(b"\n") + b"\n" + line.encode()
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                info = tarfile.TarInfo(Path(path).name)
+                info.size, info.mode, info.uid, info.gid = len(data), 0o644, 0, 0
+                tar.addfile(info, io.BytesIO(data))
+            self.api.put_archive(self.spec.name, "/etc", buf.getvalue())
 
     def _install_ca_bundle(self) -> None:
         """Write the image's CAs + the user's extra certificates into the new container (as root,

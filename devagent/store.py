@@ -480,6 +480,65 @@ class Store:
                                (thread_id, *events, after_id)).fetchall()
         return [_event(r) for r in rows]
 
+    # -- calls whose process died while they ran
+
+    def requeue_interrupted(self, thread_id: str, *, locked: bool = False) -> list[str]:
+        """Calls left "running" by a process that died (SIGKILL, a crash, Ctrl-C) are pending again:
+        `resume` asks for them again, so `threads`, `pending` and `approve` list them as pending too.
+        Done under the thread's lock (`locked`: the caller holds it), so a call whose process is
+        alive is never touched. Each gets an "interrupted" entry saying how long it had run."""
+        if not self.approvals(thread_id, "running"):
+            return []
+        lock = None
+        if not locked:
+            try:
+                lock = ThreadLock(self.home, thread_id).__enter__()
+            except ThreadBusy:
+                return []  # its process is alive: the call is still running
+        try:
+            moved = []
+            for approval in self.approvals(thread_id, "running"):
+                after = self._ran_for(thread_id, approval.call_id)
+                with self.tx() as db:
+                    db.execute("UPDATE approvals SET status='pending' WHERE thread_id=? AND call_id=? AND status='running'",
+                               (thread_id, approval.call_id))
+                    self._audit(db, thread_id, "interrupted", approval.call_id, approval.tool, "devagent",
+                                {"note": "was running when its process stopped; approve again to re-run",
+                                 "after_s": after}, None, after)
+                moved.append(approval.call_id)
+            return moved
+        finally:
+            if lock is not None:
+                lock.__exit__()
+
+    def _ran_for(self, thread_id: str, call_id: str) -> float | None:
+        """How long the call ran before its process stopped: what Ctrl-C recorded, else the last
+        heartbeat of its process; None when neither tells."""
+        started = self.call_events(thread_id, call_id, "executing")
+        if not started:
+            return None
+        since = started[-1]["at"]
+        for event in reversed(self.call_events(thread_id, call_id, "interrupted")):
+            if event["at"] >= since and event["duration_s"] is not None:
+                return round(event["duration_s"], 1)
+        try:
+            alive = heartbeat_path(self.home, thread_id).stat().st_mtime
+        except OSError:
+            return None
+        return round(alive - since, 1) if alive >= since else None
+
+    def interrupted_after(self, thread_id: str, call_id: str) -> float | None:
+        """For a pending call that had started and was interrupted: how long it ran (-1: unknown)."""
+        started = self.call_events(thread_id, call_id, "executing")
+        if not started:
+            return None
+        requeued = [e for e in self.call_events(thread_id, call_id, "interrupted")
+                    if e["at"] >= started[-1]["at"] and e["actor"] == "devagent"]
+        if not requeued:
+            return None
+        after = requeued[-1]["detail"].get("after_s")
+        return after if isinstance(after, (int, float)) else -1
+
     # -- migrations history
 
     def record_migration(self, thread_id: str, call_id: str | None, database: str, digest: str,
@@ -541,3 +600,37 @@ class ThreadLock:
             return True
         finally:
             os.close(fd)
+
+
+def heartbeat_path(home: Path, thread_id: str) -> Path:
+    """Touched every second while a command of the thread runs: after a SIGKILL its time says
+    when the process was last alive (the lock alone cannot tell)."""
+    return home / "locks" / f"{thread_id}.alive"
+
+
+@contextmanager
+def heartbeat(home: Path, thread_id: str, every_s: float = 1.0) -> Iterator[None]:
+    path = heartbeat_path(home, thread_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                path.touch()
+            except OSError:
+                pass  # a heartbeat is a hint; never a reason for the command to fail
+            if stop.wait(every_s):
+                return
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ticker = threading.Thread(target=beat, name="devagent-heartbeat", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        try:
+            path.touch()
+        except OSError:
+            pass

@@ -190,9 +190,16 @@ class ThreadWorkspace:
         return self.root / "default-excludes"
 
     def _options(self) -> list[str]:
-        if not self.excludes_file.is_file() or self.excludes_file.read_text() != DEFAULT_EXCLUDES:
+        if not self.excludes_file.is_file():
             self.excludes_file.write_text(DEFAULT_EXCLUDES)
         return ["-c", f"core.excludesFile={self.excludes_file}"]
+
+    def set_excludes(self, patterns: list[str] | None) -> None:
+        """The thread's own exclude list (the project's `commit.exclude`); None: the default."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = DEFAULT_EXCLUDES if patterns is None else \
+            "# devagent: commit.exclude of the project's config\n" + "".join(f"{p}\n" for p in patterns)
+        self.excludes_file.write_text(text)
 
     def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
         self.check_metadata()
@@ -232,8 +239,12 @@ class ThreadWorkspace:
 
     # -- lifecycle
 
-    def create(self, source_repo: Path, owner: tuple[int, int] | None = None) -> str:
-        """Clone the user's repo at HEAD onto a new branch. Returns the base commit."""
+    def create(self, source_repo: Path, owner: tuple[int, int] | None = None,
+               include_uncommitted: bool = False) -> str:
+        """Clone the user's repo at HEAD onto a new branch. Returns the base commit.
+
+        include_uncommitted: the user's modified and untracked (not ignored) files become the
+        branch's first commit, so the thread starts from the working tree."""
         self.root.mkdir(parents=True, exist_ok=True)
         base = safe_git("rev-parse", "HEAD", cwd=source_repo).strip()
         safe_git("init", "--quiet", "--template=", f"--separate-git-dir={self.git_dir}",
@@ -246,11 +257,38 @@ class ThreadWorkspace:
         self.git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
         self.git("checkout", "--quiet", "--force", self.branch)
         self.git("config", "devagent.base", base)
+        if include_uncommitted:
+            self._copy_uncommitted(source_repo)
         # What "files changed since the last command" compares with until a command has run.
         self.save_state(self.state(), LAST_COMMAND)
         if owner is not None:
             _chown_tree(self.root, *owner)
         return base
+
+    def _copy_uncommitted(self, source_repo: Path) -> None:
+        """Bring the user's working-tree changes over (copied as files: nothing of theirs runs)."""
+        work = self.work_dir.resolve()
+        for path, _code in uncommitted_changes(source_repo):
+            src, dst = source_repo / path, self.work_dir / path
+            # Never write through a link the checkout holds: the user's tree decides what is here.
+            for parent in reversed(dst.relative_to(self.work_dir).parents[:-1]):
+                here = self.work_dir / parent
+                if here.is_symlink() or (here.exists() and not here.is_dir()):
+                    here.unlink()
+            if not dst.parent.resolve().is_relative_to(work):
+                continue
+            if dst.is_symlink() or dst.is_file():
+                dst.unlink()
+            elif dst.is_dir() and (src.is_symlink() or not src.is_dir()):
+                shutil.rmtree(dst)
+            if src.is_symlink():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.readlink(src), dst)
+            elif src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst, follow_symlinks=False)
+        self.commit_turn(f"Uncommitted work from {source_repo}\n\nThe working tree devagent started this "
+                         "thread from (--include-uncommitted).")
 
     def discard(self) -> None:
         if self.root.exists():
@@ -313,6 +351,12 @@ class ThreadWorkspace:
         untracked = self.git("ls-files", "-z", "--others", "--exclude-standard", extra_env=env).split("\0")
         nested += [path.rstrip("/") for path in untracked if path.endswith("/")]
         self.git("add", "--all", "--", ".", *[f":(exclude,literal){path}" for path in nested], extra_env=env)
+
+    def nested_repositories(self) -> list[str]:
+        """Untracked git repositories inside the work tree (made by a command): turn commits leave
+        them out, since committing one would record a broken submodule the user cannot apply."""
+        untracked = self.git("ls-files", "-z", "--others", "--exclude-standard").split("\0")
+        return [path.rstrip("/") for path in untracked if path.endswith("/")]
 
     def changed_between(self, old_tree: str, new_tree: str) -> list[str]:
         if old_tree == new_tree:
@@ -478,6 +522,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def uncommitted_changes(repo: Path) -> list[tuple[str, str]]:
+    """(path, kind) of every file in `repo`'s working tree that differs from HEAD: kind "modified"
+    (staged or not, deleted included) or "untracked" (not ignored). Plain git, no hooks."""
+    out = safe_git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                   "--ignore-submodules=all", cwd=repo)
+    found = []
+    for entry in out.split("\0"):
+        if len(entry) > 3:
+            found.append((entry[3:], "untracked" if entry[:2] == "??" else "modified"))
+    return found
 
 
 def _user_identity(repo: Path) -> dict[str, str]:

@@ -75,3 +75,60 @@ def test_a_bad_config_file_is_one_clear_line_naming_file_and_line(cli, llm, repo
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"error: {user_config}") and message in line, line
     assert llm.requests == []
+
+
+@pytest.mark.parametrize("where, text, message", [
+    ("project", "", None),  # an empty file is no settings at all
+    ("project", 'model = "m"\n[sandbox]\n', None),  # an empty table too
+    ("project", "model = 3\n", ":1: model must be a string (got 3)"),
+    ("project", "[model]\nname = 'x'\n", ":1: model must be a string"),  # a table where a value goes
+    ("project", "[sandbox.env]\nA = 1\n", ":1: sandbox.env must be a list of strings"),
+    ("project", "sandbox = 3\n", ":1: unknown setting 'sandbox'"),
+    ("project", "[[sandbox]]\nmemory = '1g'\n", ":1: unknown setting 'sandbox'"),
+    ("user", "network = \"yes\"\n", ":1: network must be true or false"),
+    ("user", "max_steps = 0\n", ":1: max_steps must be at least 1"),
+    ("user", "\n[sandbox]\n# limits\ntimeout = -1\n", ":4: sandbox.timeout must be between 1 and 3600 seconds"),
+    ("user", "[sandbox]\nmemory = \"lots\"\n", ":2: sandbox.memory must be a size such as 512m or 2g"),
+    ("user", "[sandbox]\npids = 1.5\n", ":2: sandbox.pids must be a whole number"),
+    ("user", 'database = "mysql"\n', ":1: database must be sqlite, postgres"),
+    ("user", "model = \n", ":1: invalid value (column 9)"),  # not TOML: still file and line
+    ("user", 'model = "a"\nmodel = "b"\n', ":2: cannot overwrite a value"),
+])
+def test_odd_config_files_never_crash_config(cli, repo: Path, user_config: Path, where: str, text: str,
+                                             message: str | None) -> None:
+    path = user_config
+    if where == "project":
+        path = repo / ".devagent" / "config.toml"
+        path.parent.mkdir()
+    path.write_text(text)
+    env = {"XDG_CONFIG_HOME": str(user_config.parent.parent)}
+
+    result = cli("config", env=env)
+
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        assert "model" in result.stdout and "default" in result.stdout
+        return
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}:") and message in line, line
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_config_prints_each_setting_with_where_it_came_from(cli, repo: Path, user_config: Path) -> None:
+    user_config.write_text('[sandbox]\nmemory = "1g"\nenv = ["LANG"]\n')
+
+    result = cli("config", env={"XDG_CONFIG_HOME": str(user_config.parent.parent), "DEVAGENT_MODEL": "m-env"})
+
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert rows["model"] == ["m-env", "DEVAGENT_MODEL"]
+    assert rows["sandbox.memory"] == ["1g", f"{user_config}:2"]
+    assert rows["sandbox.env"] == ['["LANG"]', f"{user_config}:3"]
+    assert rows["database"] == ["sqlite", "default"]
+
+
+def test_a_bad_environment_value_is_one_line_naming_the_variable(cli, user_config: Path) -> None:
+    result = cli("config", env={"XDG_CONFIG_HOME": str(user_config.parent.parent), "DEVAGENT_SANDBOX_PIDS": "many"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: DEVAGENT_SANDBOX_PIDS='many' is not a valid sandbox.pids"

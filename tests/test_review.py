@@ -112,3 +112,17 @@ def test_diff_and_log_use_a_pager_on_a_terminal_only(cli, llm, home: Path, repo:
     lines = [line for line in child.before.splitlines() if line.strip()]
     assert all(line.startswith("PAGED> ") for line in lines)  # every line went through the pager,
     assert "\x1b[" in child.before and "+a note" in child.before  # in colour
+
+
+def test_the_project_config_replaces_the_exclude_list_and_the_warning_limits(cli, llm, home: Path, repo: Path) -> None:
+    (repo / ".devagent").mkdir()
+    (repo / ".devagent" / "config.toml").write_text(
+        '[commit]\nexclude = ["build/", "*.log"]\nwarn_files = 3\n')
+    make = MAKE_ENV + " && mkdir build && echo x > build/out.o && echo y > run.log"
+    thread_id, done = run_turn(cli, llm, {"tool_calls": [tool_call("run_shell", {"command": make}, "s1")]})
+    assert done.returncode == 0, done.stderr
+    files = git_files(home, thread_id)
+    # Its own list replaced the default: node_modules is committed now, build/ and *.log are not.
+    assert "node_modules/left-pad/index.js" in files and "src/app.py" in files
+    assert not [f for f in files if f.startswith("build/") or f.endswith(".log")]
+    assert "warning: this turn added" in done.stdout  # over the project's limit of 3 files

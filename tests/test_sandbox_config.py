@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import json
-import os
 import ssl
 import subprocess
 import threading

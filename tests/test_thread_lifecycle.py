@@ -126,3 +126,63 @@ def test_the_task_reaches_the_model_once_after_ctrl_c_during_a_model_call(home: 
                              env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert llm.user_messages() == ["slow model"]
+
+
+def test_a_call_killed_mid_run_is_pending_everywhere_and_says_for_how_long(cli, llm, home: Path, repo: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "sleep 15; echo finished > slow.txt"}, "c1")]},
+               {"content": "done"})
+    _, data = new_thread(cli, llm)
+    thread = data["thread"]
+    assert cli("approve", thread, "--all").returncode == 0
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "devagent", "resume", thread], cwd=repo, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while "executing" not in [e["event"] for e in json.loads(cli("log", thread, "--json").stdout)]:
+        assert time.time() < deadline and proc.poll() is None, "the command never started"
+        time.sleep(0.3)
+    # While it runs it is not pending anywhere (its process is alive).
+    assert json.loads(cli("threads", "--json").stdout)[0]["pending"] == 0
+    assert json.loads(cli("pending", thread, "--json").stdout) == []
+    time.sleep(4)
+    proc.send_signal(signal.SIGKILL)  # no clean-up of any kind runs
+    proc.wait()
+
+    [row] = json.loads(cli("threads", "--json").stdout)
+    assert row["state"] == "interrupted" and row["pending"] == 1
+    [call] = json.loads(cli("pending", thread, "--json").stdout)
+    assert call["call_id"] == "c1" and 3 <= call["interrupted_after_s"] <= 15
+    screen = cli("pending", thread).stdout
+    assert f"interrupted after {call['interrupted_after_s']:.0f} s" in screen and "sleep 15" in screen
+    # approve sees it as pending, and resume runs what was approved again.
+    approved = cli("approve", thread, "c1")
+    assert approved.returncode == 0 and "approved c1" in approved.stdout
+    llm.script({"content": "done"})
+    rerun = cli("resume", thread, "--no-input", "--json", timeout=150)
+    assert rerun.returncode == 0, rerun.stderr
+    events = [e for e in json.loads(cli("log", thread, "--json").stdout) if e["call_id"] == "c1"]
+    assert [e["event"] for e in events].count("executing") == 2 and events[-1]["event"] == "executed"
+    assert json.loads(cli("threads", "--json").stdout)[0]["pending"] == 0
+
+
+def test_resume_takes_the_model_and_server_from_flag_then_environment_then_the_thread(cli, llm) -> None:
+    dead = "http://127.0.0.1:9/v1"
+    failed = cli("task", "go", "--base-url", dead, "--model", "saved-model", "--no-input")
+    assert failed.returncode == 1
+    [line] = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert dead in line and "devagent resume" in line and "--base-url URL" in line
+    thread = json.loads(cli("threads", "--json").stdout)[0]["id"]
+
+    # The environment beats the thread's saved server; the flag beats the environment's model.
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
+    paused = cli("resume", thread, "--no-input", "--model", "flag-model",
+                 env={"OPENAI_BASE_URL": llm.url, "DEVAGENT_MODEL": "env-model"})
+    assert paused.returncode == 3, paused.stderr
+    assert llm.requests[-1]["model"] == "flag-model"
+
+    # Nothing given: what the thread was last run with (this server), but the environment's model.
+    assert cli("approve", thread, "--all").returncode == 0
+    llm.script({"content": "done"})
+    done = cli("resume", thread, "--no-input", env={"DEVAGENT_MODEL": "env-model"})
+    assert done.returncode == 0, done.stderr
+    assert llm.requests[-1]["model"] == "env-model"
