@@ -651,8 +651,9 @@ def _for_model(outcome: dict[str, Any], display: str, digest: str, sql: str, pla
     if outcome.get("result") == "applied":
         how = ("alone, outside a transaction (PostgreSQL cannot run it inside one)"
                if outcome.get("outside_transaction") else "in one transaction")
+        # The first line is the result line on the screen: short enough for one terminal line.
         text = (f"applied: {outcome.get('statements')} statement(s) {how} to {display} in "
-                f"{outcome.get('duration_s', 0):.2f}s; sha256 {digest}; recorded in devagent_migrations "
+                f"{outcome.get('duration_s', 0):.2f}s\nsha256 {digest}; recorded in devagent_migrations "
                 f"(id {outcome.get('history_id')})")
         if outcome.get("warning"):
             text += f"\nwarning: {outcome['warning']}"
