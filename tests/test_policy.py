@@ -245,6 +245,22 @@ def test_a_broad_allow_rule_never_covers_options_that_run_code(command: str, att
         assert "matches, but not with" in verdict.why()  # the screen says which guard held it
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(BROAD_PLAIN), min_size=1, max_size=4), st.sampled_from([c for c, _ in GUARD_CORPUS]),
+       st.integers(0, 4), st.lists(st.sampled_from([" && ", " || ", "; ", " | ", "\n"]), min_size=4, max_size=4))
+def test_property_a_guarded_part_anywhere_in_a_compound_keeps_it_from_being_allowed(parts, bad, position, ops) -> None:
+    command = parts[0]
+    for piece, op in zip(parts[1:], ops):
+        command += op + piece
+    assert BROAD.decide(command).decision == "allow", command
+    pieces = list(parts)
+    pieces.insert(min(position, len(pieces)), bad)
+    command = pieces[0]
+    for piece, op in zip(pieces[1:], ops):
+        command += op + piece
+    assert BROAD.decide(command).decision != "allow", command
+
+
 @pytest.mark.parametrize("command", PLAIN)
 def test_plain_twins_of_the_corpus_are_allowed(command: str) -> None:
     assert POLICY.decide(command).decision == "allow", POLICY.decide(command).why()
