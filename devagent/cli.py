@@ -882,12 +882,14 @@ def rules_check(
 ) -> None:
     """The decision the rules give COMMAND, and why: each simple command, the rule that matched it,
     and whatever forced a prompt."""
-    from devagent.policy import load_policy
+    from devagent.policy import load_policy, offer_rules
 
     policy = load_policy(_rules_project(repo))
     verdict = policy.decide(command)
+    offered, not_offered = offer_rules(command, policy) if verdict.decision != "allow" else ([], None)
     if as_json:
-        _emit_json({"command": command, **verdict.to_json()})
+        _emit_json({"command": command, **verdict.to_json(), "offer": [r.describe() for r in offered],
+                    "offer_note": not_offered})
         return
     style = {"allow": "bold green", "prompt": "bold yellow", "forbid": "bold red"}[verdict.decision]
     _print_plain(f"{verdict.decision}: {verdict.why()}", style)
@@ -902,6 +904,10 @@ def rules_check(
                      + (f": {rule.reason}" if rule.reason else ""))
     for problem in verdict.problems:
         _print_plain(f"  asks because it contains {problem}")
+    if offered:
+        _print_plain("  [a] on the approval screen would offer: " + " and ".join(r.describe() for r in offered), "dim")
+    elif not_offered:
+        _print_plain(f"  [a] on the approval screen offers no rule: {not_offered}", "dim")
 
 
 @rules_app.command("add")

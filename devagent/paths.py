@@ -93,6 +93,38 @@ class TextWindow:
         return ""
 
 
+# How far read_file looks for the start of a line before giving up: a start_line deep in a huge
+# file (or in one long line, e.g. a sparse file) costs at most this much reading, never the file.
+SKIP_LIMIT = 256 * 1024 * 1024
+
+
+def _skip_lines(f: BinaryIO, count: int, limit: int) -> tuple[int, int, bool] | None:
+    """Skip `count` lines from the start of `f`, counting newlines a chunk at a time (no work per
+    line): (lines skipped, bytes skipped, whether the last byte read ended a line), with `f` at
+    the start of the next line; None when more than `limit` bytes would have to be read."""
+    skipped = consumed = 0
+    ended = True
+    while skipped < count:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        newlines = chunk.count(b"\n")
+        if skipped + newlines < count:
+            skipped += newlines
+            consumed += len(chunk)
+            ended = chunk.endswith(b"\n")
+            if consumed >= limit:
+                return None
+            continue
+        pos = -1
+        for _ in range(count - skipped):
+            pos = chunk.index(b"\n", pos + 1)
+        consumed += pos + 1
+        skipped, ended = count, True
+        f.seek(consumed)
+    return skipped, consumed, ended
+
+
 def _pieces(f: BinaryIO) -> Iterator[tuple[bytes, bool]]:
     """The file as (bytes, ends_a_line) pieces of at most _CHUNK bytes: memory stays flat
     whatever the length of a line."""
@@ -229,6 +261,13 @@ class WorkspacePaths:
         with self._open_file(rel) as f, _translated(rel):
             size = os.fstat(f.fileno()).st_size
             line, consumed, ended = 1, 0, True
+            if start > 1:
+                skipped = _skip_lines(f, start - 1, SKIP_LIMIT)
+                if skipped is None:
+                    raise FileToolError(
+                        f"line {start} of {rel!r} is not within its first {SKIP_LIMIT >> 20} MiB; read_file does not "
+                        f"read further to find a line: use search, or run_shell (e.g. sed -n '{start}p')")
+                line, consumed, ended = 1 + skipped[0], skipped[1], skipped[2]
             out, cut, line_at = bytearray(), "", 0  # line_at: where the current line starts in out
             for piece, ends in _pieces(f):
                 if line >= start:

@@ -245,6 +245,22 @@ def test_a_broad_allow_rule_never_covers_options_that_run_code(command: str, att
         assert "matches, but not with" in verdict.why()  # the screen says which guard held it
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(BROAD_PLAIN), min_size=1, max_size=4), st.sampled_from([c for c, _ in GUARD_CORPUS]),
+       st.integers(0, 4), st.lists(st.sampled_from([" && ", " || ", "; ", " | ", "\n"]), min_size=4, max_size=4))
+def test_property_a_guarded_part_anywhere_in_a_compound_keeps_it_from_being_allowed(parts, bad, position, ops) -> None:
+    command = parts[0]
+    for piece, op in zip(parts[1:], ops):
+        command += op + piece
+    assert BROAD.decide(command).decision == "allow", command
+    pieces = list(parts)
+    pieces.insert(min(position, len(pieces)), bad)
+    command = pieces[0]
+    for piece, op in zip(pieces[1:], ops):
+        command += op + piece
+    assert BROAD.decide(command).decision != "allow", command
+
+
 @pytest.mark.parametrize("command", PLAIN)
 def test_plain_twins_of_the_corpus_are_allowed(command: str) -> None:
     assert POLICY.decide(command).decision == "allow", POLICY.decide(command).why()
@@ -617,6 +633,44 @@ def test_propose_rule_offers_the_longest_safe_prefix() -> None:
     assert propose_rule("echo $(id)") is None
     assert propose_rule("ls > out") is None
     assert propose_rule("FOO=1 make").exact
+
+
+def test_offer_rules_covers_each_part_or_says_why_not() -> None:
+    from devagent.policy import offer_rules
+
+    def offer(command: str, rules: Policy | None = None) -> tuple[list[str], str | None]:
+        offered, why = offer_rules(command, rules)
+        return [r.describe() for r in offered], why
+
+    assert offer("pytest -q tests/x.py") == (["allow `pytest …`"], None)
+    assert offer("make test && cat out.txt") == (["allow `make test …`", "allow `cat …`"], None)
+    assert offer("rm -rf build") == (["allow exactly `rm -rf build`"], None)
+    # Nothing is offered for what no rule can cover, and the reason is one line for the screen.
+    assert offer("pytest $(id)") == ([], "no rule can cover it: it contains a command substitution")
+    assert offer("ls | sh") == ([], "no rule is offered for `sh`: sh runs whatever it is given")
+    assert offer("python3 x.py")[1] == "no rule is offered for `python3 x.py`: python3 runs whatever it is given"
+    assert offer("sudo make test")[0] == []
+    assert offer("sed -i 's/a/b/e' f") == ([], "no rule can cover `sed -i 's/a/b/e' f`: it uses the sed s///e "
+                                                  "flag (runs a command)")
+    held = Policy([rule("prompt", "make", "deploy")])
+    assert offer("make deploy", held) == ([], "rule test.toml:1 (make deploy …) asks for this command every time")
+    # Whatever is offered allows exactly the command it was offered for.
+    for command in ("pytest -q tests/x.py", "make test && cat out.txt", "git log -n 3 | head -5", "rm -rf build"):
+        offered, _why = offer_rules(command)
+        rules = [Rule("allow", tuple((t,) for t in r.pattern), exact=r.exact) for r in offered]
+        assert Policy(rules).decide(command).decision == "allow", command
+
+
+def test_a_thread_rule_file_is_read_after_the_user_and_project_files(config: Path, project: Path, tmp_path: Path) -> None:
+    from devagent.policy import ProposedRule, save_rule
+
+    thread_file = tmp_path / "thread" / "policy.toml"
+    save_rule("thread", ProposedRule("allow", ("pytest",), example="pytest -q"), thread_file=thread_file)
+    loaded = load_policy(project, thread_file=thread_file)
+    [only] = loaded.rules
+    assert (only.scope, only.where) == ("thread", "this thread's rules:3")
+    assert loaded.decide("pytest -x").decision == "allow"
+    assert load_policy(project).decide("pytest -x").decision == "prompt"
 
 
 def test_save_rule_then_remove_it(config: Path, project: Path) -> None:

@@ -261,6 +261,9 @@ def test_rules_list_check_add_rm(run, repo: Path, xdg: Path) -> None:
     assert check["matched"][0]["reason"] == "no recursive deletes"
     text = run("rules", "check", "pytest $(id)").stdout
     assert text.startswith("prompt") and "command substitution" in text
+    assert "[a] on the approval screen offers no rule: no rule can cover it" in text
+    offer = json.loads(run("rules", "check", "make test -j2", "--json").stdout)
+    assert (offer["decision"], offer["offer"], offer["offer_note"]) == ("prompt", ["allow `make test …`"], None)
     assert run("rules", "check", "pytest -x").stdout.startswith("allow")
 
     forbid_id = next(r["id"] for r in listed["rules"] if r["decision"] == "forbid")
