@@ -3,7 +3,7 @@
 A hostile model puts control characters, escape sequences (CSI, OSC title, OSC 52 clipboard,
 clear scrollback), bidi overrides and zero-width characters into every field it controls: tool
 names, every argument, file names and contents, the SQL and its path, command output and its
-own messages. The real CLI runs in a pseudo-terminal against the scripted stub server and the
+own messages, and the reasons a rejection sends back. The real CLI runs in a pseudo-terminal against the scripted stub server and the
 real sandbox; every byte it writes, for every command, may hold rich's own colour codes and
 nothing else.
 """
@@ -98,8 +98,17 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     thread = re.search(r"thread ([0-9a-f]{8}) on branch", started.output).group(1)
     for args in (["pending", thread], ["pending"], ["log", thread], ["threads"]):
         check(" ".join(args), run(home, repo, *args))
-    # Interactive: the approval screens (with m: raw arguments, d: the diff), the command's output,
-    # the model's last message.
+    # The approve and reject messages, with the model's text as the reason (it reaches the model,
+    # the log and the screen again).
+    approved = run(home, repo, "approve", thread, "s1")
+    check("approve", approved)
+    assert "approved s1" in approved.text()
+    rejected = run(home, repo, "reject", thread, "m3", "--reason", argument)
+    check("reject", rejected)
+    assert "rejected m3" in rejected.text()
+    check("pending after the decisions", run(home, repo, "pending", thread))
+    # Interactive: the approval screens left (with m: raw arguments, d: the diff), the command's
+    # output, the model's last message.
     resumed = run(home, repo, "resume", thread, keys=["m", "d", "y", "y", "y", "y"])
     check("resume", resumed)
     assert re.search(rf"thread {thread} done: [0-9]+ command", resumed.text()), resumed.text()[-3000:]
