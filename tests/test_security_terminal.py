@@ -3,9 +3,9 @@
 A hostile model puts control characters, escape sequences (CSI, OSC title, OSC 52 clipboard,
 clear scrollback), bidi overrides and zero-width characters into every field it controls: tool
 names, every argument, file names and contents, the SQL and its path, command output and its
-own messages, and the reasons a rejection sends back. The real CLI runs in a pseudo-terminal against the scripted stub server and the
-real sandbox; every byte it writes, for every command, may hold rich's own colour codes and
-nothing else.
+own messages, and the reasons a rejection sends back. The real CLI runs in a pseudo-terminal
+against the scripted stub server and the real sandbox; every byte it writes, for every command,
+may hold rich's own colour codes and nothing else.
 """
 
 from __future__ import annotations
