@@ -278,3 +278,22 @@ async def test_changes_to_ignored_files_are_listed_on_the_screen_marked_ignored(
     assert "2 files changed since the last command" in compact
     more = "\n".join(render(request, 120, verbose=True))
     assert "A .venv/bin/activate (ignored)" in more and "M Makefile" in more
+
+
+def test_the_typed_confirmation_says_why_each_word_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dropped table is asked as destroying data; a statement devagent could not analyse is asked
+    as that, never as destroying or locking data."""
+    from devagent.term import Screen
+    from devagent.ui import TerminalApprover
+
+    sql = "DROP TABLE legacy;\nDO $$ BEGIN PERFORM 1; END $$;\n"
+    request = ApprovalRequest("t", "m1", "run_migration", "{}", "0" * 64, "pending", sql=sql,
+                              database="postgres: app", sql_dialect="postgres")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\nlegacy\ndo-2\n"))
+    out = io.StringIO()
+    decision = TerminalApprover(Screen(console=Console(file=out, width=120, color_system=None))).decide(request)
+    assert decision.approved and decision.confirmed == ("legacy", "do-2")
+    text = out.getvalue()
+    assert "this SQL destroys data; type legacy to approve (1 of 2): " in text
+    assert "devagent could not analyse statement 2; type do-2 to approve (2 of 2): " in text
+    assert "locks" not in text
