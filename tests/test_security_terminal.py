@@ -189,6 +189,7 @@ def screen_rows(width: int, text: str, call_id: str) -> list[str]:
 
 
 @settings(max_examples=200, deadline=None)
+@example(breaks=["", "\n", "\n", "\n", "\n"], padding=0, width=40)  # outside text first on a row (a database name)
 @given(breaks=st.lists(st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\x85", "\x0b", "\x0c", "", " "]),
                        min_size=len(FORGED), max_size=len(FORGED)),
        padding=st.integers(0, 130), width=st.sampled_from([40, 60, 80, 120]))
