@@ -239,15 +239,14 @@ def test_a_list_of_changed_files_that_cannot_be_made_is_shown_as_unknown(sandbox
     """Through a real workspace: a FIFO where git reads ignore rules leaves the list incomplete, a
     lost record of the last command's state leaves it unknown; the screen says so, never "no
     files changed"."""
-    import json
 
     from llm_stub import tool_call
 
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "mkfifo .gitignore"}, "s1")]},
                {"tool_calls": [tool_call("write_file", {"path": "Makefile", "content": "test:\n\t@echo hi\n"}, "w1")]},
                {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s2")]})
-    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread = json.loads(paused.stdout)["thread"]
+    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input")
+    thread = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
     assert cli("approve", thread, "s1").returncode == 0
     resumed = cli("resume", thread, "--no-input")
     assert resumed.returncode == 3, resumed.stderr
