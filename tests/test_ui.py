@@ -296,3 +296,16 @@ def test_the_typed_confirmation_says_why_each_word_is_asked(monkeypatch: pytest.
     assert "this SQL destroys data; type legacy to approve (1 of 2): " in text
     assert "devagent could not analyse statement 2; type do-2 to approve (2 of 2): " in text
     assert "locks" not in text
+
+
+def test_the_summary_diffstat_keeps_its_first_line_aligned(sandbox_image: str, home, repo, llm, cli) -> None:
+    from llm_stub import tool_call
+
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "a.txt", "content": "a\n"}, "w1"),
+                               tool_call("write_file", {"path": "src/a_longer_name.txt", "content": "b\n"}, "w2")]},
+               {"content": "done"})
+    done = cli("task", "write", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert done.returncode == 0, done.stderr
+    stat = [line for line in done.stdout.split("\n") if " | " in line]
+    assert len(stat) == 2 and all(line.startswith(" ") for line in stat), done.stdout
+    assert len({line.index("|") for line in stat}) == 1, stat
