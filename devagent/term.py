@@ -192,6 +192,12 @@ def check_printable(item: Any) -> None:
     raise TypeError(f"refusing to print a {type(item).__name__}: not built from escaped text")
 
 
+def _as_themselves(items: Iterable[RenderableType]) -> tuple[RenderableType, ...]:
+    """rich joins text printed at the top level into one plain Text, which would wrap without the
+    ↪ marks: each piece of shown text is rendered as itself."""
+    return tuple(Group(item) if isinstance(item, Shown) else item for item in items)
+
+
 class Screen:
     """A terminal (stdout, or stderr when stdout carries JSON) that prints only escaped text."""
 
@@ -223,9 +229,7 @@ class Screen:
         for item in items:
             check_printable(item)
         if end == "\n":
-            # rich joins text printed at the top level into one plain Text, which would wrap
-            # without the ↪ marks: each piece is rendered as itself.
-            items = tuple(Group(item) if isinstance(item, Shown) else item for item in items)
+            items = _as_themselves(items)
         # soft_wrap off a terminal: a long line stays one line.
         self.console.print(*items, end=end, soft_wrap=not self.wraps, highlight=False, markup=False,
                            emoji=False)
@@ -243,7 +247,7 @@ class Screen:
             self.print(*items)
             return
         with self.console.pager(styles=False):
-            self.console.print(*items, highlight=False, markup=False, emoji=False)
+            self.console.print(*_as_themselves(items), highlight=False, markup=False, emoji=False)
 
     # ---------------------------------------------------------------- input
 

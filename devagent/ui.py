@@ -304,7 +304,8 @@ def _context(req: ApprovalRequest) -> list[Shown]:
         pieces += [shown(req.workdir), shown("network " + ("on" if req.network else "off")),
                    shown(f"timeout {req.timeout_s}s")]
     else:
-        pieces.append(shown(req.database or "default database", limit=120))
+        # Labelled: a row of the context line never starts with outside text.
+        pieces.append(shown("database ", req.database or "(default)", limit=120))
         if req.sql_path:
             pieces.append(shown("file ", req.sql_path, limit=120))
     pieces.append(shown(f"sha256 {req.sha256[:SHORT_SHA]}"))

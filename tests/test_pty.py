@@ -252,9 +252,9 @@ def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Pa
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo one"}, "s1"),
                                tool_call("run_shell", {"command": "echo two; exit 3"}, "s2")]},
                {"content": "both ran"})
-    paused = cli("task", "run both", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    paused = cli("task", "run both", "--base-url", llm.url, "--model", "stub", "--no-input")
     assert paused.returncode == 3, paused.stderr
-    thread_id = json.loads(paused.stdout)["thread"]
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
     assert cli("approve", thread_id, "--all").returncode == 0
     term = Terminal(home, repo, "resume", thread_id)  # a new process: it never saw the calls proposed
     term.expect("both ran")
@@ -270,9 +270,9 @@ def test_a_long_line_is_marked_as_a_continuation_on_a_real_terminal(home: Path, 
                                                                      columns: int) -> None:
     command = "echo " + "x" * 150 + " && touch ran.txt"
     llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "s1")]})
-    paused = cli("task", "long", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
+    paused = cli("task", "long", "--base-url", llm.url, "--model", "stub", "--no-input")
     assert paused.returncode == 3, paused.stderr
-    thread_id = json.loads(paused.stdout)["thread"]
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
     term = Terminal(home, repo, "resume", thread_id, columns=columns)
     term.expect(LEGEND)
     lines = term.lines()

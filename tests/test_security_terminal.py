@@ -3,9 +3,9 @@
 A hostile model puts control characters, escape sequences (CSI, OSC title, OSC 52 clipboard,
 clear scrollback), bidi overrides and zero-width characters into every field it controls: tool
 names, every argument, file names and contents, the SQL and its path, command output and its
-own messages. The real CLI runs in a pseudo-terminal against the scripted stub server and the
-real sandbox; every byte it writes, for every command, may hold rich's own colour codes and
-nothing else.
+own messages, and the reasons a rejection sends back. The real CLI runs in a pseudo-terminal
+against the scripted stub server and the real sandbox; every byte it writes, for every command,
+may hold rich's own colour codes and nothing else.
 """
 
 from __future__ import annotations
@@ -98,8 +98,17 @@ def test_no_outside_byte_sequence_reaches_the_terminal_on_any_screen(home: Path,
     thread = re.search(r"thread ([0-9a-f]{8}) on branch", started.output).group(1)
     for args in (["pending", thread], ["pending"], ["log", thread], ["threads"]):
         check(" ".join(args), run(home, repo, *args))
-    # Interactive: the approval screens (with m: raw arguments, d: the diff), the command's output,
-    # the model's last message.
+    # The approve and reject messages, with the model's text as the reason (it reaches the model,
+    # the log and the screen again).
+    approved = run(home, repo, "approve", thread, "s1")
+    check("approve", approved)
+    assert "approved s1" in approved.text()
+    rejected = run(home, repo, "reject", thread, "m3", "--reason", argument)
+    check("reject", rejected)
+    assert "rejected m3" in rejected.text()
+    check("pending after the decisions", run(home, repo, "pending", thread))
+    # Interactive: the approval screens left (with m: raw arguments, d: the diff), the command's
+    # output, the model's last message.
     resumed = run(home, repo, "resume", thread, keys=["m", "d", "y", "y", "y", "y"])
     check("resume", resumed)
     assert re.search(rf"thread {thread} done: [0-9]+ command", resumed.text()), resumed.text()[-3000:]
@@ -180,6 +189,7 @@ def screen_rows(width: int, text: str, call_id: str) -> list[str]:
 
 
 @settings(max_examples=200, deadline=None)
+@example(breaks=["", "\n", "\n", "\n", "\n"], padding=0, width=40)  # outside text first on a row (a database name)
 @given(breaks=st.lists(st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\x85", "\x0b", "\x0c", "", " "]),
                        min_size=len(FORGED), max_size=len(FORGED)),
        padding=st.integers(0, 130), width=st.sampled_from([40, 60, 80, 120]))
@@ -216,6 +226,9 @@ OWN = Path(__file__).parent.parent / "devagent"
 # The terminal layer itself: the only modules that write to the terminal directly (pager.py hands
 # the pager what a term.Screen rendered).
 TERMINAL_LAYER = {"term.py", "pager.py"}
+# Programs devagent sends into the sandbox as text and never imports: their stdout is the
+# container's, which devagent reads as data.
+IN_SANDBOX = {"sql_probe_runner.py"}
 # Every way Python or rich can put text on a terminal without devagent.term.
 SINKS = {"print", "input", "sys.stdout.write", "sys.stderr.write", "sys.__stdout__.write", "os.write",
          "typer.echo", "typer.secho", "click.echo", "click.secho", "typer.confirm", "typer.prompt",
@@ -252,12 +265,24 @@ def offences(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in OWN.glob("*.py") if p.name not in TERMINAL_LAYER))
+@pytest.mark.parametrize("module", sorted(p.name for p in OWN.glob("*.py")
+                                           if p.name not in TERMINAL_LAYER | IN_SANDBOX))
 def test_no_module_has_a_way_to_print_unescaped_text(module: str) -> None:
     """Output goes only through devagent.term, in every module: no print(), no direct writes to
     stdout or stderr, no echo, no console or rich Text built outside the terminal layer, no plain
     string handed to a screen."""
     assert offences((OWN / module).read_text()) == []
+
+
+def test_the_programs_run_in_the_sandbox_are_never_imported() -> None:
+    """What the check above leaves out really is outside devagent's own process."""
+    for path in OWN.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+                     if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.rsplit(".", 1)[-1] + ".py" not in IN_SANDBOX, (path.name, name)
 
 
 def test_the_structure_check_finds_each_way_round_it() -> None:

@@ -239,15 +239,14 @@ def test_a_list_of_changed_files_that_cannot_be_made_is_shown_as_unknown(sandbox
     """Through a real workspace: a FIFO where git reads ignore rules leaves the list incomplete, a
     lost record of the last command's state leaves it unknown; the screen says so, never "no
     files changed"."""
-    import json
 
     from llm_stub import tool_call
 
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "mkfifo .gitignore"}, "s1")]},
                {"tool_calls": [tool_call("write_file", {"path": "Makefile", "content": "test:\n\t@echo hi\n"}, "w1")]},
                {"tool_calls": [tool_call("run_shell", {"command": "make test"}, "s2")]})
-    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread = json.loads(paused.stdout)["thread"]
+    paused = cli("task", "go", "--base-url", llm.url, "--model", "stub", "--no-input")
+    thread = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
     assert cli("approve", thread, "s1").returncode == 0
     resumed = cli("resume", thread, "--no-input")
     assert resumed.returncode == 3, resumed.stderr
@@ -278,3 +277,35 @@ async def test_changes_to_ignored_files_are_listed_on_the_screen_marked_ignored(
     assert "2 files changed since the last command" in compact
     more = "\n".join(render(request, 120, verbose=True))
     assert "A .venv/bin/activate (ignored)" in more and "M Makefile" in more
+
+
+def test_the_typed_confirmation_says_why_each_word_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dropped table is asked as destroying data; a statement devagent could not analyse is asked
+    as that, never as destroying or locking data."""
+    from devagent.term import Screen
+    from devagent.ui import TerminalApprover
+
+    sql = "DROP TABLE legacy;\nDO $$ BEGIN PERFORM 1; END $$;\n"
+    request = ApprovalRequest("t", "m1", "run_migration", "{}", "0" * 64, "pending", sql=sql,
+                              database="postgres: app", sql_dialect="postgres")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\nlegacy\ndo-2\n"))
+    out = io.StringIO()
+    decision = TerminalApprover(Screen(console=Console(file=out, width=120, color_system=None))).decide(request)
+    assert decision.approved and decision.confirmed == ("legacy", "do-2")
+    text = out.getvalue()
+    assert "this SQL destroys data; type legacy to approve (1 of 2): " in text
+    assert "devagent could not analyse statement 2; type do-2 to approve (2 of 2): " in text
+    assert "locks" not in text
+
+
+def test_the_summary_diffstat_keeps_its_first_line_aligned(sandbox_image: str, home, repo, llm, cli) -> None:
+    from llm_stub import tool_call
+
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "a.txt", "content": "a\n"}, "w1"),
+                               tool_call("write_file", {"path": "src/a_longer_name.txt", "content": "b\n"}, "w2")]},
+               {"content": "done"})
+    done = cli("task", "write", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert done.returncode == 0, done.stderr
+    stat = [line for line in done.stdout.split("\n") if " | " in line]
+    assert len(stat) == 2 and all(line.startswith(" ") for line in stat), done.stdout
+    assert len({line.index("|") for line in stat}) == 1, stat
