@@ -819,6 +819,10 @@ class ThreadRunner:
         """Approve or reject the paused calls of `state` as the store says, refusing any call the
         store does not hold with exactly these arguments."""
         tid = turn.thread.id
+        # A run continued from memory still holds the agent it paused with; the turn's agent may
+        # have changed since (the user stopped the turn: it ends once the approved calls ran).
+        if getattr(state, "_current_agent", None) is not None:
+            state._current_agent = turn.agent
         for item in state.get_interruptions():
             row = self.store.approval(tid, item.call_id)
             if row is None:
@@ -899,7 +903,7 @@ class ThreadRunner:
             max_bytes=int((limits.get("warn_mb") or TURN_WARN_BYTES / 1e6) * 1e6)) if commit else None
         self._end_turn(turn)
         final = str(result.final_output or "")
-        outcome = TurnOutcome(tid, "done", final_output=final, commit=commit, diffstat=diffstat.strip(),
+        outcome = TurnOutcome(tid, "done", final_output=final, commit=commit, diffstat=diffstat.strip("\n"),
                               note=warning)
         self._fill_report(turn, outcome, commit)
         self.store.audit(tid, "turn finished", actor="devagent",
