@@ -52,6 +52,9 @@ THREAD_CONFIG_KEYS = frozenset({
     "core.symlinks", "core.ignorecase", "core.precomposeunicode",
 })
 
+# Thread config files found clean, by path -> their stat signature then (see check_metadata).
+_checked_configs: dict[str, tuple[int, ...]] = {}
+
 
 # Environments and caches a command leaves behind never belong in a turn commit. Given to git as
 # core.excludesFile, the lowest-precedence ignore source: a `!pattern` in the repository's own
@@ -215,11 +218,22 @@ class ThreadWorkspace:
         return done.stdout
 
     def check_metadata(self) -> None:
-        """Refuse a thread repository whose config holds anything devagent did not write."""
+        """Refuse a thread repository whose config holds anything devagent did not write.
+
+        Checked again only when the config file changed (its stat signature), so a turn's git
+        commands do not each pay a `git config` first; a file written too recently for its
+        timestamps to tell a later write apart is checked every time."""
         if (self.git_dir / "commondir").exists():
             raise GitError(f"{self.git_dir} was modified outside devagent (a commondir file); "
                            "refusing to run git on it")
         config = self.git_dir / "config"
+        try:
+            st = config.stat()
+        except FileNotFoundError:
+            return
+        signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        if _checked_configs.get(str(config)) == signature:
+            return
         if not config.is_file():
             return
         names = safe_git("config", "--file", str(config), "--no-includes", "--name-only", "--list", "-z",
@@ -229,6 +243,8 @@ class ThreadWorkspace:
         if planted:
             raise GitError(f"{config} was modified outside devagent ({', '.join(planted)}); "
                            "refusing to run git on this thread")
+        if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
+            _checked_configs[str(config)] = signature
 
     # -- lifecycle
 
