@@ -197,8 +197,11 @@ class ThreadWorkspace:
             self.excludes_file.write_text(DEFAULT_EXCLUDES)
         return ["-c", f"core.excludesFile={self.excludes_file}"]
 
-    def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
-        self.check_metadata()
+    def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None,
+            fresh: bool = False) -> str:
+        """`fresh`: the repository is one `create` is making (nothing else has seen it yet)."""
+        if not fresh:
+            self.check_metadata()
         return safe_git(*args, cwd=self.root, git_dir=self.git_dir, work_tree=self.work_dir,
                         check=check, extra_env=extra_env, options=self._options())
 
@@ -252,16 +255,19 @@ class ThreadWorkspace:
         """Clone the user's repo at HEAD onto a new branch. Returns the base commit."""
         self.root.mkdir(parents=True, exist_ok=True)
         base = safe_git("rev-parse", "HEAD", cwd=source_repo).strip()
-        safe_git("init", "--quiet", "--template=", f"--separate-git-dir={self.git_dir}",
-                 str(self.work_dir), cwd=self.root)
+        # HEAD names the thread's branch from the start (no symbolic-ref afterwards).
+        safe_git("init", "--quiet", "--template=", f"--initial-branch={self.branch}",
+                 f"--separate-git-dir={self.git_dir}", str(self.work_dir), cwd=self.root)
         # `init --separate-git-dir` leaves a `.git` file pointing at the repo; the container gets
         # the repo mounted there instead, so the work tree holds only an empty mount point.
         (self.work_dir / ".git").unlink()
         (self.work_dir / ".git").mkdir()
-        self.git("fetch", "--quiet", "--no-tags", str(source_repo), f"{base}:refs/heads/{self.branch}")
-        self.git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
-        self.git("checkout", "--quiet", "--force", self.branch)
-        self.git("config", "devagent.base", base)
+        # The repository was made by devagent just now and no container has seen it yet: its
+        # config needs no check before each of these commands.
+        self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--update-head-ok", str(source_repo),
+                 f"{base}:refs/heads/{self.branch}", fresh=True)
+        self.git("checkout", "--quiet", "--force", self.branch, fresh=True)
+        self.git("config", "devagent.base", base, fresh=True)
         # What "files changed since the last command" compares with until a command has run.
         self.save_state(self.state(), LAST_COMMAND)
         if owner is not None:
