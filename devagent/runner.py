@@ -34,7 +34,6 @@ from devagent.instructions import InstructionFile, instructions_block, project_i
 from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest,
                                  load_sql_for_display)
 from devagent.paths import WorkspacePaths
-from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import ThreadWorkspace, find_repo
@@ -176,6 +175,8 @@ class ThreadRunner:
                                           "max_steps": options.max_steps})
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
+        from devagent.policy import load_policy  # the rules parser: only where rules are read
+
         load_policy(source)  # a broken rules file fails here, before anything is created
         Database.parse(config["database"])  # a bad --database is a usage error before anything exists
         if not image_exists(self.docker(), SANDBOX_IMAGE):
@@ -727,6 +728,8 @@ class ThreadRunner:
         """Read the rule files once per turn, from the user's checkout (never the thread's workspace),
         and record which files (path + sha256) the turn runs under when that changed."""
         thread = self.store.thread(thread_id)
+        from devagent.policy import load_policy
+
         policy = load_policy(Path(thread.repo))
         self._policies[thread_id] = policy
         files = [f.to_json() for f in policy.files]
