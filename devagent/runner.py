@@ -402,6 +402,8 @@ class ThreadRunner:
 
     async def _drive(self, turn: _Turn, run_input: Any = None, *, blob: str | None = None) -> TurnOutcome:
         """Run (or, given a saved blob, continue) until done or paused. The container stops after."""
+        from devagent.execution import current_fingerprint
+
         try:
             if blob is not None:
                 result = await self._decide_and_continue(turn, blob)
@@ -419,12 +421,14 @@ class ThreadRunner:
                 # Python's slow encoder, the compact form through the C one (the blob grows with
                 # every call of the turn, and is written at every pause).
                 blob = json.dumps(state.to_json())
+                # Read before the store's write lock is taken: a large workspace takes a while.
+                fingerprint = current_fingerprint(turn.workspace)
                 with self.store.batch():  # the pause and its calls, committed together
                     self.store.save_run(turn.thread.id, turn.task, blob)
                     self.store.set_thread_state(turn.thread.id, "paused")
                     for item in result.interruptions:
                         self._record_proposed(turn, item)
-                    self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
+                    self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions], fingerprint)
                 result = await self._decide_and_continue(turn, blob, state)
             if isinstance(result, TurnOutcome):
                 return result
@@ -594,11 +598,10 @@ class ThreadRunner:
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
         )
 
-    def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
+    def _note_workspace(self, thread_id: str, call_ids: list[str], fingerprint: str) -> None:
         """The state of the workspace when calls are proposed: what a rule's approval binds."""
-        from devagent.execution import current_fingerprint, record_seen
+        from devagent.execution import record_seen
 
-        fingerprint = current_fingerprint(self.workspace(thread_id))
         for call_id in call_ids:
             record_seen(self.store, thread_id, call_id, fingerprint)
 
