@@ -34,7 +34,6 @@ from devagent.instructions import InstructionFile, instructions_block, project_i
 from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest, proposed_probe,
                                  load_sql_for_display)
 from devagent.paths import WorkspacePaths
-from devagent.policy import load_policy
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import TURN_WARN_BYTES, TURN_WARN_FILES, ThreadWorkspace, find_repo
@@ -190,6 +189,8 @@ class ThreadRunner:
                                           "max_steps": options.max_steps})
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
+        from devagent.policy import load_policy  # the rules parser: only where rules are read
+
         load_policy(source)  # a broken rules file fails here, before anything is created
         Database.parse(config["database"])  # a bad --database is a usage error before anything exists
         if not image_exists(self.docker(), SANDBOX_IMAGE):
@@ -446,6 +447,8 @@ class ThreadRunner:
 
     async def _drive(self, turn: _Turn, run_input: Any = None, *, blob: str | None = None) -> TurnOutcome:
         """Run (or, given a saved blob, continue) until done or paused. The container stops after."""
+        from devagent.execution import current_fingerprint
+
         try:
             if blob is not None:
                 result = await self._decide_and_continue(turn, blob)
@@ -463,12 +466,14 @@ class ThreadRunner:
                 # Python's slow encoder, the compact form through the C one (the blob grows with
                 # every call of the turn, and is written at every pause).
                 blob = json.dumps(state.to_json())
+                # Read before the store's write lock is taken: a large workspace takes a while.
+                fingerprint = current_fingerprint(turn.workspace)
                 with self.store.batch():  # the pause and its calls, committed together
                     self.store.save_run(turn.thread.id, turn.task, blob)
                     self.store.set_thread_state(turn.thread.id, "paused")
                     for item in result.interruptions:
                         self._record_proposed(turn, item)
-                    self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions])
+                    self._note_workspace(turn.thread.id, [item.call_id for item in result.interruptions], fingerprint)
                 result = await self._decide_and_continue(turn, blob, state)
             if isinstance(result, TurnOutcome):
                 return result
@@ -676,11 +681,10 @@ class ThreadRunner:
             policy = None
         return offer_rules(request.command or "", policy)
 
-    def _note_workspace(self, thread_id: str, call_ids: list[str]) -> None:
+    def _note_workspace(self, thread_id: str, call_ids: list[str], fingerprint: str) -> None:
         """The state of the workspace when calls are proposed: what a rule's approval binds."""
-        from devagent.execution import current_fingerprint, record_seen
+        from devagent.execution import record_seen
 
-        fingerprint = current_fingerprint(self.workspace(thread_id))
         for call_id in call_ids:
             record_seen(self.store, thread_id, call_id, fingerprint)
 
@@ -873,6 +877,8 @@ class ThreadRunner:
         """Read the rule files once per turn, from the user's checkout (never the thread's workspace),
         and record which files (path + sha256) the turn runs under when that changed."""
         thread = self.store.thread(thread_id)
+        from devagent.policy import load_policy
+
         policy = load_policy(Path(thread.repo), thread_file=self._thread_rules(thread_id))
         self._policies[thread_id] = policy
         files = [f.to_json() for f in policy.files]

@@ -52,6 +52,9 @@ THREAD_CONFIG_KEYS = frozenset({
     "core.symlinks", "core.ignorecase", "core.precomposeunicode",
 })
 
+# Thread config files found clean, by path -> their stat signature then (see check_metadata).
+_checked_configs: dict[str, tuple[int, ...]] = {}
+
 
 # Environments and caches a command leaves behind never belong in a turn commit. Given to git as
 # core.excludesFile, the lowest-precedence ignore source: a `!pattern` in the repository's own
@@ -201,8 +204,11 @@ class ThreadWorkspace:
             "# devagent: commit.exclude of the project's config\n" + "".join(f"{p}\n" for p in patterns)
         self.excludes_file.write_text(text)
 
-    def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None) -> str:
-        self.check_metadata()
+    def git(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None,
+            fresh: bool = False) -> str:
+        """`fresh`: the repository is one `create` is making (nothing else has seen it yet)."""
+        if not fresh:
+            self.check_metadata()
         return safe_git(*args, cwd=self.root, git_dir=self.git_dir, work_tree=self.work_dir,
                         check=check, extra_env=extra_env, options=self._options())
 
@@ -222,11 +228,22 @@ class ThreadWorkspace:
         return done.stdout
 
     def check_metadata(self) -> None:
-        """Refuse a thread repository whose config holds anything devagent did not write."""
+        """Refuse a thread repository whose config holds anything devagent did not write.
+
+        Checked again only when the config file changed (its stat signature), so a turn's git
+        commands do not each pay a `git config` first; a file written too recently for its
+        timestamps to tell a later write apart is checked every time."""
         if (self.git_dir / "commondir").exists():
             raise GitError(f"{self.git_dir} was modified outside devagent (a commondir file); "
                            "refusing to run git on it")
         config = self.git_dir / "config"
+        try:
+            st = config.stat()
+        except FileNotFoundError:
+            return
+        signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        if _checked_configs.get(str(config)) == signature:
+            return
         if not config.is_file():
             return
         names = safe_git("config", "--file", str(config), "--no-includes", "--name-only", "--list", "-z",
@@ -236,6 +253,8 @@ class ThreadWorkspace:
         if planted:
             raise GitError(f"{config} was modified outside devagent ({', '.join(planted)}); "
                            "refusing to run git on this thread")
+        if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
+            _checked_configs[str(config)] = signature
 
     # -- lifecycle
 
@@ -247,16 +266,19 @@ class ThreadWorkspace:
         branch's first commit, so the thread starts from the working tree."""
         self.root.mkdir(parents=True, exist_ok=True)
         base = safe_git("rev-parse", "HEAD", cwd=source_repo).strip()
-        safe_git("init", "--quiet", "--template=", f"--separate-git-dir={self.git_dir}",
-                 str(self.work_dir), cwd=self.root)
+        # HEAD names the thread's branch from the start (no symbolic-ref afterwards).
+        safe_git("init", "--quiet", "--template=", f"--initial-branch={self.branch}",
+                 f"--separate-git-dir={self.git_dir}", str(self.work_dir), cwd=self.root)
         # `init --separate-git-dir` leaves a `.git` file pointing at the repo; the container gets
         # the repo mounted there instead, so the work tree holds only an empty mount point.
         (self.work_dir / ".git").unlink()
         (self.work_dir / ".git").mkdir()
-        self.git("fetch", "--quiet", "--no-tags", str(source_repo), f"{base}:refs/heads/{self.branch}")
-        self.git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
-        self.git("checkout", "--quiet", "--force", self.branch)
-        self.git("config", "devagent.base", base)
+        # The repository was made by devagent just now and no container has seen it yet: its
+        # config needs no check before each of these commands.
+        self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--update-head-ok", str(source_repo),
+                 f"{base}:refs/heads/{self.branch}", fresh=True)
+        self.git("checkout", "--quiet", "--force", self.branch, fresh=True)
+        self.git("config", "devagent.base", base, fresh=True)
         if include_uncommitted:
             self._copy_uncommitted(source_repo)
         # What "files changed since the last command" compares with until a command has run.

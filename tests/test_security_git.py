@@ -455,3 +455,23 @@ async def test_the_agent_cannot_plant_git_code_through_its_tools(
     ws.apply_to(repo)
     assert (repo / "big.bin").read_text() == "payload\n"
     assert sprung(markers) == []
+
+
+def test_config_planted_after_a_clean_check_is_still_refused(ws: ThreadWorkspace) -> None:
+    """The config check is skipped only while the file is unchanged since it was found clean: a
+    write of the same size with its modification time put back still changes its ctime."""
+    import re
+    import time
+
+    config = ws.git_dir / "config"
+    time.sleep(1.2)  # old enough for its timestamps to tell a later write apart
+    ws.git("status")  # found clean (and remembered as such)
+    before = config.stat()
+    text = config.read_text()
+    line = re.search(r"\tfilemode = \w+\n", text).group(0)
+    planted = "\tfsmonitor=" + "x" * (len(line) - len("\tfsmonitor=\n")) + "\n"
+    config.write_text(text.replace(line, planted))
+    os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert config.stat().st_size == before.st_size and config.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(GitError, match="modified outside devagent"):
+        ws.git("status")
