@@ -506,6 +506,9 @@ class ThreadRunner:
                 break
             if decision.stop:
                 self._stop_turn(turn, decision.reason)
+                # The run in memory holds the agent it paused with; the stopped turn's agent (which
+                # ends once the approved calls ran) takes over only through the saved run.
+                paused = None
                 break
             self._apply_rules(turn.thread)
         state = await self._restore(turn, blob) if paused is None else self._apply_decisions(turn, paused)
@@ -823,10 +826,6 @@ class ThreadRunner:
         """Approve or reject the paused calls of `state` as the store says, refusing any call the
         store does not hold with exactly these arguments."""
         tid = turn.thread.id
-        # A run continued from memory still holds the agent it paused with; the turn's agent may
-        # have changed since (the user stopped the turn: it ends once the approved calls ran).
-        if getattr(state, "_current_agent", None) is not None:
-            state._current_agent = turn.agent
         for item in state.get_interruptions():
             row = self.store.approval(tid, item.call_id)
             if row is None:
