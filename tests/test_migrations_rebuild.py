@@ -37,7 +37,7 @@ def start(cli: Any, llm: Any, *calls: dict) -> str:
     llm.script({"tool_calls": [tool_call("run_migration", {"sql": USERS}, "m1")]}, *calls, {"content": "done"})
     first = cli("task", "rebuild users", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert first.returncode == 3, first.stderr
-    tid = json.loads(first.stdout)["thread"]
+    tid = json.loads(first.stdout.splitlines()[-1])["thread"]
     assert cli("approve", tid, "--all").returncode == 0
     return tid
 

@@ -174,7 +174,7 @@ def test_prompt_and_forbid_rules_win_over_an_approve_always_answer(run, llm, rep
     again = run("resume", thread, "--no-input", "--json")
     assert again.returncode == 3, again.stderr  # s1 ran (the human approved it); s2 waits
     assert (workspace / "out1.txt").read_text() == "tests pass\n"
-    assert [p["call_id"] for p in json.loads(again.stdout)["pending"]] == ["s2"]
+    assert [p["call_id"] for p in json.loads(again.stdout.splitlines()[-1])["pending"]] == ["s2"]
     assert "not covered by your 'always' rule: call s2 is asked every time by rule .devagent/policy.toml:1" in again.stderr
 
     assert run("approve", thread, "s2").returncode == 0
@@ -214,7 +214,7 @@ def test_command_rules_never_cover_a_migration(run, llm, repo: Path) -> None:
     assert run("reject", thread, "s1", "--reason", "not now").returncode == 0
     again = run("resume", thread, "--no-input", "--json")
     assert again.returncode == 3, again.stderr
-    [pending] = json.loads(again.stdout)["pending"]
+    [pending] = json.loads(again.stdout.splitlines()[-1])["pending"]
     assert pending["call_id"] == "m2"
     # Destructive SQL keeps its typed confirmation: --all leaves it pending, exit 3.
     approved = run("approve", thread, "--all")
@@ -315,7 +315,7 @@ def test_a_on_the_screen_offers_the_rule_that_covers_the_command_and_saves_it_wh
         term.send("a")
         term.expect(r"back(?:\x1b\[[0-9;]*m)* › ")
         assert "always: allow `make test …`" in term.text()
-        assert "save it for this thread, this project (.devagent/policy.toml) or me (" in term.text().replace("\n", " ")
+        assert "save it for this thread, this project (.devagent/policy.toml) or me (" in term.text().replace("\n↪ ", " ").replace("\n", " ")
         assert re.search(r"t\]? this thread .*p\]? this project .*u\]? me .*b\]? back", term.lines()[-1])
         term.send("p")
         # The next `make test …` is approved by the saved project rule, with no screen.

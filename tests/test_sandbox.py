@@ -223,7 +223,7 @@ def _megabyte_turn(cli, llm, env: dict[str, str] | None = None) -> str:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": command}, "big")]}, {"content": "done"})
     started = cli("task", "print a lot", "--base-url", llm.url, "--model", "stub", "--no-input", "--json", env=env)
     assert started.returncode == 3, started.stderr
-    thread_id = json.loads(started.stdout)["thread"]
+    thread_id = json.loads(started.stdout.splitlines()[-1])["thread"]
     assert cli("approve", thread_id, "big").returncode == 0
     resumed = cli("resume", thread_id, "--no-input", env=env)
     assert resumed.returncode == 0, resumed.stderr

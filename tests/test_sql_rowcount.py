@@ -187,7 +187,7 @@ def test_the_screen_counts_rows_and_every_row_needs_the_typed_table_name(engine,
     first = cli("task", "clean up orders", "--base-url", llm.url, "--model", "stub", "--no-input", "--json",
                 "--database", engine)
     assert first.returncode == 3, first.stderr
-    tid = json.loads(first.stdout)["thread"]
+    tid = json.loads(first.stdout.splitlines()[-1])["thread"]
     assert cli("approve", tid, "--all").returncode == 0
 
     # --no-input text output: each statement's row count, on the screen of its call
