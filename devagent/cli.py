@@ -748,10 +748,16 @@ def config_cmd(
     from devagent.config import KEYS, ConfigError, config_files, load_config
     from devagent.workspace import find_repo
 
+    import subprocess
+
     try:
         root: Path | None = find_repo(repo)
     except DevagentError:
-        root = None  # outside a repository: the user's file and the environment only
+        # A repository with no commits yet still has its project file; outside one: the user's
+        # file and the environment only.
+        top = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(repo), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        root = Path(top.stdout.strip()).resolve() if top.returncode == 0 and top.stdout.strip() else None
     try:
         config = load_config(root)
     except ConfigError as exc:
