@@ -180,6 +180,8 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
     files = git(home / "threads" / thread / "workspace", "--git-dir", str(home / "threads" / thread / "git"),
                 "show", "--name-status", "--format=", f"{branch}~{len(commits) - 1}").split("\n")
     assert sorted(f for f in files if f) == ["A\t.gitignore", "A\tnotes/todo.txt", "D\tMakefile", "M\tREADME.md"]
+    # Ignored files (a .env with secrets) never enter the thread, not even its work tree.
+    assert not (home / "threads" / thread / "workspace" / "secret.env").exists()
     # The user's checkout is untouched.
     assert git(repo, "rev-parse", "HEAD").strip() == head and (repo / "README.md").read_text().endswith("committed\n")
     assert "notes/todo.txt" in cli("diff", thread).stdout
@@ -193,10 +195,12 @@ def test_shell_has_a_named_user_the_hosts_term_and_a_banner(cli, llm, home: Path
 
     env = {**os.environ, "DEVAGENT_HOME": str(home), "TERM": "screen-256color"}
     done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
-                          input='whoami; id -un; echo "term=$TERM"; cat a.txt; echo "pg=${PGHOST:-none}"; exit 4\n',
+                          input='whoami; id -un; echo "term=$TERM"; cat a.txt; echo "pg=${PGHOST:-none}"; '
+                          'echo x 2>/dev/null >> /etc/passwd || echo "passwd=read-only"; exit 4\n',
                           capture_output=True, timeout=120)
     assert done.returncode == 4, done.stderr
-    assert done.stdout.splitlines() == ["agent", "agent", "term=screen-256color", "a", "pg=none"]
+    assert done.stdout.splitlines() == ["agent", "agent", "term=screen-256color", "a", "pg=none",
+                                          "passwd=read-only"]
     [banner] = [line for line in done.stderr.splitlines() if line.strip()]
     assert banner.startswith(f"devagent shell: thread {thread}, container devagent-{thread}.")
     assert "not approved or logged; files you change are committed with the next turn" in banner
