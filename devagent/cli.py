@@ -516,8 +516,7 @@ def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
     names = ["id", "state", "pending", "last activity", "task"] + (["tokens in/out", "branch", "repo"] if wide else [])
     table = [names]
     for r in rows:
-        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'].splitlines()[0][:60] if r['error'].strip() else ''}"
-        cells = [r["id"], state, str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
+        cells = [r["id"], r["state"], str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
         if wide:
             u = r["usage"]
             cells += [f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else "-", r["branch"], r["repo"]]
@@ -540,6 +539,13 @@ def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
             line.append_text(shown("  "))
             line.append_text(cell)
         screen.print(line)
+        error = rows[i - 1]["error"] if i else None
+        if error and error.strip():
+            # Why it stopped, on a line of its own under the row: the columns above stay whole.
+            why = shown(" " * (fixed[0] + 2), (error.strip().splitlines()[0], "red"), inline=True)
+            if screen.is_terminal:
+                why.truncate(screen.width, overflow="ellipsis")
+            screen.print(why)
 
 
 @app.command()

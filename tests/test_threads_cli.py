@@ -267,3 +267,17 @@ def test_discard_on_a_terminal_asks_and_only_yes_deletes(cli, llm, home: Path, r
     assert term.wait() == 0
     assert f"discarded thread {thread}" in term.text()
     assert not (home / "threads" / thread).exists() and json.loads(cli("threads", "--json").stdout) == []
+
+
+def test_a_thread_stopped_by_a_model_api_error_says_why_under_its_row_at_80_columns(cli, home: Path, repo: Path) -> None:
+    from terminal_helpers import Terminal
+
+    dead = "http://127.0.0.1:9/v1"
+    assert cli("task", "a task that fails", "--base-url", dead, "--model", "stub", "--no-input").returncode == 1
+    [thread] = [t["id"] for t in json.loads(cli("threads", "--json").stdout)]
+    term = Terminal(home, repo, "threads", columns=80)
+    assert term.wait() == 0
+    lines = term.lines()
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines)
+    assert lines[1].split()[:3] == [thread, "failed", "0"] and "a task that fails" in lines[1]
+    assert lines[2].lstrip().startswith("model API error") and dead[:20] in lines[2]
