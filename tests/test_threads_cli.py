@@ -22,6 +22,14 @@ def turn(cli, llm, task: str, *calls: dict, thread: str | None = None) -> str:
     return json.loads(result.stdout)["thread"]
 
 
+def summary(stdout: str) -> dict:
+    """The result of `task --json`: one JSON document, or the last line of a JSON Lines stream."""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        return json.loads(stdout.splitlines()[-1])
+
+
 def write(path: str, content: str, call_id: str) -> dict:
     return tool_call("write_file", {"path": path, "content": content}, call_id)
 
@@ -117,7 +125,7 @@ def test_threads_at_the_terminals_width_cuts_nothing_that_matters(cli, llm, home
     thread = turn(cli, llm, long_task, write("a.txt", "a\n", "w1"))
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
     paused = cli("task", "second thread", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    other = json.loads(paused.stdout)["thread"]
+    other = summary(paused.stdout)["thread"]
     [activity] = {t["last_activity"][5:16] for t in json.loads(cli("threads", "--json").stdout) if t["id"] == other}
 
     for args in ((), ("--wide",)):
@@ -153,7 +161,7 @@ def test_a_new_thread_says_what_of_the_working_tree_it_leaves_out(cli, llm, repo
     llm.script({"content": "looked"})
     result = cli("task", "look", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert result.returncode == 0, result.stderr
-    thread = json.loads(result.stdout)["thread"]
+    thread = summary(result.stdout)["thread"]
     [line] = [line for line in result.stderr.splitlines() if "not in the thread" in line]
     assert line.startswith("2 modified and 2 untracked file(s)") and "--include-uncommitted" in line
     work = home / "threads" / thread / "workspace"
@@ -168,7 +176,7 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
     result = cli("task", "look", "--include-uncommitted", "--base-url", llm.url, "--model", "stub",
                  "--no-input", "--json")
     assert result.returncode == 0, result.stderr
-    thread = json.loads(result.stdout)["thread"]
+    thread = summary(result.stdout)["thread"]
     assert "2 modified and 2 untracked file(s) of your working tree are the thread's first commit" in result.stderr
     # The model read the edited README, not HEAD's.
     tool_outputs = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
@@ -216,7 +224,7 @@ def test_shell_on_a_postgres_thread_connects_with_plain_psql(cli, llm, home: Pat
     started = cli("task", "look", "--database", "postgres", "--base-url", llm.url, "--model", "stub",
                   "--no-input", "--json", timeout=240)
     assert started.returncode == 0, started.stderr
-    thread = json.loads(started.stdout)["thread"]
+    thread = summary(started.stdout)["thread"]
     env = {**os.environ, "DEVAGENT_HOME": str(home)}
     done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
                           input="psql -Atc 'select current_user, current_database(), 6*7'\n",
@@ -232,7 +240,7 @@ NESTED = ("mkdir -p vendor/lib && cd vendor/lib && git init -q && echo lib > lib
 def test_a_repository_the_agent_made_inside_the_workspace_is_left_out_and_apply_works(cli, llm, repo: Path) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": NESTED}, "s1")]}, {"content": "done"})
     started = cli("task", "vendor a lib", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread = json.loads(started.stdout)["thread"]
+    thread = summary(started.stdout)["thread"]
     assert cli("approve", thread, "--all").returncode == 0
     done = cli("resume", thread)
     assert done.returncode == 0, done.stderr
