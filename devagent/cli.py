@@ -521,31 +521,38 @@ def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
             u = r["usage"]
             cells += [f"{u.get('input_tokens', 0):,}/{u.get('output_tokens', 0):,}" if u else "-", r["branch"], r["repo"]]
         table.append(cells)
-    rendered = [[shown(c, inline=True) for c in row] for row in table]
-    fixed = [max(row[i].cell_len for row in rendered) for i in range(4)]
-    room = screen.width - sum(fixed) - 2 * 4 if screen.is_terminal else 80
-    if wide:  # the wide columns follow the task: it keeps a fair share, they may wrap
-        room = min(room, max(24, room // 3))
-    for i, row in enumerate(rendered):
-        line = shown("", style="bold" if i == 0 else "")
+    width = lambda text: shown(text, inline=True).cell_len  # noqa: E731  (escaped, as shown)
+
+    def fit(text: str, room: int | None) -> str:
+        """`text` cut (ending in …) so that, escaped, it takes at most `room` cells."""
+        if room is None or width(text) <= room:
+            return text
+        cut = text[:max(room - 1, 0)]
+        while cut and width(cut + "…") > room:
+            cut = cut[:-1]
+        return cut + "…"
+
+    fixed = [max(width(row[i]) for row in table) for i in range(4)]
+    room = max(screen.width - sum(fixed) - 2 * 4, 8) if screen.is_terminal else None
+    if wide and room is not None:  # the wide columns follow the task: it keeps a fair share, they may wrap
+        room = max(24, room // 3)
+    for i, row in enumerate(table):
+        line = shown("", style="bold" if i == 0 else "", inline=True)
         for n, cell in enumerate(row[:4]):
-            cell.pad_right(fixed[n] - cell.cell_len) if n != 2 else cell.pad_left(fixed[n] - cell.cell_len)
-            line.append_text(cell)
-            line.append_text(shown("  "))
-        task = row[4]
-        task.truncate(max(room, 8), overflow="ellipsis")
-        line.append_text(task)
+            gap = " " * (fixed[n] - width(cell))
+            line.append_text(shown(gap + cell if n == 2 else cell + gap, inline=True))
+            line.append_text(shown("  ", inline=True))
+        # Never wrapped onto a second row: what does not fit is cut at the end, the task's.
+        line.append_text(shown(fit(row[4], room), inline=True))
         for cell in row[5:]:
-            line.append_text(shown("  "))
-            line.append_text(cell)
+            line.append_text(shown("  " + cell, inline=True))
         screen.print(line)
         error = rows[i - 1]["error"] if i else None
         if error and error.strip():
             # Why it stopped, on a line of its own under the row: the columns above stay whole.
-            why = shown(" " * (fixed[0] + 2), (error.strip().splitlines()[0], "red"), inline=True)
-            if screen.is_terminal:
-                why.truncate(screen.width, overflow="ellipsis")
-            screen.print(why)
+            indent = fixed[0] + 2
+            room_why = screen.width - indent if screen.is_terminal else None
+            screen.print(shown(" " * indent, (fit(error.strip().splitlines()[0], room_why), "red"), inline=True))
 
 
 @app.command()
