@@ -17,6 +17,30 @@ from devagent.errors import DevagentError
 
 EXIT_DONE, EXIT_ERROR, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+
+def _keep_argument_help() -> None:
+    """Click 8.5's Argument takes a `help` of its own and sets it to None when typer does not pass
+    it, so every argument's description vanished from --help. Hand typer's help on to click; and
+    since click then lists the arguments itself too, leave that list to typer (printed once)."""
+    from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+    for command in (TyperCommand, TyperGroup):
+        command.format_arguments = lambda self, ctx, formatter: None  # type: ignore[method-assign]
+
+    if getattr(TyperArgument, "_devagent_keeps_help", False):
+        return
+    original = TyperArgument.__init__
+
+    def init(self: Any, *args: Any, help: str | None = None, **kwargs: Any) -> None:  # noqa: A002
+        original(self, *args, help=help, **kwargs)
+        self.help = help
+
+    TyperArgument.__init__ = init  # type: ignore[method-assign]
+    TyperArgument._devagent_keeps_help = True  # type: ignore[attr-defined]
+
+
+_keep_argument_help()
+
 app = typer.Typer(
     help="A sandboxed DevOps agent: every shell command and migration waits for your approval "
     "of exactly what will run.",
@@ -253,8 +277,9 @@ def task(
     network: Optional[bool] = typer.Option(None, "--network/--no-network",
                                            help="Give the sandbox network access (default: off)."),
     database: Optional[str] = typer.Option(None, "--database", help="sqlite (default), postgres, or a database URL."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", "--max-turns", min=1,
-                                            help="Model round trips (steps) allowed in this turn (default 50)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", "--max-turns", min=1, metavar="N",
+                                            help="Model round trips (steps) allowed in this turn (default 50; "
+                                                 "--max-turns is its older name)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
     instructions: Optional[Path] = typer.Option(
@@ -355,8 +380,9 @@ def resume(
 
 @app.command()
 def pending(
-    thread_id: Optional[str] = typer.Argument(None, metavar="[ID]"),
-    as_json: bool = typer.Option(False, "--json"),
+    thread_id: Optional[str] = typer.Argument(None, metavar="[ID]",
+                                              help="The thread's id or a unique prefix (default: every thread)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one object per call."),
 ) -> None:
     """List pending approvals: call id, tool, the exact command or SQL."""
     from devagent.runner import ThreadRunner
@@ -379,8 +405,9 @@ def pending(
 
 @app.command()
 def approve(
-    thread_id: str = typer.Argument(..., metavar="ID"),
-    call_ids: list[str] = typer.Argument(None, metavar="[CALL_ID ...]"),
+    thread_id: str = typer.Argument(..., metavar="ID", help="The thread's id or a unique prefix."),
+    call_ids: list[str] = typer.Argument(None, metavar="[CALL_ID ...]",
+                                         help="The calls to approve, as `devagent pending` lists them."),
     all_: bool = typer.Option(False, "--all", help="Approve every pending call of the thread (SQL that destroys data stays pending: it needs --confirm)."),
     always: bool = typer.Option(False, "--always", help="Also approve these exact calls in future turns of this thread (never SQL that destroys data)."),
     confirm: list[str] = typer.Option(None, "--confirm", metavar="NAME",
@@ -448,8 +475,8 @@ def _check_confirmation(req: Any, typed: tuple[str, ...]) -> None:
 
 @app.command()
 def reject(
-    thread_id: str = typer.Argument(..., metavar="ID"),
-    call_id: str = typer.Argument(..., metavar="CALL_ID"),
+    thread_id: str = typer.Argument(..., metavar="ID", help="The thread's id or a unique prefix."),
+    call_id: str = typer.Argument(..., metavar="CALL_ID", help="The call to reject, as `devagent pending` lists it."),
     reason: str = typer.Option("rejected by the user", "--reason", help="Told to the model."),
 ) -> None:
     """Reject a call; the model is told the reason."""
@@ -465,7 +492,7 @@ def reject(
 
 @app.command()
 def threads(
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     all_: bool = typer.Option(False, "--all", help="Threads of every repository (default: the one you are in)."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="Threads of this repository."),
     wide: bool = typer.Option(False, "--wide", help="Also the branch, the repository and token usage."),
@@ -519,31 +546,44 @@ def _print_thread_rows(rows: list[dict[str, Any]], wide: bool) -> None:
     names = ["id", "state", "pending", "last activity", "task"] + (["tokens in (cached) / out (reasoning)", "cost", "branch", "repo"] if wide else [])
     table = [names]
     for r in rows:
-        state = r["state"] if not r["error"] else f"{r['state']}: {r['error'].splitlines()[0][:60] if r['error'].strip() else ''}"
-        cells = [r["id"], state, str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
+        cells = [r["id"], r["state"], str(r["pending"]), r["last_activity"][5:16], (r["task"].splitlines() or [""])[0]]
         if wide:
             u = r["usage"]
             cells += [_token_cell(u) or "-", format_cost(u["cost_usd"]) if "cost_usd" in u else "-",
                       r["branch"], r["repo"]]
         table.append(cells)
-    rendered = [[shown(c, inline=True) for c in row] for row in table]
-    fixed = [max(row[i].cell_len for row in rendered) for i in range(4)]
-    room = screen.width - sum(fixed) - 2 * 4 if screen.is_terminal else 80
-    if wide:  # the wide columns follow the task: it keeps a fair share, they may wrap
-        room = min(room, max(24, room // 3))
-    for i, row in enumerate(rendered):
-        line = shown("", style="bold" if i == 0 else "")
+    width = lambda text: shown(text, inline=True).cell_len  # noqa: E731  (escaped, as shown)
+
+    def fit(text: str, room: int | None) -> str:
+        """`text` cut (ending in …) so that, escaped, it takes at most `room` cells."""
+        if room is None or width(text) <= room:
+            return text
+        cut = text[:max(room - 1, 0)]
+        while cut and width(cut + "…") > room:
+            cut = cut[:-1]
+        return cut + "…"
+
+    fixed = [max(width(row[i]) for row in table) for i in range(4)]
+    room = max(screen.width - sum(fixed) - 2 * 4, 8) if screen.is_terminal else None
+    if wide and room is not None:  # the wide columns follow the task: it keeps a fair share, they may wrap
+        room = max(24, room // 3)
+    for i, row in enumerate(table):
+        line = shown("", style="bold" if i == 0 else "", inline=True)
         for n, cell in enumerate(row[:4]):
-            cell.pad_right(fixed[n] - cell.cell_len) if n != 2 else cell.pad_left(fixed[n] - cell.cell_len)
-            line.append_text(cell)
-            line.append_text(shown("  "))
-        task = row[4]
-        task.truncate(max(room, 8), overflow="ellipsis")
-        line.append_text(task)
+            gap = " " * (fixed[n] - width(cell))
+            line.append_text(shown(gap + cell if n == 2 else cell + gap, inline=True))
+            line.append_text(shown("  ", inline=True))
+        # Never wrapped onto a second row: what does not fit is cut at the end, the task's.
+        line.append_text(shown(fit(row[4], room), inline=True))
         for cell in row[5:]:
-            line.append_text(shown("  "))
-            line.append_text(cell)
+            line.append_text(shown("  " + cell, inline=True))
         screen.print(line)
+        error = rows[i - 1]["error"] if i else None
+        if error and error.strip():
+            # Why it stopped, on a line of its own under the row: the columns above stay whole.
+            indent = fixed[0] + 2
+            room_why = screen.width - indent if screen.is_terminal else None
+            screen.print(shown(" " * indent, (fit(error.strip().splitlines()[0], room_why), "red"), inline=True))
 
 
 _prices_of: dict[str, Any] = {}  # repository -> its price table (read once per command)
@@ -575,7 +615,8 @@ def _token_cell(u: dict[str, Any]) -> str:
 
 
 @app.command()
-def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json"),
+def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output, command output included."),
         output: bool = typer.Option(False, "--output", help="Also what each command printed (as the model got it)."),
         no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Audit trail: every proposed, approved, rejected and executed call, file edit, model message
@@ -613,7 +654,7 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
 
 
 @app.command()
-def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), stat: bool = typer.Option(False, "--stat"),
+def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), stat: bool = typer.Option(False, "--stat", help="Only the files changed and how much."),
          no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Show what the thread's branch changes against where it started."""
     from devagent.runner import ThreadRunner
@@ -726,7 +767,8 @@ def shell(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=O
 
 
 @app.command()
-def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), as_json: bool = typer.Option(False, "--json")) -> None:
+def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Migrations applied in the thread: sha256, statements, result."""
     import time
 
@@ -774,16 +816,22 @@ def _migration_source(store: Any, thread_id: str, call_id: str | None) -> str:
 @app.command("config")
 def config_cmd(
     repo: Path = typer.Option(Path("."), "--repo", help="Whose project config to include (default: here)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """The effective settings for new threads, and where each came from."""
     from devagent.config import KEYS, ConfigError, config_files, load_config
     from devagent.workspace import find_repo
 
+    import subprocess
+
     try:
         root: Path | None = find_repo(repo)
     except DevagentError:
-        root = None  # outside a repository: the user's file and the environment only
+        # A repository with no commits yet still has its project file; outside one: the user's
+        # file and the environment only.
+        top = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(repo), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        root = Path(top.stdout.strip()).resolve() if top.returncode == 0 and top.stdout.strip() else None
     try:
         config = load_config(root)
     except ConfigError as exc:
@@ -876,7 +924,7 @@ def rules_list(
 
 @rules_app.command("check")
 def rules_check(
-    command: str = typer.Argument(..., metavar="COMMAND"),
+    command: str = typer.Argument(..., metavar="COMMAND", help="A shell command, as the agent would propose it."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="The project whose rules apply (default: the one you are in)."),
 ) -> None:
@@ -912,7 +960,7 @@ def rules_check(
 
 @rules_app.command("add")
 def rules_add(
-    decision: str = typer.Argument(..., metavar="allow|prompt|forbid"),
+    decision: str = typer.Argument(..., metavar="allow|prompt|forbid", help="What the rule decides for matching commands."),
     command: str = typer.Argument(..., metavar="COMMAND", help="The argv prefix, e.g. \"pytest\" or \"git log\"."),
     project: bool = typer.Option(True, "--project/--user", help="The project's .devagent/policy.toml (default) or yours."),
     reason: Optional[str] = typer.Option(None, "--reason", help="Shown to you; for forbid, also to the model."),
@@ -931,7 +979,7 @@ def rules_add(
 
 @rules_app.command("rm")
 def rules_rm(
-    rule_id: str = typer.Argument(..., metavar="ID"),
+    rule_id: str = typer.Argument(..., metavar="ID", help="The rule's ID, as `devagent rules` lists it."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="The project (default: the one you are in)."),
 ) -> None:
     """Remove a rule by the ID `devagent rules` shows."""

@@ -132,3 +132,15 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(cli, user_confi
     result = cli("config", env={"XDG_CONFIG_HOME": str(user_config.parent.parent), "DEVAGENT_SANDBOX_PIDS": "many"})
     assert result.returncode == 2
     assert result.stderr.strip() == "error: DEVAGENT_SANDBOX_PIDS='many' is not a valid sandbox.pids"
+
+
+def test_config_reads_the_project_file_of_a_repository_without_commits(cli, tmp_path: Path, user_config: Path) -> None:
+    import subprocess
+
+    fresh = tmp_path / "fresh"
+    (fresh / ".devagent").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(fresh)], check=True)
+    (fresh / ".devagent" / "config.toml").write_text('model = "fresh-model"\n')
+    rows = effective(cli, user_config, "--repo", str(fresh))
+    assert rows["model"]["value"] == "fresh-model"
+    assert rows["model"]["source"] == f"{fresh.resolve()}/.devagent/config.toml:1"

@@ -22,6 +22,14 @@ def turn(cli, llm, task: str, *calls: dict, thread: str | None = None) -> str:
     return json.loads(result.stdout.splitlines()[-1])["thread"]
 
 
+def summary(stdout: str) -> dict:
+    """The result of `task --json`: one JSON document, or the last line of a JSON Lines stream."""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        return json.loads(stdout.splitlines()[-1])
+
+
 def write(path: str, content: str, call_id: str) -> dict:
     return tool_call("write_file", {"path": path, "content": content}, call_id)
 
@@ -117,7 +125,7 @@ def test_threads_at_the_terminals_width_cuts_nothing_that_matters(cli, llm, home
     thread = turn(cli, llm, long_task, write("a.txt", "a\n", "w1"))
     llm.script({"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
     paused = cli("task", "second thread", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    other = json.loads(paused.stdout)["thread"]
+    other = summary(paused.stdout)["thread"]
     [activity] = {t["last_activity"][5:16] for t in json.loads(cli("threads", "--json").stdout) if t["id"] == other}
 
     for args in ((), ("--wide",)):
@@ -136,7 +144,9 @@ def test_threads_at_the_terminals_width_cuts_nothing_that_matters(cli, llm, home
             assert len(lines) == 3 and "rename the users table" in first
             assert first.endswith("…") and len(first) >= columns - 2
         else:
-            assert "branch" in lines[0] and f"devagent/{thread}" in term.text() and str(repo) in term.text()
+            # The header may wrap at 80 columns with the wide columns; the branch and repo are there.
+            assert "branch" in term.text() and f"devagent/{thread}" in term.text()
+            assert "repo" in term.text() and (columns < 120 or str(repo) in term.text())
 
 
 def _dirty(repo: Path) -> None:
@@ -153,7 +163,7 @@ def test_a_new_thread_says_what_of_the_working_tree_it_leaves_out(cli, llm, repo
     llm.script({"content": "looked"})
     result = cli("task", "look", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
     assert result.returncode == 0, result.stderr
-    thread = json.loads(result.stdout)["thread"]
+    thread = summary(result.stdout)["thread"]
     [line] = [line for line in result.stderr.splitlines() if "not in the thread" in line]
     assert line.startswith("2 modified and 2 untracked file(s)") and "--include-uncommitted" in line
     work = home / "threads" / thread / "workspace"
@@ -168,7 +178,7 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
     result = cli("task", "look", "--include-uncommitted", "--base-url", llm.url, "--model", "stub",
                  "--no-input", "--json")
     assert result.returncode == 0, result.stderr
-    thread = json.loads(result.stdout)["thread"]
+    thread = summary(result.stdout)["thread"]
     assert "2 modified and 2 untracked file(s) of your working tree are the thread's first commit" in result.stderr
     # The model read the edited README, not HEAD's.
     tool_outputs = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
@@ -180,6 +190,8 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
     files = git(home / "threads" / thread / "workspace", "--git-dir", str(home / "threads" / thread / "git"),
                 "show", "--name-status", "--format=", f"{branch}~{len(commits) - 1}").split("\n")
     assert sorted(f for f in files if f) == ["A\t.gitignore", "A\tnotes/todo.txt", "D\tMakefile", "M\tREADME.md"]
+    # Ignored files (a .env with secrets) never enter the thread, not even its work tree.
+    assert not (home / "threads" / thread / "workspace" / "secret.env").exists()
     # The user's checkout is untouched.
     assert git(repo, "rev-parse", "HEAD").strip() == head and (repo / "README.md").read_text().endswith("committed\n")
     assert "notes/todo.txt" in cli("diff", thread).stdout
@@ -193,10 +205,12 @@ def test_shell_has_a_named_user_the_hosts_term_and_a_banner(cli, llm, home: Path
 
     env = {**os.environ, "DEVAGENT_HOME": str(home), "TERM": "screen-256color"}
     done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
-                          input='whoami; id -un; echo "term=$TERM"; cat a.txt; echo "pg=${PGHOST:-none}"; exit 4\n',
+                          input='whoami; id -un; echo "term=$TERM"; cat a.txt; echo "pg=${PGHOST:-none}"; '
+                          'echo x 2>/dev/null >> /etc/passwd || echo "passwd=read-only"; exit 4\n',
                           capture_output=True, timeout=120)
     assert done.returncode == 4, done.stderr
-    assert done.stdout.splitlines() == ["agent", "agent", "term=screen-256color", "a", "pg=none"]
+    assert done.stdout.splitlines() == ["agent", "agent", "term=screen-256color", "a", "pg=none",
+                                          "passwd=read-only"]
     [banner] = [line for line in done.stderr.splitlines() if line.strip()]
     assert banner.startswith(f"devagent shell: thread {thread}, container devagent-{thread}.")
     assert "not approved or logged; files you change are committed with the next turn" in banner
@@ -212,7 +226,7 @@ def test_shell_on_a_postgres_thread_connects_with_plain_psql(cli, llm, home: Pat
     started = cli("task", "look", "--database", "postgres", "--base-url", llm.url, "--model", "stub",
                   "--no-input", "--json", timeout=240)
     assert started.returncode == 0, started.stderr
-    thread = json.loads(started.stdout)["thread"]
+    thread = summary(started.stdout)["thread"]
     env = {**os.environ, "DEVAGENT_HOME": str(home)}
     done = subprocess.run([sys.executable, "-m", "devagent", "shell", thread], cwd=repo, env=env, text=True,
                           input="psql -Atc 'select current_user, current_database(), 6*7'\n",
@@ -228,11 +242,11 @@ NESTED = ("mkdir -p vendor/lib && cd vendor/lib && git init -q && echo lib > lib
 def test_a_repository_the_agent_made_inside_the_workspace_is_left_out_and_apply_works(cli, llm, repo: Path) -> None:
     llm.script({"tool_calls": [tool_call("run_shell", {"command": NESTED}, "s1")]}, {"content": "done"})
     started = cli("task", "vendor a lib", "--base-url", llm.url, "--model", "stub", "--no-input", "--json")
-    thread = json.loads(started.stdout)["thread"]
+    thread = summary(started.stdout)["thread"]
     assert cli("approve", thread, "--all").returncode == 0
     done = cli("resume", thread)
     assert done.returncode == 0, done.stderr
-    [notice] = [line for line in (done.stdout + done.stderr).splitlines() if "vendor/lib" in line]
+    [notice] = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("vendor/lib")]
     assert "is a git repository inside the workspace: not committed" in notice
 
     applied = cli("apply", thread)
@@ -263,3 +277,17 @@ def test_discard_on_a_terminal_asks_and_only_yes_deletes(cli, llm, home: Path, r
     assert term.wait() == 0
     assert f"discarded thread {thread}" in term.text()
     assert not (home / "threads" / thread).exists() and json.loads(cli("threads", "--json").stdout) == []
+
+
+def test_a_thread_stopped_by_a_model_api_error_says_why_under_its_row_at_80_columns(cli, home: Path, repo: Path) -> None:
+    from terminal_helpers import Terminal
+
+    dead = "http://127.0.0.1:9/v1"
+    assert cli("task", "a task that fails", "--base-url", dead, "--model", "stub", "--no-input").returncode == 1
+    [thread] = [t["id"] for t in json.loads(cli("threads", "--json").stdout)]
+    term = Terminal(home, repo, "threads", columns=80)
+    assert term.wait() == 0
+    lines = term.lines()
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines)
+    assert lines[1].split()[:3] == [thread, "failed", "0"] and "a task that fails" in lines[1]
+    assert lines[2].lstrip().startswith("model API error") and dead[:20] in lines[2]
