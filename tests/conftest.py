@@ -131,4 +131,27 @@ def cli(home: Path, repo: Path) -> Any:
             capture_output=True, text=True, timeout=timeout,
         )
 
+    def measured(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], Any]:
+        """`run`, and the resource usage of that one process (the peak memory of every child the
+        test process ever had is what RUSAGE_CHILDREN holds: not this one's)."""
+        import tempfile
+        import threading
+
+        full_env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test-secret-key", **(env or {})}
+        argv = [sys.executable, "-m", "devagent", *args]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(argv, cwd=repo, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            killer = threading.Timer(timeout, proc.kill)
+            killer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                killer.cancel()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(argv, proc.returncode, out.read().decode(), err.read().decode()), usage
+
+    run.measured = measured  # type: ignore[attr-defined]
     return run

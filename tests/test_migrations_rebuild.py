@@ -78,12 +78,17 @@ def test_a_rebuild_that_leaves_a_column_out_names_it_and_waits_for_it(cli: Any, 
 
 
 def test_a_column_added_after_the_screen_makes_the_rebuild_refused(cli: Any, llm: Any, home: Path) -> None:
-    """The screen said "nothing lost" from the columns it read; a column added since would be lost."""
+    """The screen said "nothing lost" from the columns it read; a column added since would be lost.
+    The database file is in the workspace: its change stops the run, and the call is asked again."""
     tid = start(cli, llm, {"tool_calls": [tool_call("run_migration", {"sql": rebuild("id, email, phone")}, "m2")]})
     assert cli("resume", tid, "--no-input").returncode == 3
     with sqlite3.connect(home / "threads" / tid / "workspace" / "devagent.db") as conn:
         conn.execute("ALTER TABLE users ADD COLUMN note text DEFAULT 'keep me'")
     assert cli("approve", tid, "--all").returncode == 0
-    assert cli("resume", tid).returncode == 0
-    assert llm.tool_outputs()["m2"].startswith("refused: the tables of the database changed"), llm.tool_outputs()
+    again = cli("resume", tid, "--no-input", "--json")
+    assert again.returncode == 3, again.stderr
+    [pending] = json.loads(again.stdout.splitlines()[-1])["pending"]
+    assert pending["call_id"] == "m2" and "workspace changed before it started" in pending["workspace_notice"]
+    assert any("devagent.db" in f for f in pending["changed_files"]), pending["changed_files"]
+    assert "m2" not in llm.tool_outputs()
     assert rows(home, tid)[0] == (1, "a@example.com", "555-1", "keep me")
