@@ -875,6 +875,25 @@ def _rules_project(repo: Optional[Path]) -> Optional[Path]:
     return root
 
 
+def _rules_policy(repo: Optional[Path], thread: Optional[str]) -> tuple[Any, Optional[Path], Optional[Path]]:
+    """The rules that apply (user, project and, with --thread, that thread's own file); the
+    project root; the thread's rule file."""
+    from devagent.policy import load_policy
+    from devagent.workspace import ThreadWorkspace
+
+    if thread is None:
+        root = _rules_project(repo)
+        return load_policy(root), root, None
+    store = _store()
+    found = store.find_thread(thread)
+    root = _rules_project(Path(found.repo))
+    thread_file = ThreadWorkspace(found.id, store.home / "threads" / found.id).rules_file
+    return load_policy(root, thread_file=thread_file), root, thread_file
+
+
+THREAD_RULES_HELP = "Also the rules saved for this thread (by [a] on its approval screen)."
+
+
 def _print_plain(text: str, style: str | None = None) -> None:
     _say(text, style=style or "")
 
@@ -884,14 +903,14 @@ def rules_list(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="The project whose rules apply (default: the one you are in)."),
+    thread: Optional[str] = typer.Option(None, "--thread", metavar="ID", help=THREAD_RULES_HELP),
 ) -> None:
     """The active rules with their file:line, and the presets in use."""
     if ctx.invoked_subcommand is not None:
         return
-    from devagent.policy import load_policy, user_policy_path
+    from devagent.policy import user_policy_path
 
-    root = _rules_project(repo)
-    policy = load_policy(root)
+    policy, root, thread_file = _rules_policy(repo, thread)
     if as_json:
         _emit_json({"files": [f.to_json() for f in policy.files], "presets": policy.presets,
                     "user_file": str(user_policy_path()), "project": str(root) if root else None,
@@ -899,7 +918,8 @@ def rules_list(
         return
     loaded = {f.path for f in policy.files}
     _print_plain("rule files (forbid > prompt > allow; with no rule, every command asks):", "bold")
-    for scope, path in (("user", user_policy_path()), ("project", root / ".devagent" / "policy.toml" if root else None)):
+    files = [("user", user_policy_path()), ("project", root / ".devagent" / "policy.toml" if root else None)]
+    for scope, path in files + ([("thread", thread_file)] if thread_file else []):
         if path is None:
             _print_plain(f"  {scope:<8} (not in a git repository)")
         elif str(path) in loaded:
@@ -927,12 +947,13 @@ def rules_check(
     command: str = typer.Argument(..., metavar="COMMAND", help="A shell command, as the agent would propose it."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="The project whose rules apply (default: the one you are in)."),
+    thread: Optional[str] = typer.Option(None, "--thread", metavar="ID", help=THREAD_RULES_HELP),
 ) -> None:
     """The decision the rules give COMMAND, and why: each simple command, the rule that matched it,
     and whatever forced a prompt."""
-    from devagent.policy import load_policy, offer_rules
+    from devagent.policy import offer_rules
 
-    policy = load_policy(_rules_project(repo))
+    policy = _rules_policy(repo, thread)[0]
     verdict = policy.decide(command)
     offered, not_offered = offer_rules(command, policy) if verdict.decision != "allow" else ([], None)
     if as_json:
@@ -981,11 +1002,13 @@ def rules_add(
 def rules_rm(
     rule_id: str = typer.Argument(..., metavar="ID", help="The rule's ID, as `devagent rules` lists it."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="The project (default: the one you are in)."),
+    thread: Optional[str] = typer.Option(None, "--thread", metavar="ID",
+                                         help="A rule saved for this thread (`devagent rules --thread ID` lists them)."),
 ) -> None:
     """Remove a rule by the ID `devagent rules` shows."""
-    from devagent.policy import load_policy, remove_rule
+    from devagent.policy import remove_rule
 
-    policy = load_policy(_rules_project(repo))
+    policy = _rules_policy(repo, thread)[0]
     matches = [r for r in policy.rules if r.id == rule_id and r.scope != "preset"] or \
         [r for r in policy.rules if r.id == rule_id]
     if not matches:

@@ -435,8 +435,7 @@ class ThreadRunner:
         return {"rules_saved": saved} if saved else None
 
     def _thread_rules(self, thread_id: str) -> Path:
-        """The thread's own rule file: beside its workspace, out of the sandbox's reach."""
-        return self.workspace(thread_id).root / "policy.toml"
+        return self.workspace(thread_id).rules_file
 
     def pending_requests(self, thread_id: str) -> list[ApprovalRequest]:
         self.store.requeue_interrupted(thread_id)  # what `resume` would ask again is pending now

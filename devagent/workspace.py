@@ -184,6 +184,12 @@ class ThreadWorkspace:
         return self.root / "git"
 
     @property
+    def rules_file(self) -> Path:
+        """The thread's own command rules (saved from `a` on the screen): beside the workspace,
+        out of the sandbox's reach."""
+        return self.root / "policy.toml"
+
+    @property
     def branch(self) -> str:
         return f"devagent/{self.thread_id}"
 

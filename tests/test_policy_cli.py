@@ -348,3 +348,24 @@ def test_a_on_the_screen_offers_the_rule_that_covers_the_command_and_saves_it_wh
     [s1] = [e for e in log if e["event"] == "approved" and e["call_id"] == "s1"]
     assert s1["detail"]["rules_saved"][0]["scope"] == "project"
     assert [e["call_id"] for e in log if e["event"] == "executed"] == ["s1", "s2", "s3", "s4"]
+
+
+@pytest.mark.usefixtures("sandbox_image")
+def test_a_threads_own_rules_are_listed_checked_and_removed_with_thread(run, llm, home: Path) -> None:
+    """The rules `a` saved "for this thread" can be seen and revoked like any other."""
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "pytest -q"}, "s1")]}, {"content": "done"})
+    paused, summary = start(run, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread = summary["thread"]
+    write(home / "threads" / thread / "policy.toml", '[[rule]]\ndecision = "allow"\npattern = ["pytest"]\n')
+    assert json.loads(run("rules", "--json").stdout)["rules"] == []  # without --thread: not that thread's
+    listed = run("rules", "--thread", thread[:4])
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"thread\s+\S+/threads/" + thread + r"/policy.toml\s+sha256", listed.stdout)
+    [rule] = json.loads(run("rules", "--thread", thread, "--json").stdout)["rules"]
+    assert (rule["decision"], rule["pattern"], rule["scope"]) == ("allow", ["pytest"], "thread")
+    assert json.loads(run("rules", "check", "pytest -q", "--thread", thread, "--json").stdout)["decision"] == "allow"
+    assert json.loads(run("rules", "check", "pytest -q", "--json").stdout)["decision"] == "prompt"
+    removed = run("rules", "rm", rule["id"], "--thread", thread)
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(run("rules", "check", "pytest -q", "--thread", thread, "--json").stdout)["decision"] == "prompt"
