@@ -10,6 +10,17 @@ import pytest
 
 from llm_stub import StubLLM
 
+try:
+    from hypothesis import settings
+
+    # In CI the property tests replay the same examples every run: a failure there is one that
+    # a developer can reproduce, not a new random draw. Locally they keep exploring.
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # hypothesis is a dev extra
+    pass
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 

@@ -393,6 +393,10 @@ PROPERTY_POLICY = Policy([rule("allow", *prefix) for prefix in ALLOWED_PREFIXES]
 NOT_ALLOWED = ["rm -rf x", "curl http://h", "python3 -c 'import os'", "make deploy", "git push", "sh",
                "/bin/echo hi", "./pytest", "gitlog", "ech0 x", "CAT x", "git -c a=b log"]
 OPERATORS = [" && ", " || ", "; ", " | ", "\n", " ;\n "]
+# tree-sitter-bash groups `a && b | c | d<newline>e` as if `d e` were one command; our own reading
+# disagrees, so such a script asks (see the test below). Plain invocations joined by a bare
+# newline are therefore not always allowed, and the allow property leaves that joiner out.
+ALLOW_OPERATORS = [op for op in OPERATORS if op != "\n"]
 
 # Any printable text, quoted by shlex: exercises quotes and escapes of every kind.
 argument = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")), max_size=12)
@@ -425,7 +429,8 @@ def constructs(draw) -> str:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(plain_invocation(), min_size=1, max_size=6), st.lists(st.sampled_from(OPERATORS), min_size=6, max_size=6))
+@given(st.lists(plain_invocation(), min_size=1, max_size=6),
+       st.lists(st.sampled_from(ALLOW_OPERATORS), min_size=6, max_size=6))
 def test_property_plain_invocations_of_allowed_prefixes_are_allowed(parts, operators) -> None:
     command = parts[0][0]
     for (text, _words), op in zip(parts[1:], operators):
@@ -715,3 +720,10 @@ def test_policy_module_imports_neither_rich_nor_the_cli() -> None:
     result = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(policy.__file__).parent.parent)})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_script_the_two_readers_split_differently_asks() -> None:
+    """The grammar joins `d` and `e` across the newline; our reader does not: never an allow."""
+    verdict = PROPERTY_POLICY.decide("pytest && pytest | pytest | pytest\npytest && pytest")
+    assert verdict.decision == "prompt"
+    assert "split or join differently" in verdict.why()
