@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import threading
 import tomllib
 import unicodedata
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from devagent.errors import DevagentError
-from devagent.policy_guards import guard
+from devagent.policy_guards import guard, wrapped_command
 
 DECISIONS = ("allow", "prompt", "forbid")
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -755,15 +756,31 @@ class CommandCheck:
     command: SimpleCommand
     allowed_by: Rule | None
     excluded_by: tuple[str, ...] = ()  # allow rules whose prefix matched but an argument took it out
+    wrapped: CommandCheck | None = None  # the command a wrapper runs (`timeout 5 pytest`), judged on its own
 
     def explain(self) -> str:
+        runs = f"; it runs `{self.wrapped.command.text}`: {self.wrapped.explain()}" if self.wrapped else ""
         if self.allowed_by is not None:
-            return f"allowed by {self.allowed_by.where} ({self.allowed_by.pattern_text()})"
+            return f"allowed by {self.allowed_by.where} ({self.allowed_by.pattern_text()})" + runs
         if self.command.problems:
             return "not plain: " + "; ".join(self.command.problems)
+        if self.wrapped:
+            return "; ".join(self.excluded_by) + runs
         if self.excluded_by:
             return "no allow rule matches (" + "; ".join(self.excluded_by) + ")"
         return "no allow rule matches"
+
+    def chain(self) -> list[CommandCheck]:
+        """This check and those of the commands it wraps, outermost first."""
+        return [self, *(self.wrapped.chain() if self.wrapped else [])]
+
+    def to_json(self) -> dict[str, Any]:
+        tokens = self.command.tokens
+        return {"text": self.command.text, "argv": list(tokens) if tokens is not None else None,
+                "problems": list(self.command.problems),
+                "allowed_by": self.allowed_by.where if self.allowed_by else None,
+                "allowed_by_id": self.allowed_by.id if self.allowed_by else None,
+                "explain": self.explain(), "wrapped": self.wrapped.to_json() if self.wrapped else None}
 
 
 @dataclass(frozen=True)
@@ -786,8 +803,9 @@ class Verdict:
     def allow_rules(self) -> list[Rule]:
         rules: list[Rule] = []
         for check in self.checks:
-            if check.allowed_by is not None and check.allowed_by not in rules:
-                rules.append(check.allowed_by)
+            for part in check.chain():
+                if part.allowed_by is not None and part.allowed_by not in rules:
+                    rules.append(part.allowed_by)
         return rules
 
     def why(self) -> str:
@@ -806,11 +824,7 @@ class Verdict:
         return {
             "decision": self.decision,
             "why": self.why(),
-            "commands": [{"text": c.command.text, "argv": list(c.command.tokens) if c.command.tokens is not None else None,
-                          "problems": list(c.command.problems),
-                          "allowed_by": c.allowed_by.where if c.allowed_by else None,
-                          "allowed_by_id": c.allowed_by.id if c.allowed_by else None,
-                          "explain": c.explain()} for c in self.checks],
+            "commands": [c.to_json() for c in self.checks],
             "matched": [{"decision": f.rule.decision, "rule": f.rule.where, "id": f.rule.id, "command": f.command,
                          "reason": f.rule.reason} for f in self.findings],
             "problems": list(self.problems),
@@ -855,12 +869,29 @@ def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
             danger = _guarded(command.tokens)
             if danger:
                 return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
-            return CommandCheck(command, rule)
+            return _through_wrapper(command.tokens, rule, allow, CommandCheck(command, rule))
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
             excluded.append(f"{rule.where} does not cover {', '.join(rule.except_args)}")
     return CommandCheck(command, None, tuple(excluded))
+
+
+def _through_wrapper(tokens: tuple[str, ...], rule: Rule, allow: list[Rule], check: CommandCheck) -> CommandCheck:
+    """A rule naming a wrapper (`allow timeout`) covers the wrapper only: what it runs needs an
+    allow rule of its own, else `timeout 5 rm -rf /` would pass as `timeout …`."""
+    if _basename(tokens[0]) not in WRAPPERS:
+        return check
+    inner, why = wrapped_command(tokens)
+    if why:
+        return CommandCheck(check.command, None, (f"{rule.where} matches, but {why}",))
+    if not inner:
+        return check  # `env`, `nice` alone: the wrapper's own rule decides
+    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), allow)
+    if sub.allowed_by is None:
+        return CommandCheck(check.command, None, (f"{rule.where} ({rule.pattern_text()}) covers the wrapper only",),
+                            wrapped=sub)
+    return replace(check, wrapped=sub)
 
 
 def _guarded(tokens: tuple[str, ...]) -> str | None:
