@@ -758,13 +758,14 @@ class CommandCheck:
     excluded_by: tuple[str, ...] = ()  # allow rules whose prefix matched but an argument took it out
     wrapped: CommandCheck | None = None  # the command a wrapper runs (`timeout 5 pytest`), judged on its own
 
-    def explain(self) -> str:
-        runs = f"; it runs `{self.wrapped.command.text}`: {self.wrapped.explain()}" if self.wrapped else ""
+    def explain(self, *, wrapped: bool = True) -> str:
+        """Why this command is (not) allowed; `wrapped`: with what a wrapper runs, on one line."""
+        runs = f"; it runs `{self.wrapped.command.text}`: {self.wrapped.explain()}" if self.wrapped and wrapped else ""
         if self.allowed_by is not None:
             return f"allowed by {self.allowed_by.where} ({self.allowed_by.pattern_text()})" + runs
         if self.command.problems:
             return "not plain: " + "; ".join(self.command.problems)
-        if self.wrapped:
+        if self.wrapped and self.excluded_by:
             return "; ".join(self.excluded_by) + runs
         if self.excluded_by:
             return "no allow rule matches (" + "; ".join(self.excluded_by) + ")"
