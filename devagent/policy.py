@@ -865,12 +865,18 @@ class Policy:
 def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
     if command.tokens is None:
         return CommandCheck(command, None)
+    refused: CommandCheck | None = None
     for rule in allow:
         if rule.matches(command.tokens):
             danger = _guarded(command.tokens)
             if danger:
                 return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
-            return _through_wrapper(command.tokens, rule, allow, CommandCheck(command, rule))
+            check = _through_wrapper(command.tokens, rule, allow, CommandCheck(command, rule))
+            if check.allowed_by is not None:
+                return check
+            refused = refused or check  # another rule may name what the wrapper runs
+    if refused is not None:
+        return refused
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
@@ -888,7 +894,12 @@ def _through_wrapper(tokens: tuple[str, ...], rule: Rule, allow: list[Rule], che
         return CommandCheck(check.command, None, (f"{rule.where} matches, but {why}",))
     if not inner:
         return check  # `env`, `nice` alone: the wrapper's own rule decides
-    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), allow)
+    # A rule that goes on past the wrapper (`["timeout", "60", "pytest"]`) names what it runs too.
+    skipped = len(tokens) - len(inner)
+    rest = [replace(rule, pattern=rule.pattern[skipped:])] if len(rule.pattern) > skipped else []
+    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), rest + allow)
+    if rest and sub.allowed_by is rest[0]:
+        sub = replace(sub, allowed_by=rule)
     if sub.allowed_by is None:
         return CommandCheck(check.command, None, (f"{rule.where} ({rule.pattern_text()}) covers the wrapper only",),
                             wrapped=sub)

@@ -441,7 +441,11 @@ def wrapped_command(argv: Sequence[str]) -> tuple[tuple[str, ...], str | None]:
         i, operands = i + 1, operands - 1
     if i > len(argv):
         return (), f"{name} is missing an option's value"
-    return tuple(argv[i:]), None
+    inner = tuple(argv[i:])
+    if name == "xargs" and inner and inner[0].rsplit("/", 1)[-1] in GUARDS:
+        # its input adds arguments no guard sees: `ls | xargs find` may get `-exec`
+        return (), f"xargs would add arguments to {inner[0]} that its guard cannot read"
+    return inner, None
 
 
 def _short_options(arg: str, spec: WrapperSpec, i: int) -> int:

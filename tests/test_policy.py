@@ -495,12 +495,19 @@ WRAPPER_CORPUS = [
     (("doas", "pytest"), "doas pytest", "prompt"),
     (("su", "pytest"), "su -c pytest", "prompt"),
     (("watch", "pytest"), "watch pytest", "prompt"),  # a wrapper whose options are not read
+    (("sudo pytest",), "sudo pytest", "prompt"),
+    (("timeout 60 pytest",), "timeout 60 pytest -q", "allow"),  # a rule that names what the wrapper runs
+    (("timeout 60 pytest",), "timeout 60 pytest -q && timeout 5 pytest", "prompt"),
+    (("nice -n 5 timeout", "timeout 60 pytest"), "nice -n 5 timeout 60 pytest", "allow"),
+    (("nice -n 5 timeout", "timeout 60 pytest"), "nice -n 5 timeout 60 rm x", "prompt"),
+    (("xargs", "grep", "ls"), "ls | xargs grep x", "allow"),
+    (("xargs", "find", "ls"), "ls | xargs find .", "prompt"),  # the input could add -exec past find's guard
 ]
 
 
 @pytest.mark.parametrize("words,command,decision", WRAPPER_CORPUS, ids=[c for _, c, _ in WRAPPER_CORPUS])
 def test_a_rule_naming_a_wrapper_does_not_allow_what_it_wraps(words, command: str, decision: str) -> None:
-    verdict = Policy([rule("allow", w) for w in words]).decide(command)
+    verdict = Policy([rule("allow", *w.split()) for w in words]).decide(command)
     assert verdict.decision == decision, verdict.why()
 
 
