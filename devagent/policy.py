@@ -48,6 +48,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 PROJECT_FILE = Path(".devagent") / "policy.toml"
 MAX_SCRIPT = 64 * 1024  # longer commands are not analysed: they always ask
 MAX_NESTING = 4  # bash -c inside bash -c ... for forbid/prompt matching
+MAX_WRAPPERS = 8  # `nice timeout env …`: deeper chains ask
 
 # Commands that run another command given in their arguments: a forbid/prompt rule matches the
 # wrapped command too, and an allow rule covers them only when it names them.
@@ -862,21 +863,16 @@ class Policy:
         return Verdict(decision, checks, tuple(findings), tuple(script.problems))
 
 
-def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
+def _check(command: SimpleCommand, allow: list[Rule], depth: int = 0) -> CommandCheck:
     if command.tokens is None:
         return CommandCheck(command, None)
-    refused: CommandCheck | None = None
-    for rule in allow:
-        if rule.matches(command.tokens):
-            danger = _guarded(command.tokens)
-            if danger:
-                return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
-            check = _through_wrapper(command.tokens, rule, allow, CommandCheck(command, rule))
-            if check.allowed_by is not None:
-                return check
-            refused = refused or check  # another rule may name what the wrapper runs
-    if refused is not None:
-        return refused
+    matching = [rule for rule in allow if rule.matches(command.tokens)]
+    if matching:
+        # The outermost check guards every command the words may start (so all wrapped ones).
+        danger = _guarded(command.tokens) if depth == 0 else guard(command.tokens)
+        if danger:
+            return CommandCheck(command, None, (f"{matching[0].where} matches, but not with {danger}",))
+        return _through_wrapper(command, matching, allow, depth)
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
@@ -884,26 +880,31 @@ def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
     return CommandCheck(command, None, tuple(excluded))
 
 
-def _through_wrapper(tokens: tuple[str, ...], rule: Rule, allow: list[Rule], check: CommandCheck) -> CommandCheck:
+def _through_wrapper(command: SimpleCommand, matching: list[Rule], allow: list[Rule], depth: int) -> CommandCheck:
     """A rule naming a wrapper (`allow timeout`) covers the wrapper only: what it runs needs an
     allow rule of its own, else `timeout 5 rm -rf /` would pass as `timeout …`."""
+    tokens: tuple[str, ...] = command.tokens  # type: ignore[assignment]
+    rule = matching[0]
     if _basename(tokens[0]) not in WRAPPERS:
-        return check
+        return CommandCheck(command, rule)
     inner, why = wrapped_command(tokens)
+    if not why and inner and depth >= MAX_WRAPPERS:
+        why = f"more than {MAX_WRAPPERS} wrappers in a row"
     if why:
-        return CommandCheck(check.command, None, (f"{rule.where} matches, but {why}",))
+        return CommandCheck(command, None, (f"{rule.where} matches, but {why}",))
     if not inner:
-        return check  # `env`, `nice` alone: the wrapper's own rule decides
+        return CommandCheck(command, rule)  # `env`, `nice` alone: the wrapper's own rule decides
     # A rule that goes on past the wrapper (`["timeout", "60", "pytest"]`) names what it runs too.
     skipped = len(tokens) - len(inner)
-    rest = [replace(rule, pattern=rule.pattern[skipped:])] if len(rule.pattern) > skipped else []
-    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), rest + allow)
-    if rest and sub.allowed_by is rest[0]:
+    rest = {replace(r, pattern=r.pattern[skipped:]): r for r in matching if len(r.pattern) > skipped}
+    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), [*rest, *allow], depth + 1)
+    if sub.allowed_by in rest:
+        rule = rest[sub.allowed_by]
         sub = replace(sub, allowed_by=rule)
     if sub.allowed_by is None:
-        return CommandCheck(check.command, None, (f"{rule.where} ({rule.pattern_text()}) covers the wrapper only",),
+        return CommandCheck(command, None, (f"{rule.where} ({rule.pattern_text()}) covers the wrapper only",),
                             wrapped=sub)
-    return replace(check, wrapped=sub)
+    return CommandCheck(command, rule, wrapped=sub)
 
 
 def _guarded(tokens: tuple[str, ...]) -> str | None:

@@ -521,6 +521,11 @@ def test_the_verdict_names_the_wrapped_command_and_forbid_reaches_it() -> None:
     both = Policy([rule("allow", "timeout"), rule("allow", "rm"), FORBID_RM])
     assert both.decide("timeout 5 rm x").decision == "forbid"
     assert both.decide("nice timeout 5 rm x").decision == "forbid"
+    nice = Policy([rule("allow", "nice"), rule("allow", "pytest")])
+    assert nice.decide("nice " * 8 + "pytest").decision == "allow"
+    deep = nice.decide("nice " * 9 + "pytest")  # a deeper chain asks rather than recursing on
+    assert deep.decision == "prompt" and "more than 8 wrappers in a row" in deep.why()
+    assert nice.decide("nice " * 3000 + "rm x").decision == "prompt"
 
 
 WRAPPER_PREFIXES = [("timeout", "5"), ("timeout", "-k", "1", "5"), ("timeout", "--signal=KILL", "5"),
