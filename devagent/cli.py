@@ -963,10 +963,15 @@ def rules_check(
     style = {"allow": "bold green", "prompt": "bold yellow", "forbid": "bold red"}[verdict.decision]
     _print_plain(f"{verdict.decision}: {verdict.why()}", style)
     for number, check in enumerate(verdict.checks, 1):
-        argv = " ".join(json.dumps(t, ensure_ascii=False) for t in check.command.tokens) if check.command.tokens else "(not plain)"
         _print_plain(f"  {number}. {check.command.text}")
-        _print_plain(f"     argv {argv}", "dim")
-        _print_plain(f"     {check.explain()}")
+        for depth, part in enumerate(check.chain()):  # a wrapper, then what it runs (`timeout 5 pytest`)
+            pad = "     " + "  " * depth
+            if depth:
+                _print_plain(f"{pad[:-2]}runs {part.command.text}")
+            tokens = part.command.tokens
+            argv = " ".join(json.dumps(t, ensure_ascii=False) for t in tokens) if tokens else "(not plain)"
+            _print_plain(f"{pad}argv {argv}", "dim")
+            _print_plain(f"{pad}{part.explain(wrapped=False)}")
     for finding in verdict.findings:
         rule = finding.rule
         _print_plain(f"  {rule.decision} rule {rule.where} ({rule.pattern_text()}) matches `{finding.command}`"

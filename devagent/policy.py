@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import threading
 import tomllib
 import unicodedata
@@ -40,13 +41,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from devagent.errors import DevagentError
-from devagent.policy_guards import guard
+from devagent.policy_guards import guard, wrapped_command
 
 DECISIONS = ("allow", "prompt", "forbid")
 PRESETS_DIR = Path(__file__).parent / "presets"
 PROJECT_FILE = Path(".devagent") / "policy.toml"
 MAX_SCRIPT = 64 * 1024  # longer commands are not analysed: they always ask
 MAX_NESTING = 4  # bash -c inside bash -c ... for forbid/prompt matching
+MAX_WRAPPERS = 8  # `nice timeout env …`: deeper chains ask
 
 # Commands that run another command given in their arguments: a forbid/prompt rule matches the
 # wrapped command too, and an allow rule covers them only when it names them.
@@ -755,15 +757,32 @@ class CommandCheck:
     command: SimpleCommand
     allowed_by: Rule | None
     excluded_by: tuple[str, ...] = ()  # allow rules whose prefix matched but an argument took it out
+    wrapped: CommandCheck | None = None  # the command a wrapper runs (`timeout 5 pytest`), judged on its own
 
-    def explain(self) -> str:
+    def explain(self, *, wrapped: bool = True) -> str:
+        """Why this command is (not) allowed; `wrapped`: with what a wrapper runs, on one line."""
+        runs = f"; it runs `{self.wrapped.command.text}`: {self.wrapped.explain()}" if self.wrapped and wrapped else ""
         if self.allowed_by is not None:
-            return f"allowed by {self.allowed_by.where} ({self.allowed_by.pattern_text()})"
+            return f"allowed by {self.allowed_by.where} ({self.allowed_by.pattern_text()})" + runs
         if self.command.problems:
             return "not plain: " + "; ".join(self.command.problems)
+        if self.wrapped and self.excluded_by:
+            return "; ".join(self.excluded_by) + runs
         if self.excluded_by:
             return "no allow rule matches (" + "; ".join(self.excluded_by) + ")"
         return "no allow rule matches"
+
+    def chain(self) -> list[CommandCheck]:
+        """This check and those of the commands it wraps, outermost first."""
+        return [self, *(self.wrapped.chain() if self.wrapped else [])]
+
+    def to_json(self) -> dict[str, Any]:
+        tokens = self.command.tokens
+        return {"text": self.command.text, "argv": list(tokens) if tokens is not None else None,
+                "problems": list(self.command.problems),
+                "allowed_by": self.allowed_by.where if self.allowed_by else None,
+                "allowed_by_id": self.allowed_by.id if self.allowed_by else None,
+                "explain": self.explain(), "wrapped": self.wrapped.to_json() if self.wrapped else None}
 
 
 @dataclass(frozen=True)
@@ -786,8 +805,9 @@ class Verdict:
     def allow_rules(self) -> list[Rule]:
         rules: list[Rule] = []
         for check in self.checks:
-            if check.allowed_by is not None and check.allowed_by not in rules:
-                rules.append(check.allowed_by)
+            for part in check.chain():
+                if part.allowed_by is not None and part.allowed_by not in rules:
+                    rules.append(part.allowed_by)
         return rules
 
     def why(self) -> str:
@@ -806,11 +826,7 @@ class Verdict:
         return {
             "decision": self.decision,
             "why": self.why(),
-            "commands": [{"text": c.command.text, "argv": list(c.command.tokens) if c.command.tokens is not None else None,
-                          "problems": list(c.command.problems),
-                          "allowed_by": c.allowed_by.where if c.allowed_by else None,
-                          "allowed_by_id": c.allowed_by.id if c.allowed_by else None,
-                          "explain": c.explain()} for c in self.checks],
+            "commands": [c.to_json() for c in self.checks],
             "matched": [{"decision": f.rule.decision, "rule": f.rule.where, "id": f.rule.id, "command": f.command,
                          "reason": f.rule.reason} for f in self.findings],
             "problems": list(self.problems),
@@ -847,20 +863,48 @@ class Policy:
         return Verdict(decision, checks, tuple(findings), tuple(script.problems))
 
 
-def _check(command: SimpleCommand, allow: list[Rule]) -> CommandCheck:
+def _check(command: SimpleCommand, allow: list[Rule], depth: int = 0) -> CommandCheck:
     if command.tokens is None:
         return CommandCheck(command, None)
-    for rule in allow:
-        if rule.matches(command.tokens):
-            danger = _guarded(command.tokens)
-            if danger:
-                return CommandCheck(command, None, (f"{rule.where} matches, but not with {danger}",))
-            return CommandCheck(command, rule)
+    matching = [rule for rule in allow if rule.matches(command.tokens)]
+    if matching:
+        # The outermost check guards every command the words may start (so all wrapped ones).
+        danger = _guarded(command.tokens) if depth == 0 else guard(command.tokens)
+        if danger:
+            return CommandCheck(command, None, (f"{matching[0].where} matches, but not with {danger}",))
+        return _through_wrapper(command, matching, allow, depth)
     excluded = []
     for rule in allow:
         if rule.except_args and replace(rule, except_args=()).matches(command.tokens):
             excluded.append(f"{rule.where} does not cover {', '.join(rule.except_args)}")
     return CommandCheck(command, None, tuple(excluded))
+
+
+def _through_wrapper(command: SimpleCommand, matching: list[Rule], allow: list[Rule], depth: int) -> CommandCheck:
+    """A rule naming a wrapper (`allow timeout`) covers the wrapper only: what it runs needs an
+    allow rule of its own, else `timeout 5 rm -rf /` would pass as `timeout …`."""
+    tokens: tuple[str, ...] = command.tokens  # type: ignore[assignment]
+    rule = matching[0]
+    if _basename(tokens[0]) not in WRAPPERS:
+        return CommandCheck(command, rule)
+    inner, why = wrapped_command(tokens)
+    if not why and inner and depth >= MAX_WRAPPERS:
+        why = f"more than {MAX_WRAPPERS} wrappers in a row"
+    if why:
+        return CommandCheck(command, None, (f"{rule.where} matches, but {why}",))
+    if not inner:
+        return CommandCheck(command, rule)  # `env`, `nice` alone: the wrapper's own rule decides
+    # A rule that goes on past the wrapper (`["timeout", "60", "pytest"]`) names what it runs too.
+    skipped = len(tokens) - len(inner)
+    rest = {replace(r, pattern=r.pattern[skipped:]): r for r in matching if len(r.pattern) > skipped}
+    sub = _check(SimpleCommand(shlex.join(inner), inner, ()), [*rest, *allow], depth + 1)
+    if sub.allowed_by in rest:
+        rule = rest[sub.allowed_by]
+        sub = replace(sub, allowed_by=rule)
+    if sub.allowed_by is None:
+        return CommandCheck(command, None, (f"{rule.where} ({rule.pattern_text()}) covers the wrapper only",),
+                            wrapped=sub)
+    return CommandCheck(command, rule, wrapped=sub)
 
 
 def _guarded(tokens: tuple[str, ...]) -> str | None:

@@ -13,6 +13,7 @@ Pure: strings in, a reason (or None) out.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 Guard = Callable[[Sequence[str]], "str | None"]
@@ -366,3 +367,93 @@ def guard(argv: Sequence[str]) -> str | None:
     name = argv[0].rsplit("/", 1)[-1]
     check = GUARDS.get(name)
     return check(argv[1:]) if check else None
+
+
+# ---------------------------------------------------------------------------- wrappers
+
+# A rule that names a wrapper (`allow timeout`) covers the wrapper, not what it runs: the wrapped
+# command is judged on its own. Each spec: options without a value, options that take one, how
+# many operands come before the command, and whether NAME=VALUE words are the wrapper's own (env).
+@dataclass(frozen=True)
+class WrapperSpec:
+    flags: frozenset[str] = frozenset()
+    valued: frozenset[str] = frozenset()
+    operands: int = 0
+    assignments: bool = False
+    runs_nothing: frozenset[str] = frozenset()  # `command -v x` only looks x up
+
+
+def _spec(flags: str = "", valued: str = "", **kw: object) -> WrapperSpec:
+    return WrapperSpec(frozenset(flags.split()), frozenset(valued.split()), **kw)  # type: ignore[arg-type]
+
+
+WRAPPER_SPECS: dict[str, WrapperSpec] = {
+    "timeout": _spec("--foreground --preserve-status -v --verbose", "-s --signal -k --kill-after", operands=1),
+    "nice": _spec("", "-n --adjustment"),
+    "ionice": _spec("-t --ignore", "-c --class -n --classdata"),
+    "env": _spec("- -i --ignore-environment -0 --null", "-u --unset", assignments=True),
+    "xargs": _spec("-0 --null -r --no-run-if-empty -t --verbose -x --exit",
+                   "-n --max-args -L --max-lines -P --max-procs -d --delimiter -s --max-chars -E -a --arg-file"),
+    "nohup": _spec(),
+    "stdbuf": _spec("", "-i --input -o --output -e --error"),
+    "time": _spec("-p"),
+    "busybox": _spec(), "toybox": _spec(),
+    "command": _spec("-p", runs_nothing=frozenset({"-v", "-V"})),
+    "setsid": _spec("-c --ctty -f --fork -w --wait"),
+}
+# Commands that run another as someone else: no rule ever covers them.
+ALWAYS_ASK_WRAPPERS = frozenset({"sudo", "su", "doas", "runuser", "setpriv", "pkexec", "chroot"})
+_ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def wrapped_command(argv: Sequence[str]) -> tuple[tuple[str, ...], str | None]:
+    """What a wrapper runs: (its argv, None); ((), None) when it runs nothing; or ((), why) when
+    that cannot be told for sure (an option this reader does not know) or no rule may cover it."""
+    name = argv[0].rsplit("/", 1)[-1]
+    if name in ALWAYS_ASK_WRAPPERS:
+        return (), f"{name} runs a command as another user, which no rule covers"
+    spec = WRAPPER_SPECS.get(name)
+    if spec is None:
+        return ((), None) if len(argv) == 1 else ((), f"what {name} runs is not checked")
+    i, operands = 1, spec.operands
+    while i < len(argv):
+        arg = argv[i]
+        if arg in spec.runs_nothing:
+            return (), None
+        if arg == "--":
+            i += 1
+            break
+        if spec.assignments and _ENV_ASSIGNMENT.match(arg):
+            i += 1
+        elif arg in spec.flags:
+            i += 1
+        elif arg in spec.valued:
+            i += 2
+        elif arg.startswith("--") and arg.split("=", 1)[0] in spec.valued:
+            i += 1
+        elif arg.startswith("-") and arg != "-":
+            i = _short_options(arg, spec, i)
+            if i < 0:
+                return (), f"{name} option {arg!r} is not one this check reads"
+        else:
+            break
+    while operands and i < len(argv):  # timeout's DURATION
+        i, operands = i + 1, operands - 1
+    if i > len(argv):
+        return (), f"{name} is missing an option's value"
+    inner = tuple(argv[i:])
+    if name == "xargs" and inner and inner[0].rsplit("/", 1)[-1] in GUARDS:
+        # its input adds arguments no guard sees: `ls | xargs find` may get `-exec`
+        return (), f"xargs would add arguments to {inner[0]} that its guard cannot read"
+    return inner, None
+
+
+def _short_options(arg: str, spec: WrapperSpec, i: int) -> int:
+    """getopt-style `-0r`, `-n1`, `-oL`: the index after it, or -1 for a letter the spec lacks."""
+    for k, letter in enumerate(arg[1:], 1):
+        option = "-" + letter
+        if option in spec.valued:
+            return i + 1 if k + 1 < len(arg) else i + 2  # the value is attached, or the next word
+        if option not in spec.flags:
+            return -1
+    return i + 1

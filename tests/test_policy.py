@@ -170,7 +170,7 @@ BROAD_PLAIN = ["sed -n p f", "sed 's/a/b/g;s/c/d/2' f", "sed -n '/foo/,/bar/p' f
                "sed -i 's/old/new/' f", "awk '{print $1}' f", "awk -F: '{n += $2} END {print n}' f",
                "find . -name '*.py'", "rg -n TODO src", "tar -czf out.tgz src", "tar xf a.tar",
                "git log --oneline", "git status", "git diff HEAD~1", "git --no-pager log", "git config --get user.name",
-               "timeout 5 sed -n p f", "busybox ls"]
+               "timeout 5 sed -n p f", "busybox sed -n p f"]
 GUARD_CORPUS = [
     ("sed 's/x/y/e' f", "sed s///e runs the pattern space as a command"),
     ("sed -n 's/x/y/pe' f", "sed s///e among other flags"),
@@ -451,6 +451,103 @@ def test_property_a_compound_with_a_bad_part_is_never_allowed(parts, bad, positi
         command += op + piece
     verdict = PROPERTY_POLICY.decide(command)
     assert verdict.decision != "allow", (command, verdict.why())
+
+
+# ---------------------------------------------------------------------------- wrappers
+
+# (allowed command words, command, decision): a rule naming a wrapper covers the wrapper only;
+# what it runs (past the wrapper's own options) is judged as a command of its own.
+WRAPPER_CORPUS = [
+    (("timeout", "pytest"), "timeout 60 pytest -q", "allow"),
+    (("timeout", "pytest"), "timeout -k 1 5 pytest", "allow"),
+    (("timeout", "pytest"), "timeout --signal=KILL --foreground 5 pytest -x", "allow"),
+    (("timeout", "pytest"), "timeout 5 rm -rf x", "prompt"),
+    (("timeout", "pytest"), "timeout -k 1 5 rm x", "prompt"),
+    (("timeout", "pytest"), "timeout -s KILL 5 rm x", "prompt"),
+    (("timeout", "pytest"), "timeout --kill-after=1 5 rm x", "prompt"),
+    (("timeout", "pytest"), "timeout -x 5 pytest", "prompt"),  # an option the reader does not know
+    (("timeout", "pytest"), "timeout 5 pytest && timeout 5 rm x", "prompt"),
+    (("env", "pytest"), "env -i FOO=1 pytest -q", "allow"),
+    (("env", "pytest"), "env -u HOME pytest", "allow"),
+    (("env",), "env", "allow"),  # no wrapped command: the wrapper's own rule decides
+    (("env",), "env FOO=1 rm x", "prompt"),
+    (("env",), "env -i rm x", "prompt"),
+    (("env", "pytest"), "env -S 'rm x' pytest", "prompt"),  # -S splits a string into a command
+    (("xargs", "grep"), "xargs -0 grep x", "allow"),
+    (("xargs", "grep"), "xargs -0r -n1 grep -l x", "allow"),
+    (("xargs",), "xargs rm", "prompt"),
+    (("xargs", "grep"), "xargs -0 rm x", "prompt"),
+    (("xargs", "grep"), "xargs -I % grep % f", "prompt"),  # -I makes the input part of the command
+    (("nice", "timeout", "pytest"), "nice -n 5 timeout 5 pytest", "allow"),
+    (("nice", "timeout", "pytest"), "nice -n 5 timeout 5 rm x", "prompt"),
+    (("nice",), "nice", "allow"),
+    (("nice",), "nice -n 5 rm x", "prompt"),
+    (("nice", "pytest"), "nice -5 pytest", "prompt"),
+    (("nohup", "pytest"), "nohup pytest", "allow"),
+    (("nohup",), "nohup rm x", "prompt"),
+    (("stdbuf", "pytest"), "stdbuf -oL pytest", "allow"),
+    (("stdbuf",), "stdbuf -oL rm x", "prompt"),
+    (("busybox", "grep"), "busybox grep x f", "allow"),
+    (("busybox",), "busybox rm x", "prompt"),
+    (("busybox",), "busybox sh -c id", "prompt"),
+    (("command", "pytest"), "command -p pytest", "allow"),
+    (("command",), "command -v rm", "allow"),  # only looks rm up
+    (("command",), "command rm x", "prompt"),
+    (("timeout", "sed"), "timeout 5 sed -n p f", "allow"),
+    (("timeout", "sed"), "timeout 5 sed 'e id' f", "prompt"),  # the guards still apply
+    (("sudo", "pytest"), "sudo pytest", "prompt"),
+    (("sudo",), "sudo", "prompt"),
+    (("doas", "pytest"), "doas pytest", "prompt"),
+    (("su", "pytest"), "su -c pytest", "prompt"),
+    (("watch", "pytest"), "watch pytest", "prompt"),  # a wrapper whose options are not read
+    (("sudo pytest",), "sudo pytest", "prompt"),
+    (("timeout 60 pytest",), "timeout 60 pytest -q", "allow"),  # a rule that names what the wrapper runs
+    (("timeout 60 pytest",), "timeout 60 pytest -q && timeout 5 pytest", "prompt"),
+    (("nice -n 5 timeout", "timeout 60 pytest"), "nice -n 5 timeout 60 pytest", "allow"),
+    (("nice -n 5 timeout", "timeout 60 pytest"), "nice -n 5 timeout 60 rm x", "prompt"),
+    (("xargs", "grep", "ls"), "ls | xargs grep x", "allow"),
+    (("xargs", "find", "ls"), "ls | xargs find .", "prompt"),  # the input could add -exec past find's guard
+]
+
+
+@pytest.mark.parametrize("words,command,decision", WRAPPER_CORPUS, ids=[c for _, c, _ in WRAPPER_CORPUS])
+def test_a_rule_naming_a_wrapper_does_not_allow_what_it_wraps(words, command: str, decision: str) -> None:
+    verdict = Policy([rule("allow", *w.split()) for w in words]).decide(command)
+    assert verdict.decision == decision, verdict.why()
+
+
+def test_the_verdict_names_the_wrapped_command_and_forbid_reaches_it() -> None:
+    verdict = Policy([rule("allow", "timeout"), rule("allow", "pytest")]).decide("timeout 5 rm -rf x")
+    assert "covers the wrapper only; it runs `rm -rf x`: no allow rule matches" in verdict.why()
+    wrapped = verdict.to_json()["commands"][0]["wrapped"]
+    assert (wrapped["argv"], wrapped["allowed_by"]) == (["rm", "-rf", "x"], None)
+    allowed = Policy([rule("allow", "timeout"), rule("allow", "pytest", reason="tests")]).decide("timeout 5 pytest")
+    assert allowed.decision == "allow" and len(allowed.allow_rules) == 2
+    both = Policy([rule("allow", "timeout"), rule("allow", "rm"), FORBID_RM])
+    assert both.decide("timeout 5 rm x").decision == "forbid"
+    assert both.decide("nice timeout 5 rm x").decision == "forbid"
+    nice = Policy([rule("allow", "nice"), rule("allow", "pytest")])
+    assert nice.decide("nice " * 8 + "pytest").decision == "allow"
+    deep = nice.decide("nice " * 9 + "pytest")  # a deeper chain asks rather than recursing on
+    assert deep.decision == "prompt" and "more than 8 wrappers in a row" in deep.why()
+    assert nice.decide("nice " * 3000 + "rm x").decision == "prompt"
+
+
+WRAPPER_PREFIXES = [("timeout", "5"), ("timeout", "-k", "1", "5"), ("timeout", "--signal=KILL", "5"),
+                    ("nice", "-n", "5"), ("nice",), ("env", "-i"), ("env", "FOO=1"), ("env",), ("xargs", "-0"),
+                    ("xargs", "-r", "-n", "1"), ("nohup",), ("stdbuf", "-oL"), ("command",), ("command", "-p"),
+                    ("busybox",), ("setsid",)]
+WRAPPER_POLICY = Policy([*PROPERTY_POLICY.rules, *(rule("allow", w) for w in sorted({p[0] for p in WRAPPER_PREFIXES}))])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(WRAPPER_PREFIXES), min_size=1, max_size=3), st.sampled_from(NOT_ALLOWED))
+def test_property_a_wrapped_command_no_rule_allows_is_never_allowed(wrappers, bad: str) -> None:
+    prefix = " ".join(" ".join(w) for w in wrappers)
+    twin = WRAPPER_POLICY.decide(f"{prefix} pytest -q")
+    assert twin.decision == "allow", twin.why()  # the same wrappers around an allowed command pass
+    verdict = WRAPPER_POLICY.decide(f"{prefix} {bad}")
+    assert verdict.decision != "allow", (prefix, bad, verdict.why())
 
 
 # Random sed scripts: whatever the guard lets through, GNU sed's own --sandbox (which refuses the

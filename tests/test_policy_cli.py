@@ -276,6 +276,22 @@ def test_rules_list_check_add_rm(run, repo: Path, xdg: Path) -> None:
     assert bad.returncode == 1 and "one plain command" in bad.stderr
 
 
+def test_rules_check_shows_what_a_wrapper_runs_and_how_that_is_decided(run, repo: Path, xdg: Path) -> None:
+    write(xdg / "devagent" / "policy.toml", '[[rule]]\ndecision = "allow"\npattern = ["timeout"]\n\n'
+          '[[rule]]\ndecision = "allow"\npattern = ["pytest"]\n')
+    rules = f"{xdg}/devagent/policy.toml"
+    held = run("rules", "check", "timeout -k 1 5 rm -rf x").stdout.splitlines()
+    assert held[0] == f"prompt: `timeout -k 1 5 rm -rf x`: {rules}:1 (timeout …) covers the wrapper only; " \
+                      "it runs `rm -rf x`: no allow rule matches"
+    assert held[1:7] == ["  1. timeout -k 1 5 rm -rf x", '     argv "timeout" "-k" "1" "5" "rm" "-rf" "x"',
+                         f"     {rules}:1 (timeout …) covers the wrapper only", "     runs rm -rf x",
+                         '       argv "rm" "-rf" "x"', "       no allow rule matches"]
+    allowed = json.loads(run("rules", "check", "timeout 60 pytest -q", "--json").stdout)
+    assert allowed["decision"] == "allow"
+    wrapped = allowed["commands"][0]["wrapped"]
+    assert (wrapped["argv"], wrapped["allowed_by"]) == (["pytest", "-q"], f"{rules}:5")
+
+
 def test_rules_list_shows_the_preset_with_its_examples(run, xdg: Path) -> None:
     write(xdg / "devagent" / "policy.toml", 'preset = "read-only"\n')
     listed = run("rules")
