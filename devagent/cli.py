@@ -281,7 +281,7 @@ def task(
                                             help="Model round trips (steps) allowed in this turn (default 50; "
                                                  "--max-turns is its older name)."),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: pause at the first approval (exit 3)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines on stdout as the run goes, one event per line, ending with a summary (see the README)."),
     instructions: Optional[Path] = typer.Option(
         None, "--instructions", metavar="FILE",
         help="More instructions for this task, added to the repository's AGENTS.md files."),
@@ -343,7 +343,7 @@ def _say_uncommitted(repo: Path, included: bool) -> None:
 def resume(
     thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID),
     no_input: bool = typer.Option(False, "--no-input", help="Never prompt: stop again at an undecided approval."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines on stdout as the run goes, one event per line, ending with a summary (see the README)."),
     model: Optional[str] = typer.Option(None, "--model", help="Continue with this model (default: the thread's)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Continue with this OpenAI-compatible server."),
     abandon_turn: bool = typer.Option(
