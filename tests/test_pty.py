@@ -265,6 +265,36 @@ def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Pa
     assert any(line.startswith("  ⎿ echo two; exit 3 → [exit code 3") for line in results), results
 
 
+def test_the_streamed_output_of_each_command_of_a_batch_is_headed_by_its_command(home: Path, repo: Path,
+                                                                                    llm, cli) -> None:
+    long = "printf 'first\\n'; printf 'no newline at the end' # " + "x" * 80
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": long}, "s1"),
+                               tool_call("run_shell", {"command": "echo second"}, "s2"),
+                               tool_call("run_shell", {"command": "true"}, "s3")]},
+               {"content": "all ran"})
+    paused = cli("task", "run them", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert paused.returncode == 3, paused.stderr
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
+    assert cli("approve", thread_id, "--all").returncode == 0
+    term = Terminal(home, repo, "resume", thread_id, columns=60)
+    term.expect("all ran")
+    assert term.wait() == 0
+    lines = [line.rstrip() for line in term.lines()]
+    headings = [n for n, line in enumerate(lines) if line.startswith("▸ ")]
+    assert len(headings) == 2, term.text()  # `true` says nothing: its result line is enough
+    # The calls run one at a time, in an order the SDK picks.
+    [first] = [n for n in headings if lines[n].startswith("▸ printf")]
+    [second] = [n for n in headings if n != first]
+    # Cut to one screen line, never wrapped onto the next.
+    assert lines[first].startswith("▸ printf 'first\\n'; printf") and lines[first].endswith("…"), lines[first]
+    assert len(lines[first]) <= 60 and lines[first + 1] == "first", lines[first:first + 3]
+    assert lines[first + 2] == "no newline at the end", lines[first:first + 4]  # ended, not run into
+    assert lines[second] == "▸ echo second" and lines[second + 1] == "second", lines[second:second + 3]
+    results = sorted(line.split(" → ")[0] for line in lines if line.startswith("  ⎿ "))
+    assert results[0] == "  ⎿ echo second" and results[1].startswith("  ⎿ printf 'first"), results
+    assert results[2:] == ["  ⎿ true"], results
+
+
 @pytest.mark.parametrize("columns", [40, 60, 80, 120])
 def test_a_long_line_is_marked_as_a_continuation_on_a_real_terminal(home: Path, repo: Path, llm, cli,
                                                                      columns: int) -> None:
