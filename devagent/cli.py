@@ -220,12 +220,19 @@ def _report(outcome: Any, as_json: bool) -> None:
             from devagent.ui import pending_screens
 
             screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
-            screen.print(shown_lines([
-                f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.",
-                f"  devagent approve {outcome.thread_id} --all",
-                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"",
-                f"  devagent resume {outcome.thread_id}",
-            ]))
+            from devagent.runner import required_confirmation
+
+            tid = outcome.thread_id
+            n = len(outcome.pending)
+            lines = [f"thread {tid} is paused: {_plural(n, 'call')} {'waits' if n == 1 else 'wait'} for approval.",
+                     f"  devagent approve {tid} --all"]
+            for req in outcome.pending:
+                required = required_confirmation(req)
+                if required:  # `--all` leaves these pending: the exact command that approves each
+                    lines.append(f"  {_confirm_command(tid, req.call_id, required)}   "
+                                 f"(destroys data: {', '.join(required)})")
+            lines += [f"  devagent reject {tid} CALL_ID --reason \"...\"", f"  devagent resume {tid}"]
+            screen.print(shown_lines(lines))
             for line in usage_lines(outcome):
                 screen.print(shown(line, style="dim"))
         else:
@@ -443,13 +450,23 @@ def approve(
         note = " (once: SQL that destroys data is never approved 'always')" if required and always else ""
         _say(f"approved {req.call_id}{note}")
     for req, required in unconfirmed:
-        words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
         _say(f"still pending: {req.call_id} destroys data ({', '.join(required)}); "
-             f"approve it with: devagent approve {thread_id} {_shell_word(req.call_id)} {words}")
+             f"approve it with: {_confirm_command(thread_id, req.call_id, required)}")
     if len(unconfirmed) < len(requests):
         _say(f"now run: devagent resume {thread_id}")
     if unconfirmed:
         raise typer.Exit(EXIT_PAUSED)
+
+
+def _confirm_command(thread_id: str, call_id: str, required: tuple[str, ...]) -> str:
+    """`devagent approve ID CALL_ID --confirm NAME ...`: what approves one call that destroys data."""
+    words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
+    return f"devagent approve {thread_id} {_shell_word(call_id)} {words}"
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    """`1 command`, `2 commands`."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _shell_word(text: str) -> str:
