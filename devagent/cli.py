@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from devagent.errors import DevagentError
+from devagent.words import count
 
 EXIT_DONE, EXIT_ERROR, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -224,7 +225,7 @@ def _report(outcome: Any, as_json: bool) -> None:
 
             tid = outcome.thread_id
             n = len(outcome.pending)
-            lines = [f"thread {tid} is paused: {_plural(n, 'call')} {'waits' if n == 1 else 'wait'} for approval.",
+            lines = [f"thread {tid} is paused: {count(n, 'call')} {'waits' if n == 1 else 'wait'} for approval.",
                      f"  devagent approve {tid} --all"]
             for req in outcome.pending:
                 required = required_confirmation(req)
@@ -239,7 +240,7 @@ def _report(outcome: Any, as_json: bool) -> None:
             from devagent.runner import STOPPED_BY_USER
 
             ended = "stopped" if outcome.final_output == STOPPED_BY_USER else "done"
-            summary = f"thread {outcome.thread_id} {ended}: {outcome.commands_run} command(s) run"
+            summary = f"thread {outcome.thread_id} {ended}: {count(outcome.commands_run, 'command')} run"
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
             summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
             screen.print(shown(summary, style="bold green"))
@@ -257,7 +258,7 @@ def _report(outcome: Any, as_json: bool) -> None:
 
 
 def usage_lines(outcome: Any) -> list[str]:
-    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)` for the turn,
+    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests` for the turn,
     then the thread's total when it has had other turns; a cost only where prices are configured."""
     from devagent.usage import usage_line
 
@@ -338,7 +339,8 @@ def _say_uncommitted(repo: Path, included: bool) -> None:
     kinds = [kind for _path, kind in uncommitted_changes(repo)]
     if not kinds:
         return
-    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked file(s)"
+    files = "file" if len(kinds) == 1 else "files"
+    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked {files}"
     if included:
         _say(f"{counts} of your working tree are the thread's first commit (--include-uncommitted)", stderr=True)
     else:
@@ -369,7 +371,7 @@ def resume(
         import asyncio
 
         dropped = asyncio.run(runner.abandon_turn(thread_id))
-        message = (f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+        message = (f"dropped the run of thread {thread_id} ({count(dropped, 'pending call')} not run); "
                    f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
         if _stream is not None:
             _stream.out.emit("summary", status="abandoned", dropped_calls=dropped, message=message)
@@ -462,11 +464,6 @@ def _confirm_command(thread_id: str, call_id: str, required: tuple[str, ...]) ->
     """`devagent approve ID CALL_ID --confirm NAME ...`: what approves one call that destroys data."""
     words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
     return f"devagent approve {thread_id} {_shell_word(call_id)} {words}"
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """`1 command`, `2 commands`."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _shell_word(text: str) -> str:
@@ -809,7 +806,7 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
         line = shown(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(r["at"])) + "  ",
                      (f"{r['result']:<8}", "bold green" if applied else "bold red"), "  ",
                      (r["source"], "bold"),
-                     (f"  {r['statements']} statement(s) · {r['duration_s'] or 0:.2f}s · sha256 {r['sha256'][:12]}", "dim"),
+                     (f"  {count(r['statements'] or 0, 'statement')} · {r['duration_s'] or 0:.2f}s · sha256 {r['sha256'][:12]}", "dim"),
                      inline=True, limit=4096)
         screen.print(line)
         detail = f"{outcome}: {r['detail']}" if outcome and r["detail"] else (outcome or "")

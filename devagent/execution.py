@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from devagent.words import count
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ThreadContainer
@@ -232,7 +233,7 @@ def changes_since_last_command(workspace: ThreadWorkspace) -> ChangeReport:
         return ChangeReport([], "", f"the workspace could not be read ({exc}); what changed is unknown")
     errors = []
     if state.unreadable:
-        errors.append(f"devagent cannot read {len(state.unreadable)} path(s) (e.g. {quote_path(state.unreadable[0])}); "
+        errors.append(f"devagent cannot read {count(len(state.unreadable), 'path')} (e.g. {quote_path(state.unreadable[0])}); "
                       "changes in them are unknown")
     last = workspace.load_state(LAST_COMMAND)
     if last is None:

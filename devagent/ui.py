@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
 
+from devagent.words import count as counted
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.runner import Decision
@@ -256,10 +257,6 @@ class ConsoleEvents:
 # ------------------------------------------------------------------ the approval screen
 
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _sql_analysis(req: ApprovalRequest) -> Any:
     from devagent.sql_rowcount import probed_schema
 
@@ -388,7 +385,7 @@ def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
             parts += [("  ", ""), (touched.describe(), "cyan")]
         row = shown(*parts, inline=True)
         headers.setdefault(line, []).append(row)
-    count = _count(len(statements), "statement")
+    count = counted(len(statements), "statement")
     body: Any = ExactLines(sql, numbered=True, headers=headers)
     if not statements:
         body = Group(shown("no SQL statements found", style="bold red"), body)
