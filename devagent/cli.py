@@ -230,8 +230,8 @@ def _report(outcome: Any, as_json: bool) -> None:
             for req in outcome.pending:
                 required = required_confirmation(req)
                 if required:  # `--all` leaves these pending: the exact command that approves each
-                    lines.append(f"  {_confirm_command(tid, req.call_id, required)}   "
-                                 f"(destroys data: {', '.join(required)})")
+                    lines += _fitted([f"  {_confirm_command(tid, req.call_id, required)}",
+                                      f"(destroys data: {', '.join(required)})"], "   ", screen, indent="    ")
             lines += [f"  devagent reject {tid} CALL_ID --reason \"...\"", f"  devagent resume {tid}"]
             screen.print(shown_lines(lines))
             for line in usage_lines(outcome):
@@ -242,8 +242,9 @@ def _report(outcome: Any, as_json: bool) -> None:
             ended = "stopped" if outcome.final_output == STOPPED_BY_USER else "done"
             summary = f"thread {outcome.thread_id} {ended}: {count(outcome.commands_run, 'command')} run"
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
-            summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
-            screen.print(shown(summary, style="bold green"))
+            committed = (f"committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit
+                         else "no file changes")
+            screen.print(shown_lines(_fitted([summary, committed], ", ", screen), style="bold green"))
             for line in usage_lines(outcome):
                 screen.print(shown(line, style="dim"))
             if outcome.diffstat:
@@ -251,10 +252,21 @@ def _report(outcome: Any, as_json: bool) -> None:
             if outcome.note:
                 screen.print(shown_lines(outcome.note.split("\n"), style="bold yellow"))
             if outcome.commit:
-                screen.print(shown(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}",
-                                   style="dim"))
+                hints = [f"review: devagent diff {outcome.thread_id}", f"merge: devagent apply {outcome.thread_id}"]
+                screen.print(shown_lines(_fitted(hints, "   ", screen, indent=""), style="dim"))
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
+
+
+def _fitted(pieces: list[str], separator: str, screen: Any, indent: str = "  ") -> list[str]:
+    """Our own pieces of a message on one line when it fits the terminal, else each on a short line
+    of its own (the later ones indented): a summary or hint never wraps mid-word at 60 columns."""
+    from devagent.term import shown
+
+    joined = separator.join(pieces)
+    if not screen.wraps or shown(joined).cell_len <= screen.width:
+        return [joined]
+    return [pieces[0], *(indent + piece for piece in pieces[1:])]
 
 
 def usage_lines(outcome: Any) -> list[str]:

@@ -342,3 +342,39 @@ def test_keys_typed_before_the_typed_confirmation_are_thrown_away(home: Path, re
     assert term.wait() == 0
     [row] = json.loads(cli("migrations", thread_of(home), "--json").stdout)
     assert row["result"] == "applied"
+
+
+def test_the_summary_and_its_hints_stay_on_short_lines_at_60_columns(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "notes.txt", "content": "hi\n"}, "w1")]},
+               {"content": "wrote it"})
+    term = task(home, repo, llm, columns=60)
+    term.expect("wrote it")
+    assert term.wait() == 0
+    tid = thread_of(home)
+    lines = [line.rstrip() for line in term.lines()]
+    assert not [line for line in lines if line.startswith("↪")], term.text()
+    at = lines.index(f"thread {tid} done: 0 commands run")
+    assert lines[at + 1].startswith("  committed ") and lines[at + 1].endswith(f" on devagent/{tid}"), lines[at:]
+    at = lines.index(f"review: devagent diff {tid}")
+    assert lines[at + 1] == f"merge: devagent apply {tid}", lines[at:]
+
+    # Where there is room, each stays one line.
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "more.txt", "content": "hi\n"}, "w2")]},
+               {"content": "wrote more"})
+    wide = Terminal(home, repo, "task", "--thread", tid, "more", "--base-url", llm.url, "--model", "stub",
+                    columns=120)
+    wide.expect("wrote more")
+    assert wide.wait() == 0
+    text = wide.text()
+    assert f"thread {tid} done: 0 commands run, committed " in text, text
+    assert f"review: devagent diff {tid}   merge: devagent apply {tid}" in text, text
+
+
+def test_the_paused_confirm_command_stays_whole_on_its_line_at_60_columns(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("run_migration", {"sql": "DROP TABLE IF EXISTS legacy_events;"}, "m1")]})
+    term = task(home, repo, llm, "--no-input", columns=60)
+    assert term.wait() == 3
+    tid = thread_of(home)
+    lines = [line.rstrip() for line in term.lines()]
+    at = lines.index(f"  devagent approve {tid} m1 --confirm legacy_events")
+    assert lines[at + 1] == "    (destroys data: legacy_events)", lines[at:]
