@@ -200,8 +200,14 @@ class ConsoleEvents:
         self._end_stream()
         first = output.split("\n", 1)[0] if output else ""
         label = self.labels.get(call_id) or name
-        self.screen.print(shown("  ⎿ ", (_short(label), "bold"))
-                          .append_text(shown(" → ", (first, "dim"), limit=160)))
+        head = shown("  ⎿ ", (_short(label), "bold"))
+        result = shown(" → ", (first, "dim"), limit=160)
+        if self.screen.wraps and head.cell_len + result.cell_len > self.screen.width:
+            # Too long for one screen line: the result on a line of its own under the command,
+            # rather than wrapped mid-word.
+            self.screen.print(shown_lines([head, shown("   ").append_text(result)]))
+            return
+        self.screen.print(head.append_text(result))
 
     def command_output(self, text: str) -> None:
         # The status line steps aside once the command speaks: a line redrawn in place and

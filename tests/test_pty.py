@@ -292,6 +292,10 @@ def test_the_streamed_output_of_each_command_of_a_batch_is_headed_by_its_command
     assert lines[second] == "▸ echo second" and lines[second + 1] == "second", lines[second:second + 3]
     results = sorted(line.split(" → ")[0] for line in lines if line.startswith("  ⎿ "))
     assert results[0] == "  ⎿ echo second" and results[1].startswith("  ⎿ printf 'first"), results
+    # A result line too long for 60 columns puts the result under its command, not wrapped.
+    at = next(n for n, line in enumerate(lines) if line.startswith("  ⎿ printf 'first"))
+    assert lines[at + 1].startswith("    → [exit code 0;") and lines[at + 1].endswith("bytes of output]"), lines[at:]
+    assert not [line for line in lines if line.startswith("↪")], term.text()
     assert results[2:] == ["  ⎿ true"], results
 
 
