@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from devagent.words import count
 from devagent.usage import usage_line
 
 HIDDEN = frozenset({"workspace seen", "sql file bound"})
@@ -76,7 +77,7 @@ def _line(e: dict[str, Any], commands: dict[str, Any]) -> LogLine | None:
         if detail.get("commit"):
             pieces.append(f"commit {str(detail['commit'])[:10]}")
         if detail.get("pending"):
-            pieces.append(f"{len(detail['pending'])} call(s) wait: " + ", ".join(detail["pending"]))
+            pieces.append(f"{count(len(detail['pending']), 'call')} {'waits' if len(detail['pending']) == 1 else 'wait'}: " + ", ".join(detail["pending"]))
         if detail.get("usage"):
             pieces.append("tokens " + usage_line(detail["usage"]))
         line.parts = [" · ".join(pieces)]

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from devagent.errors import DevagentError
+from devagent.words import count
 
 EXIT_DONE, EXIT_ERROR, EXIT_USAGE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -220,22 +221,30 @@ def _report(outcome: Any, as_json: bool) -> None:
             from devagent.ui import pending_screens
 
             screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
-            screen.print(shown_lines([
-                f"thread {outcome.thread_id} is paused: {len(outcome.pending)} call(s) wait for approval.",
-                f"  devagent approve {outcome.thread_id} --all",
-                f"  devagent reject {outcome.thread_id} CALL_ID --reason \"...\"",
-                f"  devagent resume {outcome.thread_id}",
-            ]))
+            from devagent.runner import required_confirmation
+
+            tid = outcome.thread_id
+            n = len(outcome.pending)
+            lines = [f"thread {tid} is paused: {count(n, 'call')} {'waits' if n == 1 else 'wait'} for approval.",
+                     f"  devagent approve {tid} --all"]
+            for req in outcome.pending:
+                required = required_confirmation(req)
+                if required:  # `--all` leaves these pending: the exact command that approves each
+                    lines += _fitted([f"  {_confirm_command(tid, req.call_id, required)}",
+                                      f"(destroys data: {', '.join(required)})"], "   ", screen, indent="    ")
+            lines += [f"  devagent reject {tid} CALL_ID --reason \"...\"", f"  devagent resume {tid}"]
+            screen.print(shown_lines(lines))
             for line in usage_lines(outcome):
                 screen.print(shown(line, style="dim"))
         else:
             from devagent.runner import STOPPED_BY_USER
 
             ended = "stopped" if outcome.final_output == STOPPED_BY_USER else "done"
-            summary = f"thread {outcome.thread_id} {ended}: {outcome.commands_run} command(s) run"
+            summary = f"thread {outcome.thread_id} {ended}: {count(outcome.commands_run, 'command')} run"
             summary += f" ({outcome.commands_failed} failed)" if outcome.commands_failed else ""
-            summary += f", committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit else ", no file changes"
-            screen.print(shown(summary, style="bold green"))
+            committed = (f"committed {outcome.commit[:10]} on devagent/{outcome.thread_id}" if outcome.commit
+                         else "no file changes")
+            screen.print(shown_lines(_fitted([summary, committed], ", ", screen), style="bold green"))
             for line in usage_lines(outcome):
                 screen.print(shown(line, style="dim"))
             if outcome.diffstat:
@@ -243,14 +252,25 @@ def _report(outcome: Any, as_json: bool) -> None:
             if outcome.note:
                 screen.print(shown_lines(outcome.note.split("\n"), style="bold yellow"))
             if outcome.commit:
-                screen.print(shown(f"review: devagent diff {outcome.thread_id}   merge: devagent apply {outcome.thread_id}",
-                                   style="dim"))
+                hints = [f"review: devagent diff {outcome.thread_id}", f"merge: devagent apply {outcome.thread_id}"]
+                screen.print(shown_lines(_fitted(hints, "   ", screen, indent=""), style="dim"))
     if outcome.status == "paused":
         raise typer.Exit(EXIT_PAUSED)
 
 
+def _fitted(pieces: list[str], separator: str, screen: Any, indent: str = "  ") -> list[str]:
+    """Our own pieces of a message on one line when it fits the terminal, else each on a short line
+    of its own (the later ones indented): a summary or hint never wraps mid-word at 60 columns."""
+    from devagent.term import shown
+
+    joined = separator.join(pieces)
+    if not screen.wraps or shown(joined).cell_len <= screen.width:
+        return [joined]
+    return [pieces[0], *(indent + piece for piece in pieces[1:])]
+
+
 def usage_lines(outcome: Any) -> list[str]:
-    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)` for the turn,
+    """`tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests` for the turn,
     then the thread's total when it has had other turns; a cost only where prices are configured."""
     from devagent.usage import usage_line
 
@@ -331,7 +351,8 @@ def _say_uncommitted(repo: Path, included: bool) -> None:
     kinds = [kind for _path, kind in uncommitted_changes(repo)]
     if not kinds:
         return
-    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked file(s)"
+    files = "file" if len(kinds) == 1 else "files"
+    counts = f"{kinds.count('modified')} modified and {kinds.count('untracked')} untracked {files}"
     if included:
         _say(f"{counts} of your working tree are the thread's first commit (--include-uncommitted)", stderr=True)
     else:
@@ -362,7 +383,7 @@ def resume(
         import asyncio
 
         dropped = asyncio.run(runner.abandon_turn(thread_id))
-        message = (f"dropped the run of thread {thread_id} ({dropped} pending call(s) not run); "
+        message = (f"dropped the run of thread {thread_id} ({count(dropped, 'pending call')} not run); "
                    f"the branch is kept. Next: devagent task --thread {thread_id} \"...\"")
         if _stream is not None:
             _stream.out.emit("summary", status="abandoned", dropped_calls=dropped, message=message)
@@ -443,13 +464,18 @@ def approve(
         note = " (once: SQL that destroys data is never approved 'always')" if required and always else ""
         _say(f"approved {req.call_id}{note}")
     for req, required in unconfirmed:
-        words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
         _say(f"still pending: {req.call_id} destroys data ({', '.join(required)}); "
-             f"approve it with: devagent approve {thread_id} {_shell_word(req.call_id)} {words}")
+             f"approve it with: {_confirm_command(thread_id, req.call_id, required)}")
     if len(unconfirmed) < len(requests):
         _say(f"now run: devagent resume {thread_id}")
     if unconfirmed:
         raise typer.Exit(EXIT_PAUSED)
+
+
+def _confirm_command(thread_id: str, call_id: str, required: tuple[str, ...]) -> str:
+    """`devagent approve ID CALL_ID --confirm NAME ...`: what approves one call that destroys data."""
+    words = " ".join(f"--confirm {_shell_word(w)}" for w in required)
+    return f"devagent approve {thread_id} {_shell_word(call_id)} {words}"
 
 
 def _shell_word(text: str) -> str:
@@ -792,7 +818,7 @@ def migrations(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", h
         line = shown(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(r["at"])) + "  ",
                      (f"{r['result']:<8}", "bold green" if applied else "bold red"), "  ",
                      (r["source"], "bold"),
-                     (f"  {r['statements']} statement(s) · {r['duration_s'] or 0:.2f}s · sha256 {r['sha256'][:12]}", "dim"),
+                     (f"  {count(r['statements'] or 0, 'statement')} · {r['duration_s'] or 0:.2f}s · sha256 {r['sha256'][:12]}", "dim"),
                      inline=True, limit=4096)
         screen.print(line)
         detail = f"{outcome}: {r['detail']}" if outcome and r["detail"] else (outcome or "")

@@ -72,6 +72,9 @@ class JsonEvents:
         self.out.emit("tool.output", call_id=call_id, tool=name, output=output[:OUTPUT_LIMIT],
                       output_chars=len(output), truncated=len(output) > OUTPUT_LIMIT)
 
+    def command_started(self, call_id: str, command: str) -> None:
+        pass  # `command.finished` names the call
+
     def command_output(self, text: str) -> None:
         pass  # streamed to the terminal; the stream carries the capped output at the end
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from devagent.words import count
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ThreadContainer
@@ -39,6 +40,8 @@ class ToolRuntime:
     sandbox_owner: tuple[int, int]
     on_output: Callable[[str], None] = lambda _text: None
     on_activity: Callable[[str | None], None] = lambda _what: None
+    # (call id, command) of an approved command about to start: its streamed output is labelled.
+    on_command: Callable[[str, str], None] = lambda _call_id, _command: None
     # Set by the migrations part: runs approved SQL in the thread's database.
     migrate: Callable[..., str] | None = None
     started: bool = field(default=False, init=False)
@@ -177,6 +180,7 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
     started = time.monotonic()
     lines = command.strip().split("\n")
     shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
+    rt.on_command(call_id, command)
     with rt.doing(f"running `{shortened}`"), heartbeat(store.home, rt.thread_id):
         result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
     if rt.aborted:
@@ -229,7 +233,7 @@ def changes_since_last_command(workspace: ThreadWorkspace) -> ChangeReport:
         return ChangeReport([], "", f"the workspace could not be read ({exc}); what changed is unknown")
     errors = []
     if state.unreadable:
-        errors.append(f"devagent cannot read {len(state.unreadable)} path(s) (e.g. {quote_path(state.unreadable[0])}); "
+        errors.append(f"devagent cannot read {count(len(state.unreadable), 'path')} (e.g. {quote_path(state.unreadable[0])}); "
                       "changes in them are unknown")
     last = workspace.load_state(LAST_COMMAND)
     if last is None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from devagent.words import count
 from devagent.config import SandboxLimits
 from devagent.errors import DevagentError, UsageError
 from devagent.paths import FileToolError, PathOutsideWorkspace
@@ -652,7 +653,7 @@ def _for_model(outcome: dict[str, Any], display: str, digest: str, sql: str, pla
         how = ("alone, outside a transaction (PostgreSQL cannot run it inside one)"
                if outcome.get("outside_transaction") else "in one transaction")
         # The first line is the result line on the screen: short enough for one terminal line.
-        text = (f"applied: {outcome.get('statements')} statement(s) {how} to {display} in "
+        text = (f"applied: {count(outcome.get('statements') or 0, 'statement')} {how} to {display} in "
                 f"{outcome.get('duration_s', 0):.2f}s\nsha256 {digest}; recorded in devagent_migrations "
                 f"(id {outcome.get('history_id')})")
         if outcome.get("warning"):

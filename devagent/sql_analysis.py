@@ -1377,7 +1377,7 @@ class _Analyser:
                               "data is lost", name.show)
                     break
                 if lost:
-                    f.destroy(f"rebuilds table {name.show} without column(s) {', '.join(lost)}: their data is lost",
+                    f.destroy(f"rebuilds table {name.show} without {'column' if len(lost) == 1 else 'columns'} {', '.join(lost)}: their data is lost",
                               *[f"{name.show}.{col}" for col in lost])
                 else:
                     f.warn(f"rebuilds table {name.show} (rows copied into a new table that takes its name): no rows "

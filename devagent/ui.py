@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
 
+from devagent.words import count as counted
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.runner import Decision
@@ -156,6 +157,16 @@ def call_label(tool: str, arguments: str) -> str:
     return f"{tool} {target}" if isinstance(target, str) else tool
 
 
+def command_heading(command: str, width: int | None) -> Shown:
+    """`▸ pytest -q tests/x.py`, dim, on one screen line (cut with … to `width` cells)."""
+    lines = command.strip("\n").split("\n")
+    first = lines[0] + (f" … ({len(lines)} lines)" if len(lines) > 1 else "")
+    line = shown(("▸ ", "dim"), (first, "dim"), limit=PAYLOAD_DISPLAY_LIMIT)
+    if width is not None and cell_len(line.plain) > width:
+        line.truncate(max(width, 4), overflow="ellipsis")
+    return line
+
+
 class ConsoleEvents:
     """Live progress of a turn on the terminal (stderr when stdout carries JSON)."""
 
@@ -164,14 +175,18 @@ class ConsoleEvents:
         self.streamed = 0
         self.labels: dict[str, str] = {}
         self.status = status or StatusLine()
+        self.heading: str | None = None  # the command whose output has not started yet
+        self.midline = False  # streamed output ended without a newline
 
     def activity(self, what: str | None) -> None:
         self.status.show(what)
 
     def notice(self, text: str) -> None:
+        self._end_stream()
         self.screen.print(shown(text, style="dim"))
 
     def tool_call(self, name: str, arguments: str, call_id: str = "") -> None:
+        self._end_stream()
         self.streamed = 0
         self.labels[call_id] = call_label(name, arguments)
         if name in ("run_shell", "run_migration"):
@@ -182,23 +197,48 @@ class ConsoleEvents:
         self.labels.setdefault(call_id, call_label(tool, arguments))
 
     def tool_result(self, name: str, output: str, call_id: str = "") -> None:
+        self._end_stream()
         first = output.split("\n", 1)[0] if output else ""
         label = self.labels.get(call_id) or name
-        self.screen.print(shown("  ⎿ ", (_short(label), "bold"))
-                          .append_text(shown(" → ", (first, "dim"), limit=160)))
+        head = shown("  ⎿ ", (_short(label), "bold"))
+        result = shown(" → ", (first, "dim"), limit=160)
+        if self.screen.wraps and head.cell_len + result.cell_len > self.screen.width:
+            # Too long for one screen line: the result on a line of its own under the command,
+            # rather than wrapped mid-word.
+            self.screen.print(shown_lines([head, shown("   ").append_text(result)]))
+            return
+        self.screen.print(head.append_text(result))
 
     def command_output(self, text: str) -> None:
         # The status line steps aside once the command speaks: a line redrawn in place and
         # streamed output must not share a terminal line.
         self.status.show(None)
-        if self.streamed >= STREAM_DISPLAY_LIMIT:
+        if self.streamed >= STREAM_DISPLAY_LIMIT or not text:
             return
+        if self.heading is not None:
+            # Named once its output starts: the outputs of several commands never run together.
+            self.screen.print(command_heading(self.heading, self.screen.width if self.screen.wraps else None))
+            self.heading = None
         self.streamed += len(text)
         if self.streamed >= STREAM_DISPLAY_LIMIT:
             text += "\n[output continues; not shown here]\n"
         self.screen.stream(text)
+        self.midline = not text.endswith("\n")
+
+    def command_started(self, call_id: str, command: str) -> None:
+        self._end_stream()
+        self.streamed = 0
+        self.heading = command
+
+    def _end_stream(self) -> None:
+        """Our next line starts on a line of its own, after output that did not end one."""
+        self.heading = None
+        if self.midline:
+            self.screen.stream("\n")
+            self.midline = False
 
     def assistant_message(self, text: str) -> None:
+        self._end_stream()
         if text:
             # The model's lines stay lines, inside its own box; a CR or escape in them is a token.
             self.screen.print(Panel(shown_lines(text.split("\n"), limit=MESSAGE_LIMIT), title=shown("devagent"),
@@ -221,10 +261,6 @@ class ConsoleEvents:
 
 
 # ------------------------------------------------------------------ the approval screen
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _sql_analysis(req: ApprovalRequest) -> Any:
@@ -355,7 +391,7 @@ def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
             parts += [("  ", ""), (touched.describe(), "cyan")]
         row = shown(*parts, inline=True)
         headers.setdefault(line, []).append(row)
-    count = _count(len(statements), "statement")
+    count = counted(len(statements), "statement")
     body: Any = ExactLines(sql, numbered=True, headers=headers)
     if not statements:
         body = Group(shown("no SQL statements found", style="bold red"), body)

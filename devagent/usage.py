@@ -8,6 +8,8 @@ OpenAI APIs count them. Without a price for the model no cost is given: none is 
 
 from __future__ import annotations
 
+from devagent.words import count
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +28,7 @@ def add_up(records: Iterable[dict[str, Any] | None]) -> dict[str, int]:
 
 
 def usage_line(usage: dict[str, int], cost: float | None = None) -> str:
-    """`2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)`, then `≈ $0.0123`
+    """`2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests`, then `≈ $0.0123`
     when priced; a count the API did not report is left out."""
     line = f"{usage.get('input_tokens', 0):,} in"
     if usage.get("cached_tokens"):
@@ -34,7 +36,7 @@ def usage_line(usage: dict[str, int], cost: float | None = None) -> str:
     line += f" · {usage.get('output_tokens', 0):,} out"
     if usage.get("reasoning_tokens"):
         line += f" ({usage['reasoning_tokens']:,} reasoning)"
-    line += f" · {usage.get('requests', 0)} model request(s)"
+    line += f" · {count(usage.get('requests', 0), 'model request')}"
     if cost is not None:
         line += f" · ≈ {format_cost(cost)}"
     return line

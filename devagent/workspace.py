@@ -27,6 +27,7 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devagent.words import count
 from devagent.errors import DevagentError
 
 GIT_IDENTITY = {"name": "devagent", "email": "devagent@localhost"}
@@ -482,7 +483,7 @@ class ThreadWorkspace:
         dirty = run("status", "--porcelain", "--untracked-files=no").strip()
         if dirty:
             raise GitError(
-                f"{target_repo} has uncommitted changes ({len(dirty.splitlines())} file(s)); "
+                f"{target_repo} has uncommitted changes ({count(len(dirty.splitlines()), 'file')}); "
                 "commit or stash them, then run apply again"
             )
         self._fetch_into(target_repo, run)

@@ -271,3 +271,39 @@ def test_usage_errors_exit_2_and_unknown_threads_exit_1(cli) -> None:
     assert cli("approve").returncode == 2
     unknown = cli("resume", "nope")
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: no thread 'nope'")
+
+
+def test_the_paused_message_names_the_command_that_approves_each_call_destroying_data(cli, llm, home: Path) -> None:
+    llm.script(
+        {"tool_calls": [tool_call("run_migration", {"sql": "DROP TABLE IF EXISTS legacy_events;"}, "m1"),
+                        tool_call("run_shell", {"command": "echo hi"}, "s1")]},
+        {"content": "dropped it"},
+    )
+    paused = cli("task", "drop it", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert paused.returncode == 3, paused.stderr
+    tid = paused.stderr.split("thread ", 1)[1].split()[0]
+    lines = paused.stdout.splitlines()
+    assert f"thread {tid} is paused: 2 calls wait for approval." in lines, paused.stdout
+    [hint] = [line.strip() for line in lines if "--confirm" in line]
+    assert hint == f"devagent approve {tid} m1 --confirm legacy_events   (destroys data: legacy_events)", hint
+    # The same words `approve --all` prints, and the printed command is the one that works.
+    everything = cli("approve", tid, "--all")
+    assert everything.returncode == 3
+    assert f"approve it with: devagent approve {tid} m1 --confirm legacy_events" in everything.stdout
+    confirmed = cli(*hint.split("   ")[0].split()[1:])
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert json.loads(cli("pending", tid, "--json").stdout) == []
+
+
+def test_counts_in_messages_are_singular_for_one(cli, llm, home: Path) -> None:
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo one"}, "s1")]}, {"content": "ran it"})
+    paused = cli("task", "one", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert paused.returncode == 3, paused.stderr
+    tid = paused.stderr.split("thread ", 1)[1].split()[0]
+    assert f"thread {tid} is paused: 1 call waits for approval." in paused.stdout, paused.stdout
+    assert "(s)" not in paused.stdout + paused.stderr
+    assert cli("approve", tid, "--all").returncode == 0
+    done = cli("resume", tid)
+    assert done.returncode == 0, done.stderr
+    assert f"thread {tid} done: 1 command run, no file changes" in done.stdout, done.stdout
+    assert "2 model requests" in done.stdout and "(s)" not in done.stdout, done.stdout

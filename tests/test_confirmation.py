@@ -113,7 +113,7 @@ def test_approve_all_leaves_destructive_sql_pending_and_only_the_typed_name_appl
     assert right.returncode == 0, right.stdout + right.stderr
     done = cli("resume", tid)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert llm.tool_outputs()["m2"].startswith("applied: 1 statement(s)"), llm.tool_outputs()["m2"]
+    assert llm.tool_outputs()["m2"].startswith("applied: 1 statement "), llm.tool_outputs()["m2"]
     assert user_columns(docker_client, home, engine, tid) == ["id", "email"]
     log = json.loads(cli("log", tid, "--json").stdout)
     [decision] = [e for e in log if e["event"] == "approved" and e["call_id"] == "m2"]
@@ -200,7 +200,7 @@ async def test_the_migration_tool_refuses_destructive_sql_approved_without_the_t
     for call_id in ("m2", "m3"):
         assert outputs[call_id].startswith("refused: this SQL destroys data (precious)"), outputs[call_id]
         assert "Nothing ran" in outputs[call_id]
-    assert outputs["m4"].startswith("applied: 1 statement(s)"), outputs["m4"]
+    assert outputs["m4"].startswith("applied: 1 statement "), outputs["m4"]
     refused = [e["call_id"] for e in runner.store.audit_log(tid) if e["event"] == "refused"]
     assert sorted(refused) == ["m2", "m3"]  # the calls of one response run in parallel
     assert sorted((r["call_id"], r["result"]) for r in runner.store.migrations(tid)) == [

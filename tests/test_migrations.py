@@ -160,7 +160,7 @@ async def test_sqlite_runs_the_exact_sql_in_the_sandbox_and_records_history(
 
     assert "SQLite: the file devagent.db at the workspace root" in model.calls[0].system_instructions
     output = tool_outputs(model)["m1"]
-    assert output.startswith("applied: 4 statement(s) in one transaction"), output
+    assert output.startswith("applied: 4 statements in one transaction"), output
     assert sha(TRICKY) in output
 
     db = sqlite_db(runner, thread.id)
@@ -260,7 +260,7 @@ async def test_a_migration_file_edited_after_approval_is_refused(
     assert again.call_id == "m1" and "changed after the call was proposed" in again.error
     assert again.workspace_notice and "migrations/001_init.sql" in again.workspace_notice
     assert second.sql == edited and "destroys data: " in render(second)
-    assert tool_outputs(model)["m2"].startswith("applied: 2 statement(s)")
+    assert tool_outputs(model)["m2"].startswith("applied: 2 statements")
     with sqlite3.connect(sqlite_db(runner, thread.id)) as conn:
         history = conn.execute("SELECT call_id, sha256, sql, source FROM devagent_migrations").fetchall()
     assert history == [("m2", sha(edited), edited, "migrations/001_init.sql")]
@@ -348,7 +348,7 @@ async def test_postgres_sidecar_keeps_data_across_turns_and_is_removed_by_discar
     instructions = model.calls[0].system_instructions
     assert "psql -h postgres -U devagent devagent" in instructions and password not in instructions
     outputs = tool_outputs(model)
-    assert outputs["pg1"].startswith("applied: 3 statement(s) in one transaction to postgres:"), outputs["pg1"]
+    assert outputs["pg1"].startswith("applied: 3 statements in one transaction to postgres:"), outputs["pg1"]
     assert outputs["pg2"].startswith("failed at statement 2 of 2: "), outputs["pg2"]
     assert "duplicate key value violates unique constraint" in outputs["pg2"] and "rolled back" in outputs["pg2"]
     assert password not in json.dumps(runner.store.audit_log(tid)) + json.dumps(runner.store.migrations(tid))
@@ -377,7 +377,7 @@ async def test_postgres_sidecar_keeps_data_across_turns_and_is_removed_by_discar
         assistant_message("checked"),
     ))
     assert (await runner.run_task(tid, "add a user and check")).status == "done"
-    assert tool_outputs(model)["pg3"].startswith("applied: 1 statement(s)")
+    assert tool_outputs(model)["pg3"].startswith("applied: 1 statement ")
     lines = tool_outputs(model)["q1"].splitlines()
     assert lines[0].startswith("[exit code 0"), lines
     assert lines[1:] == [
@@ -522,8 +522,8 @@ async def test_a_database_url_is_used_as_given_and_needs_network(
         online = runner.create_thread(repo, TaskOptions(database=url, network=True))
         await runner.run_task(online.id, "migrate")
         outputs = tool_outputs(model)
-        assert outputs["u1"].startswith("applied: 1 statement(s)"), outputs["u1"]
-        assert outputs["u2"].startswith("applied: 1 statement(s)"), outputs["u2"]
+        assert outputs["u1"].startswith("applied: 1 statement "), outputs["u1"]
+        assert outputs["u2"].startswith("applied: 1 statement "), outputs["u2"]
         assert outputs["u3"].startswith("refused: `database` names a database of this thread's server, not a URL")
         assert password not in json.dumps(outputs) + json.dumps(runner.store.migrations(online.id))
 

@@ -124,7 +124,7 @@ def test_the_sql_on_screen_is_the_sql_the_database_ran(
     assert "LOG:  statement: CREATE TABLE users" not in server_log and "LOG:  statement: INSERT" not in server_log
 
     # The model was told; `devagent migrations` lists it.
-    assert llm.tool_outputs()["call_index"].startswith("applied: 3 statement(s) in one transaction")
+    assert llm.tool_outputs()["call_index"].startswith("applied: 3 statements in one transaction")
     listed = cli("migrations", thread_id, "--json")
     assert listed.returncode == 0, listed.stderr
     [row] = json.loads(listed.stdout)
@@ -169,6 +169,6 @@ def test_the_interactive_screen_counts_rows_and_asks_for_the_table_a_bounded_loo
     assert "#1 DELETE  destroys data: deletes 1,240 of 1,240 rows of orders (every row)" in screen
     assert "no [a] always here" in screen
     thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", screen).group(1)
-    assert llm.tool_outputs()["m2"].startswith("applied: 1 statement(s)")
+    assert llm.tool_outputs()["m2"].startswith("applied: 1 statement ")
     with sqlite3.connect(home / "threads" / thread_id / "workspace" / "devagent.db") as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0

@@ -129,7 +129,7 @@ def test_s_rejects_and_ends_the_turn_with_its_work_committed(home: Path, repo: P
     assert "run_shell · 2 of 3" in term.text()
     term.send("s")
     assert term.wait() == 0
-    assert re.search(r"thread [0-9a-f]{8} stopped: 1 command\(s\) run", term.text())
+    assert re.search(r"thread [0-9a-f]{8} stopped: 1 command run", term.text())
     work = workspace(home)
     assert (work / "first.txt").exists()  # approved before the stop: it ran
     assert not (work / "second.txt").exists() and not (work / "third.txt").exists()
@@ -265,6 +265,40 @@ def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Pa
     assert any(line.startswith("  ⎿ echo two; exit 3 → [exit code 3") for line in results), results
 
 
+def test_the_streamed_output_of_each_command_of_a_batch_is_headed_by_its_command(home: Path, repo: Path,
+                                                                                    llm, cli) -> None:
+    long = "printf 'first\\n'; printf 'no newline at the end' # " + "x" * 80
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": long}, "s1"),
+                               tool_call("run_shell", {"command": "echo second"}, "s2"),
+                               tool_call("run_shell", {"command": "true"}, "s3")]},
+               {"content": "all ran"})
+    paused = cli("task", "run them", "--base-url", llm.url, "--model", "stub", "--no-input")
+    assert paused.returncode == 3, paused.stderr
+    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
+    assert cli("approve", thread_id, "--all").returncode == 0
+    term = Terminal(home, repo, "resume", thread_id, columns=60)
+    term.expect("all ran")
+    assert term.wait() == 0
+    lines = [line.rstrip() for line in term.lines()]
+    headings = [n for n, line in enumerate(lines) if line.startswith("▸ ")]
+    assert len(headings) == 2, term.text()  # `true` says nothing: its result line is enough
+    # The calls run one at a time, in an order the SDK picks.
+    [first] = [n for n in headings if lines[n].startswith("▸ printf")]
+    [second] = [n for n in headings if n != first]
+    # Cut to one screen line, never wrapped onto the next.
+    assert lines[first].startswith("▸ printf 'first\\n'; printf") and lines[first].endswith("…"), lines[first]
+    assert len(lines[first]) <= 60 and lines[first + 1] == "first", lines[first:first + 3]
+    assert lines[first + 2] == "no newline at the end", lines[first:first + 4]  # ended, not run into
+    assert lines[second] == "▸ echo second" and lines[second + 1] == "second", lines[second:second + 3]
+    results = sorted(line.split(" → ")[0] for line in lines if line.startswith("  ⎿ "))
+    assert results[0] == "  ⎿ echo second" and results[1].startswith("  ⎿ printf 'first"), results
+    # A result line too long for 60 columns puts the result under its command, not wrapped.
+    at = next(n for n, line in enumerate(lines) if line.startswith("  ⎿ printf 'first"))
+    assert lines[at + 1].startswith("    → [exit code 0;") and lines[at + 1].endswith("bytes of output]"), lines[at:]
+    assert not [line for line in lines if line.startswith("↪")], term.text()
+    assert results[2:] == ["  ⎿ true"], results
+
+
 @pytest.mark.parametrize("columns", [40, 60, 80, 120])
 def test_a_long_line_is_marked_as_a_continuation_on_a_real_terminal(home: Path, repo: Path, llm, cli,
                                                                      columns: int) -> None:
@@ -312,3 +346,39 @@ def test_keys_typed_before_the_typed_confirmation_are_thrown_away(home: Path, re
     assert term.wait() == 0
     [row] = json.loads(cli("migrations", thread_of(home), "--json").stdout)
     assert row["result"] == "applied"
+
+
+def test_the_summary_and_its_hints_stay_on_short_lines_at_60_columns(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "notes.txt", "content": "hi\n"}, "w1")]},
+               {"content": "wrote it"})
+    term = task(home, repo, llm, columns=60)
+    term.expect("wrote it")
+    assert term.wait() == 0
+    tid = thread_of(home)
+    lines = [line.rstrip() for line in term.lines()]
+    assert not [line for line in lines if line.startswith("↪")], term.text()
+    at = lines.index(f"thread {tid} done: 0 commands run")
+    assert lines[at + 1].startswith("  committed ") and lines[at + 1].endswith(f" on devagent/{tid}"), lines[at:]
+    at = lines.index(f"review: devagent diff {tid}")
+    assert lines[at + 1] == f"merge: devagent apply {tid}", lines[at:]
+
+    # Where there is room, each stays one line.
+    llm.script({"tool_calls": [tool_call("write_file", {"path": "more.txt", "content": "hi\n"}, "w2")]},
+               {"content": "wrote more"})
+    wide = Terminal(home, repo, "task", "--thread", tid, "more", "--base-url", llm.url, "--model", "stub",
+                    columns=120)
+    wide.expect("wrote more")
+    assert wide.wait() == 0
+    text = wide.text()
+    assert f"thread {tid} done: 0 commands run, committed " in text, text
+    assert f"review: devagent diff {tid}   merge: devagent apply {tid}" in text, text
+
+
+def test_the_paused_confirm_command_stays_whole_on_its_line_at_60_columns(home: Path, repo: Path, llm) -> None:
+    llm.script({"tool_calls": [tool_call("run_migration", {"sql": "DROP TABLE IF EXISTS legacy_events;"}, "m1")]})
+    term = task(home, repo, llm, "--no-input", columns=60)
+    assert term.wait() == 3
+    tid = thread_of(home)
+    lines = [line.rstrip() for line in term.lines()]
+    at = lines.index(f"  devagent approve {tid} m1 --confirm legacy_events")
+    assert lines[at + 1] == "    (destroys data: legacy_events)", lines[at:]

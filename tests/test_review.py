@@ -67,7 +67,7 @@ def test_a_big_turn_is_warned_about_and_its_summary_is_capped_and_counts_failure
         tool_call("run_shell", {"command": "exit 3"}, "s3")]})
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert f"thread {thread_id} done: 3 command(s) run (2 failed), committed" in out
+    assert f"thread {thread_id} done: 3 commands run (2 failed), committed" in out
     listed = [line for line in out.splitlines() if "|" in line and "gen/file" in line]
     assert len(listed) == 20
     assert "… and 580 more files" in out
@@ -79,7 +79,7 @@ def test_a_big_turn_is_warned_about_and_its_summary_is_capped_and_counts_failure
 def test_a_turn_that_changed_nothing_prints_no_review_hints(cli, llm) -> None:
     thread_id, done = run_turn(cli, llm, {"tool_calls": [tool_call("run_shell", {"command": "true"}, "s1")]})
     assert done.returncode == 0, done.stderr
-    assert "1 command(s) run, no file changes" in done.stdout
+    assert "1 command run, no file changes" in done.stdout
     assert "devagent apply" not in done.stdout
 
 

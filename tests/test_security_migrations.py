@@ -105,7 +105,7 @@ async def test_a_role_default_cannot_make_the_server_split_approved_sql_differen
     assert (await runner.run_task(thread.id, "migrate")).status == "done"
     outputs = tool_outputs(model)
 
-    assert outputs["role"].startswith("applied: 1 statement(s)"), outputs["role"]
+    assert outputs["role"].startswith("applied: 1 statement "), outputs["role"]
     assert shell_output(outputs, "control") == ["off"]
 
     # What the human saw: one statement, a SELECT, nothing flagged.
@@ -114,7 +114,7 @@ async def test_a_role_default_cannot_make_the_server_split_approved_sql_differen
     assert statement_rows(screen) == [("1", "SELECT")], screen
     assert "destroys data" not in screen and "NOT ANALYSED" not in screen
     # What ran: exactly that one statement.
-    assert outputs["attack"].startswith("applied: 1 statement(s) in one transaction"), outputs["attack"]
+    assert outputs["attack"].startswith("applied: 1 statement in one transaction"), outputs["attack"]
 
     midway = next(r for r in approver.shown if r.call_id == "midway")
     assert statement_rows(screen_of(midway)) == [("1", "SET"), ("2", "SELECT")]
@@ -160,8 +160,8 @@ async def test_the_thread_role_is_not_a_superuser_and_ordinary_migrations_still_
     thread = runner.create_thread(repo, TaskOptions(database="postgres"))
     assert (await runner.run_task(thread.id, "migrate")).status == "done"
     outputs = tool_outputs(model)
-    assert outputs["schema"].startswith("applied: 4 statement(s) in one transaction"), outputs["schema"]
-    assert outputs["concurrently"].startswith("applied: 1 statement(s) alone, outside a transaction"), outputs["concurrently"]
+    assert outputs["schema"].startswith("applied: 4 statements in one transaction"), outputs["schema"]
+    assert outputs["concurrently"].startswith("applied: 1 statement alone, outside a transaction"), outputs["concurrently"]
     assert outputs["event"].startswith("failed at statement 2 of 2: ERROR:  permission denied to create event trigger")
     assert shell_output(outputs, "check") == ["f|f|t", "devagent", "users_email_2", "users_email_idx", "users_pkey",
                                               "absent"]
@@ -261,7 +261,7 @@ async def test_a_python3_planted_on_path_never_runs_an_approved_migration(
     assert shell_output(outputs, "tamper") == [
         "root 755 /usr/bin/python3", "root 755 /usr/local/lib/devagent", "root 644 /usr/local/lib/devagent/migrate.py"]
     # The approved CREATE INDEX ran, and only it.
-    assert outputs["m2"].startswith("applied: 1 statement(s) in one transaction"), outputs["m2"]
+    assert outputs["m2"].startswith("applied: 1 statement in one transaction"), outputs["m2"]
     db = runner.workspace(thread.id).work_dir / "devagent.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users'"

@@ -172,6 +172,8 @@ def screen_rows(width: int, text: str, call_id: str) -> list[str]:
     events = ConsoleEvents(screen)
     events.tool_call(f"read_file{text}", json.dumps({"path": text}), call_id)
     events.tool_call("run_shell", json.dumps({"command": "echo hi"}), "s-" + call_id)
+    events.command_started("s-" + call_id, f"echo {text}")
+    events.command_output("streamed\n")
     events.tool_result("run_shell", text, "s-" + call_id)
     events.tool_result(text, text, call_id)
     events.notice(f"refused without asking ({text} {call_id}): {text}")

@@ -687,7 +687,7 @@ async def test_begin_atomic_function_and_rule_actions_apply_on_postgres(
     thread = runner.create_thread(repo, TaskOptions(database="postgres"))
     assert (await runner.run_task(thread.id, "add the function")).status == "done"
     outputs = tool_outputs(model)
-    assert outputs["bodies"].startswith("applied: 5 statement(s)"), outputs["bodies"]
+    assert outputs["bodies"].startswith("applied: 5 statements"), outputs["bodies"]
     lines = outputs["check"].splitlines()
     assert lines[0].startswith("[exit code 0"), lines
     assert lines[1:] == ["2|1", "42", "inserted", "twice"]

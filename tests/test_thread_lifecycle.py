@@ -74,7 +74,7 @@ def test_a_run_that_cannot_be_restored_has_a_way_out_that_keeps_the_branch(cli, 
 
     out = cli("resume", thread_id, "--abandon-turn")
     assert out.returncode == 0, out.stderr
-    assert "1 pending call(s) not run" in out.stdout
+    assert "1 pending call not run" in out.stdout
     assert json.loads(cli("threads", "--json").stdout)[0]["state"] == "done"
     assert json.loads(cli("pending", thread_id, "--json").stdout) == []
     assert "kept.txt" in cli("diff", thread_id).stdout

@@ -165,7 +165,7 @@ def test_a_new_thread_says_what_of_the_working_tree_it_leaves_out(cli, llm, repo
     assert result.returncode == 0, result.stderr
     thread = summary(result.stdout)["thread"]
     [line] = [line for line in result.stderr.splitlines() if "not in the thread" in line]
-    assert line.startswith("2 modified and 2 untracked file(s)") and "--include-uncommitted" in line
+    assert line.startswith("2 modified and 2 untracked files") and "--include-uncommitted" in line
     work = home / "threads" / thread / "workspace"
     assert (work / "README.md").read_text() == "# project\n" and (work / "Makefile").exists()
     assert not (work / "notes").exists()
@@ -179,7 +179,7 @@ def test_include_uncommitted_starts_from_the_working_tree_as_a_first_commit(cli,
                  "--no-input", "--json")
     assert result.returncode == 0, result.stderr
     thread = summary(result.stdout)["thread"]
-    assert "2 modified and 2 untracked file(s) of your working tree are the thread's first commit" in result.stderr
+    assert "2 modified and 2 untracked files of your working tree are the thread's first commit" in result.stderr
     # The model read the edited README, not HEAD's.
     tool_outputs = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
     assert any("edited but not committed" in str(out) for out in tool_outputs)

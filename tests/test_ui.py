@@ -309,3 +309,23 @@ def test_the_summary_diffstat_keeps_its_first_line_aligned(sandbox_image: str, h
     stat = [line for line in done.stdout.split("\n") if " | " in line]
     assert len(stat) == 2 and all(line.startswith(" ") for line in stat), done.stdout
     assert len({line.index("|") for line in stat}) == 1, stat
+
+
+@pytest.mark.parametrize("width", [40, 60, 80])
+def test_the_heading_of_streamed_output_is_one_escaped_line(width: int) -> None:
+    from devagent.term import Screen
+    from devagent.ui import ConsoleEvents
+
+    out = io.StringIO()
+    events = ConsoleEvents(Screen(console=Console(file=out, width=width, color_system=None, highlight=False)))
+    events.command_started("s1", "make test\x1b[2J && " + "x" * 100 + "\nrm -rf build")
+    events.command_output("partial")
+    events.command_started("s2", "echo next")
+    events.command_output("next\n")
+    events.command_started("s3", "true")  # says nothing: no heading
+    events.tool_result("run_shell", "[exit code 0]", "s3")
+    rows = out.getvalue().split("\n")
+    assert rows[0].startswith("▸ make test⟪U+001B ESC⟫[2J && x") and rows[0].endswith("…"), rows
+    assert len(rows[0]) <= width and "\x1b" not in out.getvalue()
+    assert rows[1:4] == ["partial", "▸ echo next", "next"], rows
+    assert rows[4].startswith("  ⎿ run_shell → [exit code 0]") and "▸ true" not in out.getvalue(), rows

@@ -24,7 +24,7 @@ def test_a_paused_turn_reports_the_usage_of_all_its_model_requests(cli, llm) -> 
 
     done = cli("resume", data["thread"], "--no-input")
     assert done.returncode == 0, done.stderr
-    assert "tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)" in done.stdout
+    assert "tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests" in done.stdout
 
     log = json.loads(cli("log", data["thread"], "--json").stdout)
     [finished] = [e for e in log if e["event"] == "turn finished"]
@@ -39,8 +39,8 @@ def test_usage_per_turn_and_per_thread_in_the_summary_threads_and_log(cli, llm) 
     thread = json.loads(first.stdout.splitlines()[-1])["thread"]
     second = cli("task", "two", "--thread", thread, "--no-input")
     assert second.returncode == 0, second.stderr
-    assert "tokens: 1,200 in (1,000 cached) · 34 out (7 reasoning) · 1 model request(s)" in second.stdout
-    assert "thread so far: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s)" in second.stdout
+    assert "tokens: 1,200 in (1,000 cached) · 34 out (7 reasoning) · 1 model request" in second.stdout
+    assert "thread so far: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests" in second.stdout
     assert "$" not in second.stdout  # no price table: no cost
 
     wide = cli("threads", "--wide")
@@ -49,7 +49,7 @@ def test_usage_per_turn_and_per_thread_in_the_summary_threads_and_log(cli, llm) 
     assert row["usage"] == {"requests": 2, "input_tokens": 2400, "cached_tokens": 2000, "output_tokens": 68,
                             "reasoning_tokens": 14}
     text = cli("log", thread).stdout
-    assert text.count("1,200 in (1,000 cached) · 34 out (7 reasoning) · 1 model request(s) · stub") == 2
+    assert text.count("1,200 in (1,000 cached) · 34 out (7 reasoning) · 1 model request · stub") == 2
 
 
 def test_a_price_table_gives_a_cost_estimate(cli, llm, tmp_path) -> None:
@@ -69,7 +69,7 @@ def test_a_price_table_gives_a_cost_estimate(cli, llm, tmp_path) -> None:
     assert cli("approve", summary["thread"], "--all").returncode == 0
     done = cli("resume", summary["thread"], "--no-input")
     assert done.returncode == 0, done.stderr
-    assert "tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model request(s) · ≈ $0.0023" in done.stdout
+    assert "tokens: 2,400 in (2,000 cached) · 68 out (14 reasoning) · 2 model requests · ≈ $0.0023" in done.stdout
     assert "$0.0023" in cli("threads", "--wide").stdout
     [row] = json.loads(cli("threads", "--json").stdout)
     assert row["usage"]["cost_usd"] == pytest.approx(0.002344)
