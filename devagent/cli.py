@@ -618,7 +618,7 @@ _prices_of: dict[str, Any] = {}  # repository -> its price table (read once per 
 def _priced_usage(thread: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
     """A thread's tokens added up, with `cost_usd` when its repository's config prices them."""
     from devagent.config import ConfigError, load_prices
-    from devagent.usage import add_up, with_cost
+    from devagent.usage import priced_total
 
     if not records:
         return {}
@@ -627,7 +627,7 @@ def _priced_usage(thread: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
             _prices_of[thread.repo] = load_prices(Path(thread.repo))
         except ConfigError:
             _prices_of[thread.repo] = {}  # `devagent config` names the broken file
-    return with_cost(add_up(records), records, _prices_of[thread.repo], thread.settings.get("model"))
+    return priced_total(records, _prices_of[thread.repo], thread.settings.get("model"))
 
 
 def _token_cell(u: dict[str, Any]) -> str:

@@ -845,9 +845,7 @@ class ThreadRunner:
                     f"the arguments of call {item.call_id} in the saved run differ from what was proposed "
                     "(sha256 mismatch); refusing to resume"
                 )
-            known_call = getattr(self.events, "known_call", None)  # optional for a watcher
-            if known_call is not None:
-                known_call(item.call_id, item.name, item.arguments or "")
+            self.events.known_call(item.call_id, item.name, item.arguments or "")
             if row.status in ("approved", "rejected", "refused"):
                 self.events.decision_applied(row)
             if row.status in ("approved", "done"):
@@ -927,12 +925,11 @@ class ThreadRunner:
     def _fill_report(self, turn: _Turn, outcome: TurnOutcome, tree: str | None) -> None:
         """What ran this turn, the files it changed (up to `tree`) and its token usage."""
         from devagent.config import load_prices
-        from devagent.usage import with_cost
+        from devagent.usage import priced_total
 
         tid = turn.thread.id
         # Keyed reads, not a scan of the whole log: the turn's events start at its task.
         task = self.store.last_event(tid, "task")
-        starts = [task] if task else []
         events = self.store.events_since(tid, task["id"] if task else 0, ("executing", "executed", "usage"))
         started = {e["call_id"]: e["detail"] for e in events if e["event"] == "executing"}
         executed = [e for e in events if e["event"] == "executed"]
@@ -950,9 +947,9 @@ class ThreadRunner:
         model = turn.thread.settings.get("model")
         records = [e["detail"] for e in events if e["event"] == "usage"]
         every = [e["detail"] for e in self.store.events_since(tid, 0, ("usage",))]
-        outcome.usage = with_cost(sum_usage(records), records, prices, model)
-        outcome.thread_usage = with_cost(sum_usage(every), every, prices, model)
-        head = (starts[-1]["detail"].get("head") if starts else None)
+        outcome.usage = priced_total(records, prices, model)
+        outcome.thread_usage = priced_total(every, prices, model)
+        head = task["detail"].get("head") if task else None
         if tree:
             try:
                 base = head or turn.workspace.git("rev-parse", f"{tree}^").strip()
@@ -966,16 +963,6 @@ def _command_text(tool: str | None, started: dict[str, Any]) -> str:
     if tool == "run_migration":
         return "SQL " + str(started.get("path") or f"sha256 {str(started.get('sha256', ''))[:12]}")
     return str(started.get("command") or "")
-
-
-def sum_usage(details: Any) -> dict[str, int]:
-    """Token counts added up over `usage` audit events (one per model request)."""
-    total: dict[str, int] = {}
-    for detail in details:
-        for key, value in (detail or {}).items():
-            if isinstance(value, int):
-                total[key] = total.get(key, 0) + value
-    return total
 
 
 def _item_type(item: Any) -> str | None:

@@ -274,16 +274,6 @@ class Store:
                                "(SELECT MAX(id) FROM audit WHERE event='task' GROUP BY thread_id)")
         return {r["thread_id"]: (json.loads(r["detail"] or "{}").get("task") or "") for r in rows}
 
-    def usage_totals(self) -> dict[str, dict[str, int]]:
-        """Token usage per thread, added up over its model requests."""
-        totals: dict[str, dict[str, int]] = {}
-        for r in self.db.execute("SELECT thread_id, detail FROM audit WHERE event='usage'"):
-            total = totals.setdefault(r["thread_id"], {})
-            for key, value in json.loads(r["detail"] or "{}").items():
-                if isinstance(value, int):
-                    total[key] = total.get(key, 0) + value
-        return totals
-
     def usage_records(self) -> dict[str, list[dict[str, Any]]]:
         """Each thread's `usage` entries (one per model request, with its model's name), oldest first."""
         records: dict[str, list[dict[str, Any]]] = {}

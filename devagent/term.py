@@ -64,27 +64,14 @@ class Shown(Text):
             raise TypeError("the text of shown text cannot be replaced")
         Text.plain.fset(self, new_text)  # type: ignore[attr-defined]
 
-    # Padding with spaces and cutting already escaped text cannot bring raw text in: rich does
-    # them by replacing the text, which these allow for their own call only.
-    def _edit(self, method: Any, *args: Any, **kwargs: Any) -> None:
+    def truncate(self, max_width: int, *, overflow: Any = None, pad: bool = False) -> None:
+        """Cutting already escaped text cannot bring raw text in; rich does it by replacing the
+        text, which is allowed for this call only."""
         self._editing = True
         try:
-            method(self, *args, **kwargs)
+            Text.truncate(self, max_width, overflow=overflow, pad=pad)
         finally:
             self._editing = False
-
-    def pad_left(self, count: int, character: str = " ") -> None:
-        if character != " ":
-            raise TypeError("shown text is padded with spaces only")
-        self._edit(Text.pad_left, count)
-
-    def pad_right(self, count: int, character: str = " ") -> None:
-        if character != " ":
-            raise TypeError("shown text is padded with spaces only")
-        self._edit(Text.pad_right, count)
-
-    def truncate(self, max_width: int, *, overflow: Any = None, pad: bool = False) -> None:
-        self._edit(Text.truncate, max_width, overflow=overflow, pad=pad)
 
     def append(self, text: Any, style: Any = None) -> Shown:  # type: ignore[override]
         if isinstance(text, str):

@@ -86,8 +86,9 @@ def cost(records: Iterable[dict[str, Any] | None], prices: dict[str, dict[str, f
     return round(total, 6) if priced else None
 
 
-def with_cost(usage: dict[str, int], records: list[dict[str, Any]], prices: dict[str, dict[str, float]],
-              default_model: str | None = None) -> dict[str, Any]:
-    """`usage` plus `cost_usd` when every request is priced."""
+def priced_total(records: list[dict[str, Any]], prices: dict[str, dict[str, float]],
+                 default_model: str | None = None) -> dict[str, Any]:
+    """The records added up, plus `cost_usd` when every request is priced."""
+    usage = add_up(records)
     estimate = cost(records, prices, default_model) if prices else None
-    return {**usage, "cost_usd": estimate} if estimate is not None else dict(usage)
+    return {**usage, "cost_usd": estimate} if estimate is not None else usage

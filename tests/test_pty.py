@@ -248,14 +248,20 @@ def test_a_status_line_says_what_is_going_on_only_on_a_terminal(home: Path, repo
     assert "thinking" not in piped.stdout + piped.stderr
 
 
-def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Path, repo: Path, llm, cli) -> None:
-    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo one"}, "s1"),
-                               tool_call("run_shell", {"command": "echo two; exit 3"}, "s2")]},
-               {"content": "both ran"})
-    paused = cli("task", "run both", "--base-url", llm.url, "--model", "stub", "--no-input")
+def approved_batch(cli, llm, commands: list[str], reply: str) -> str:
+    """A thread paused on one batch of shell calls (s1, s2, ...), all approved from the command
+    line: its id. The model replies `reply` once they ran."""
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": c}, f"s{n}") for n, c in enumerate(commands, 1)]},
+               {"content": reply})
+    paused = cli("task", "run them", "--base-url", llm.url, "--model", "stub", "--no-input")
     assert paused.returncode == 3, paused.stderr
     thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
     assert cli("approve", thread_id, "--all").returncode == 0
+    return thread_id
+
+
+def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Path, repo: Path, llm, cli) -> None:
+    thread_id = approved_batch(cli, llm, ["echo one", "echo two; exit 3"], "both ran")
     term = Terminal(home, repo, "resume", thread_id)  # a new process: it never saw the calls proposed
     term.expect("both ran")
     assert term.wait() == 0
@@ -268,14 +274,7 @@ def test_result_lines_after_resume_in_a_new_process_name_their_commands(home: Pa
 def test_the_streamed_output_of_each_command_of_a_batch_is_headed_by_its_command(home: Path, repo: Path,
                                                                                     llm, cli) -> None:
     long = "printf 'first\\n'; printf 'no newline at the end' # " + "x" * 80
-    llm.script({"tool_calls": [tool_call("run_shell", {"command": long}, "s1"),
-                               tool_call("run_shell", {"command": "echo second"}, "s2"),
-                               tool_call("run_shell", {"command": "true"}, "s3")]},
-               {"content": "all ran"})
-    paused = cli("task", "run them", "--base-url", llm.url, "--model", "stub", "--no-input")
-    assert paused.returncode == 3, paused.stderr
-    thread_id = re.search(r"thread ([0-9a-f]{8}) on branch", paused.stderr).group(1)
-    assert cli("approve", thread_id, "--all").returncode == 0
+    thread_id = approved_batch(cli, llm, [long, "echo second", "true"], "all ran")
     term = Terminal(home, repo, "resume", thread_id, columns=60)
     term.expect("all ran")
     assert term.wait() == 0
