@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from agents import Agent, FunctionTool, ModelSettings
 from agents.models.interface import Model
 
+from devagent import chat_request
 from devagent.errors import DevagentError
 
 AGENT_NAME = "devagent"
@@ -59,6 +60,7 @@ class ModelChoice:
         if self.base_url:
             # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
             client = AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=1)
+            chat_request.install()  # the client's own body transform grows with the conversation
             return OpenAIChatCompletionsModel(model=self.name, openai_client=client)
         if not key:
             raise DevagentError(
