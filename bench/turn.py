@@ -8,7 +8,9 @@
 2. `devagent approve` + `devagent resume` of one call vs `python -c "import agents"` + `docker
    start` + `docker exec`. Goal <= 1.3.
 3. A turn of N tool calls (default 200) with an approve-always rule, the scripted server answering
-   every step: the per-call time of calls 190-200 vs calls 10-20. Goal <= 1.2 (flat).
+   every step: the per-call time of calls 190-200 vs calls 10-20. Goal <= 1.2 (flat). Beside it,
+   the same turn through the bare agents SDK (its own cost per call grows with the conversation),
+   and the ratio of devagent's own per-call cost (ours minus the SDK's) late vs early.
 
 Each prints `ratio:` lines measured in the same run, the median [min-max] of the rounds. The
 scripted server is the test suite's (tests/llm_stub.py).
@@ -152,12 +154,62 @@ def long_turn(calls: int, tmp: Path, llm: StubLLM) -> None:
     if len(executed) < min(calls, 200):
         print(f"long turn: only {len(executed)} of {calls} calls ran")
         return
-    per_call = [b - a for a, b in zip(executed, executed[1:])]
-    early, late = per_call[9:19], per_call[-11:-1]
-    print(f"turn of {calls} calls: {total:.1f} s; per call: calls 10-20 {statistics.median(early) * 1000:.0f} ms, "
-          f"last 10 {statistics.median(late) * 1000:.0f} ms")
-    print(f"ratio: {statistics.median(late) / statistics.median(early):.2f}  "
-          f"(per-call time, calls {calls - 10}-{calls} vs 10-20; goal <= 1.2)")
+    early, late = early_and_late(executed)
+    print(f"turn of {calls} calls: {total:.1f} s; per call: calls 10-20 {early * 1000:.0f} ms, "
+          f"last 10 {late * 1000:.0f} ms")
+    sdk_early, sdk_late = sdk_alone(calls, tmp, llm)
+    print(f"the SDK alone, same scripted turn and in-memory approvals: calls 10-20 {sdk_early * 1000:.0f} ms, "
+          f"last 10 {sdk_late * 1000:.0f} ms (ratio {sdk_late / sdk_early:.2f}); devagent's own per-call cost: "
+          f"{(early - sdk_early) * 1000:.0f} ms early, {(late - sdk_late) * 1000:.0f} ms late")
+    print(f"ratio: {late / early:.2f}  (per-call time, calls {calls - 10}-{calls} vs 10-20; goal <= 1.2)")
+    print(f"ratio: {(late - sdk_late) / (early - sdk_early):.2f}  (devagent's own per-call cost beyond the SDK's, "
+          f"calls {calls - 10}-{calls} vs 10-20; goal <= 1.2)")
+
+
+def early_and_late(times: list[float]) -> tuple[float, float]:
+    """Median time between consecutive calls: calls 10-20, and the last 10."""
+    per_call = [b - a for a, b in zip(times, times[1:])]
+    return statistics.median(per_call[9:19]), statistics.median(per_call[-11:-1])
+
+
+def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
+    """The floor of a long turn: the agents SDK by itself, with the same scripted server, a
+    tool that needs approval, every call approved in memory, and a SQLite session. Its own
+    per-call cost grows with the conversation (it re-reads the run's items at every step)."""
+    from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+
+    from devagent.agent import ModelChoice
+
+    ran: list[float] = []
+
+    @function_tool(needs_approval=True)
+    def run_shell(command: str) -> str:
+        """Run a command."""
+        ran.append(time.perf_counter())
+        return "[exit code 0]\n"
+
+    llm.script(*[{"tool_calls": [tool_call("run_shell", {"command": "true"}, f"s{n}")]} for n in range(calls)],
+               {"content": "done"})
+    agent = Agent(name="floor", instructions="run commands", tools=[run_shell],
+                  model=ModelChoice("stub", llm.url).build())
+    session = SQLiteSession("floor", str(tmp / "floor-session.db"))
+
+    async def turn() -> None:
+        run_input: object = "many commands"
+        while True:
+            result = Runner.run_streamed(agent, run_input, session=session, max_turns=calls + 10,
+                                         run_config=RunConfig(tracing_disabled=True))
+            async for _event in result.stream_events():
+                pass
+            if not result.interruptions:
+                return
+            state = result.to_state()
+            for item in result.interruptions:
+                state.approve(item)
+            run_input = state
+
+    asyncio.run(turn())
+    return early_and_late(ran)
 
 
 def main() -> None:

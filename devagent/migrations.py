@@ -288,7 +288,7 @@ def bind_proposed_sql(runtime: Any, call_id: str, tool: str, arguments: str) -> 
             detail = {"path": path, "error": str(exc)}
         except UnicodeDecodeError:
             text = None
-        if call_id not in _bound_digests(store.audit_log(tid)):
+        if not store.call_events(tid, call_id, BOUND_EVENT):
             store.audit(tid, BOUND_EVENT, call_id=call_id, tool="run_migration", actor="devagent", detail=detail)
         else:
             text = None  # bound (and probed) when it was first proposed
@@ -350,15 +350,13 @@ def _nothing() -> Iterator[None]:
 
 def proposed_probe(store: Any, thread_id: str, call_id: str) -> dict[str, Any] | None:
     """What was read from the database for this call's screen (the first probe counts)."""
-    for e in store.audit_log(thread_id):
-        if e["event"] == PROBED_EVENT and e["call_id"] == call_id:
-            return e["detail"]
-    return None
+    events = store.call_events(thread_id, call_id, PROBED_EVENT)  # one index lookup, not the whole log
+    return events[0]["detail"] if events else None
 
 
 def bound_sql_digest(store: Any, thread_id: str, call_id: str) -> str | None:
     """The SHA-256 a path migration's file had when the call was proposed (None if not bound)."""
-    return _bound_digests(store.audit_log(thread_id)).get(call_id)
+    return _bound_digests(store.call_events(thread_id, call_id, BOUND_EVENT)).get(call_id)
 
 
 def _bound_digests(log: list[dict[str, Any]]) -> dict[str, str | None]:
@@ -373,9 +371,9 @@ def _bound_digests(log: list[dict[str, Any]]) -> dict[str, str | None]:
 def _approved_file_digests(store: Any, thread_id: str, call_id: str) -> tuple[set[str], str]:
     """The file digests a human approved for this call, and by whom (the user, or their rule)."""
     approval = store.approval(thread_id, call_id)
-    log = store.audit_log(thread_id)
-    bound = _bound_digests(log)
     if approval is not None and (approval.decided_by or "").startswith("rule"):
+        log = store.audit_log(thread_id)
+        bound = _bound_digests(log)
         # An "approve always" rule covers this exact path *and* the content approved back then.
         from devagent.store import rule_digest
 
@@ -384,7 +382,7 @@ def _approved_file_digests(store: Any, thread_id: str, call_id: str) -> tuple[se
                    and (row := store.approval(thread_id, e["call_id"])) is not None
                    and rule_digest(row.arguments) == key}
         return {d for c in sources if (d := bound.get(c))}, "the user's 'approve always' rule"
-    digest = bound.get(call_id)
+    digest = bound_sql_digest(store, thread_id, call_id)
     return ({digest} if digest else set()), "the user"
 
 
