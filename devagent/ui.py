@@ -388,7 +388,8 @@ def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
         elif touched is None:
             parts.append(("  ✓", "green"))
         if touched is not None and not escalated:
-            parts += [("  ", ""), (touched.describe(), "cyan")]
+            # After a verdict's reasons, the count reads as one more of them, not as their tail.
+            parts += [("; " if st.reasons and st.verdict != NOT_UNDERSTOOD else "  ", ""), (touched.describe(), "cyan")]
         row = shown(*parts, inline=True)
         headers.setdefault(line, []).append(row)
     count = counted(len(statements), "statement")

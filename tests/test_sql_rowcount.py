@@ -196,7 +196,7 @@ def test_the_screen_counts_rows_and_every_row_needs_the_typed_table_name(engine,
     screen = " ".join(paused.stdout.replace("│", " ").split())  # the panels' lines, joined
     assert "#1 DELETE deletes 1,234 of 1,240 rows of orders" in screen
     assert "#1 DELETE destroys data: deletes 1,240 of 1,240 rows of orders (every row)" in screen
-    assert "updates 1,240 of 1,240 rows of orders" in screen
+    assert "overwrites status in every row of orders; updates 1,240 of 1,240 rows of orders" in screen
     # pending (text and JSON) shows the same counts: they were recorded when the calls were proposed
     listed = " ".join(cli("pending", tid).stdout.replace("│", " ").split())
     assert "#1 DELETE deletes 1,234 of 1,240 rows of orders" in listed
