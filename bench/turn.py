@@ -175,7 +175,17 @@ def early_and_late(times: list[float]) -> tuple[float, float]:
 def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
     """The floor of a long turn: the agents SDK by itself, with the same scripted server, a
     tool that needs approval, every call approved in memory, and a SQLite session. Its own
-    per-call cost grows with the conversation (it re-reads the run's items at every step)."""
+    per-call cost grows with the conversation (it re-reads the run's items at every step).
+    It runs in a process of its own, as devagent's turn does."""
+    llm.script(*[{"tool_calls": [tool_call("run_shell", {"command": "true"}, f"s{n}")]} for n in range(calls)],
+               {"content": "done"})
+    out = run([sys.executable, __file__, "--sdk-alone", llm.url, "--calls", str(calls)], cwd=tmp, check=True)
+    early, late = map(float, out.stdout.split())
+    return early, late
+
+
+def sdk_turn(url: str, calls: int) -> None:
+    """The bare SDK's scripted turn (see `sdk_alone`): prints its early and late per-call times."""
     from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 
     from devagent.agent import ModelChoice
@@ -188,11 +198,9 @@ def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
         ran.append(time.perf_counter())
         return "[exit code 0]\n"
 
-    llm.script(*[{"tool_calls": [tool_call("run_shell", {"command": "true"}, f"s{n}")]} for n in range(calls)],
-               {"content": "done"})
     agent = Agent(name="floor", instructions="run commands", tools=[run_shell],
-                  model=ModelChoice("stub", llm.url).build())
-    session = SQLiteSession("floor", str(tmp / "floor-session.db"))
+                  model=ModelChoice("stub", url).build())
+    session = SQLiteSession("floor", "floor-session.db")
 
     async def turn() -> None:
         run_input: object = "many commands"
@@ -209,14 +217,17 @@ def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
             run_input = state
 
     asyncio.run(turn())
-    return early_and_late(ran)
+    print(*early_and_late(ran))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--sdk-alone", metavar="URL", help=argparse.SUPPRESS)  # the long turn's floor process
     args = parser.parse_args()
+    if args.sdk_alone:
+        return sdk_turn(args.sdk_alone, args.calls)
     llm = StubLLM()
     try:
         with tempfile.TemporaryDirectory() as tmp:
