@@ -1,9 +1,10 @@
 """The `devagent` command line: parsing, rendering, prompting. No business logic lives here.
 
-Heavy modules (the agent SDK, docker, GitPython, rich) are imported inside the commands that
-need them, so `devagent --help` and `devagent threads` start fast.
-(No `from __future__ import annotations` here: typer would evaluate every command's string
-annotations again at each start, which costs more than the rest of building the commands.)
+Heavy modules (the agent SDK, docker, the runner, rich) are imported inside the commands that
+need them, so the commands that do not run the agent start fast (tests/test_cli_startup.py).
+
+No `from __future__ import annotations` here: typer would evaluate every command's annotations
+from strings at each start, which costs more than building all the commands otherwise does.
 """
 
 import json
