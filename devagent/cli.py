@@ -1,10 +1,11 @@
 """The `devagent` command line: parsing, rendering, prompting. No business logic lives here.
 
-Heavy modules (the agent SDK, docker, GitPython, rich) are imported inside the commands that
-need them, so `devagent --help` and `devagent threads` start fast.
-"""
+Heavy modules (the agent SDK, docker, the runner, rich) are imported inside the commands that
+need them, so the commands that do not run the agent start fast (tests/test_cli_startup.py).
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer would evaluate every command's annotations
+from strings at each start, which costs more than building all the commands otherwise does.
+"""
 
 import json
 import sys
@@ -221,7 +222,7 @@ def _report(outcome: Any, as_json: bool) -> None:
             from devagent.ui import pending_screens
 
             screen.print(*pending_screens(outcome.pending, expand=screen.wraps))
-            from devagent.runner import required_confirmation
+            from devagent.decisions import required_confirmation
 
             tid = outcome.thread_id
             n = len(outcome.pending)
@@ -437,12 +438,11 @@ def approve(
     """Approve some or all pending calls of a paused thread (then `devagent resume`).
 
     Exits 3 when calls stay pending because they destroy data and need --confirm."""
+    from devagent.decisions import Decision, record_decision, required_confirmation
     from devagent.errors import UsageError
-    from devagent.runner import Decision, ThreadRunner, required_confirmation
 
     store = _store()
     thread_id = _thread_id(store, thread_id, required=True)
-    runner = ThreadRunner(store)
     typed = tuple(word.strip() for word in confirm or ())
     store.requeue_interrupted(thread_id)  # a call interrupted mid-run is pending, as resume sees it
     pending_ids = [a.call_id for a in store.approvals(thread_id, "pending")]
@@ -451,7 +451,7 @@ def approve(
         raise DevagentError("name the calls to approve, or pass --all" if pending_ids else f"thread {thread_id} has no pending approvals")
     if typed and (all_ or len(targets) != 1):
         raise UsageError("--confirm names what one call destroys: give exactly one CALL_ID (not --all)")
-    requests = [runner.request(thread_id, call_id, shown=False) for call_id in targets]
+    requests = [_call_request(store, thread_id, call_id) for call_id in targets]
     if typed:
         _check_confirmation(requests[0], typed)
     unconfirmed = []
@@ -460,7 +460,7 @@ def approve(
         if required and not typed:
             unconfirmed.append((req, required))
             continue
-        runner.decide(req, Decision(True, always=always, confirmed=typed))
+        record_decision(store, req, Decision(True, always=always, confirmed=typed))
         note = " (once: SQL that destroys data is never approved 'always')" if required and always else ""
         _say(f"approved {req.call_id}{note}")
     for req, required in unconfirmed:
@@ -470,6 +470,20 @@ def approve(
         _say(f"now run: devagent resume {thread_id}")
     if unconfirmed:
         raise typer.Exit(EXIT_PAUSED)
+
+
+def _call_request(store: Any, thread_id: str, call_id: str) -> Any:
+    """The call as the store holds it, for `approve` (which shows nothing): the approval keeps
+    binding the state of the workspace that the last screen (`pending`, the paused run) showed.
+    From the store alone: no runner, no sandbox."""
+    from devagent.decisions import call_request
+
+    approval = store.approval(thread_id, call_id)
+    if approval is None:
+        from devagent.errors import ThreadNotFound
+
+        raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
+    return call_request(store, store.thread(thread_id), approval)
 
 
 def _confirm_command(thread_id: str, call_id: str, required: tuple[str, ...]) -> str:
@@ -487,8 +501,7 @@ def _shell_word(text: str) -> str:
 
 def _check_confirmation(req: Any, typed: tuple[str, ...]) -> None:
     """--confirm must name exactly what the call destroys; otherwise nothing is approved."""
-    from devagent.execution import same_words
-    from devagent.runner import required_confirmation
+    from devagent.decisions import required_confirmation, same_words
 
     required = required_confirmation(req)
     if not required:
@@ -660,6 +673,7 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
 
     # On a terminal (or its pager) long lines wrap; on a pipe each event stays one whole line.
     screen = pager_screen(no_pager) if sys.stdout.isatty() else Screen()
+    lines = []  # printed at once: one print per event costs more than rendering them
     for entry in log_lines(entries):
         line = shown((entry.at + "  ", "dim"), (f"{entry.event:<14}", "bold"), inline=True)
         if entry.call_id:
@@ -672,10 +686,12 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
                 line.append_text(shown(piece, inline=True, limit=4096))
         if entry.extra:
             line.append_text(shown(("  (" + " · ".join(entry.extra) + ")", "dim"), inline=True, limit=512))
-        screen.print(line)
+        lines.append(line)
         if output and entry.output:
             for text in entry.output.rstrip("\n").split("\n"):
-                screen.print(shown(("    │ ", "dim"), text, inline=True, limit=4096))
+                lines.append(shown(("    │ ", "dim"), text, inline=True, limit=4096))
+    if lines:
+        screen.print(*lines)
     finish_paging(screen)
 
 
@@ -683,11 +699,11 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
 def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPTIONAL_ID), stat: bool = typer.Option(False, "--stat", help="Only the files changed and how much."),
          no_pager: bool = typer.Option(False, "--no-pager", help="Do not page the output on a terminal.")) -> None:
     """Show what the thread's branch changes against where it started."""
-    from devagent.runner import ThreadRunner
+    from devagent.workspace import ThreadWorkspace
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
-    text = ThreadRunner(store).workspace(thread_id).diff(stat=stat)
+    text = ThreadWorkspace(thread_id, store.home / "threads" / thread_id).diff(stat=stat)
     if sys.stdout.isatty():
         from devagent.pager import finish_paging, pager_screen
         from devagent.ui import diff_text
@@ -846,18 +862,22 @@ def config_cmd(
 ) -> None:
     """The effective settings for new threads, and where each came from."""
     from devagent.config import KEYS, ConfigError, config_files, load_config
-    from devagent.workspace import find_repo
 
     import subprocess
 
-    try:
-        root: Path | None = find_repo(repo)
-    except DevagentError:
-        # A repository with no commits yet still has its project file; outside one: the user's
-        # file and the environment only.
-        top = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(repo), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        root = Path(top.stdout.strip()).resolve() if top.returncode == 0 and top.stdout.strip() else None
+    # The top of the work tree, by plain git (a repository with no commits yet still has its
+    # project file); where git says no (inside .git, say) GitPython may still find one; outside
+    # a repository: the user's file and the environment only.
+    top = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(repo), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    root: Path | None = Path(top.stdout.strip()).resolve() if top.returncode == 0 and top.stdout.strip() else None
+    if root is None:
+        from devagent.workspace import find_repo
+
+        try:
+            root = find_repo(repo)
+        except DevagentError:
+            root = None
     try:
         config = load_config(root)
     except ConfigError as exc:
@@ -905,11 +925,12 @@ def _rules_policy(repo: Optional[Path], thread: Optional[str]) -> tuple[Any, Opt
     """The rules that apply (user, project and, with --thread, that thread's own file); the
     project root; the thread's rule file."""
     from devagent.policy import load_policy
-    from devagent.workspace import ThreadWorkspace
 
     if thread is None:
         root = _rules_project(repo)
         return load_policy(root), root, None
+    from devagent.workspace import ThreadWorkspace
+
     store = _store()
     found = store.find_thread(thread)
     root = _rules_project(Path(found.repo))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devagent.words import count
+from devagent.decisions import confirmation_words, same_words  # re-exported: the one place they live
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ThreadContainer
@@ -136,25 +137,6 @@ class ToolRuntime:
         self.store.audit(self.thread_id, "refused", call_id=ctx.tool_call_id, tool=tool,
                          actor="devagent", detail={"reason": reason})
         return reason
-
-
-def confirmation_words(sql: str, dialect: str, probe: dict | None = None) -> tuple[str, ...]:
-    """The names a human types to approve this SQL, one per object it destroys (and one per table
-    it would empty row by row, when `probe` counted that); () when it destroys nothing. The one
-    place that reads them from the analysis."""
-    from devagent.sql_analysis import FALLBACK_CONFIRMATION
-    from devagent.sql_rowcount import confirmation_words as with_counts, probed_analysis, probed_counts
-
-    analysis = probed_analysis(sql, dialect, probe)
-    words = with_counts(analysis, probed_counts(sql, probe))
-    if not words and not analysis.destructive:
-        return ()
-    return tuple(dict.fromkeys(w for w in words if w)) or (FALLBACK_CONFIRMATION,)
-
-
-def same_words(typed: tuple[str, ...] | list[str], required: tuple[str, ...]) -> bool:
-    """Whether what was typed names exactly the objects the SQL destroys (order aside)."""
-    return bool(required) and set(typed) == set(required)
 
 
 def execute_command(rt: ToolRuntime, call_id: str, command: str, timeout_s: int | None) -> str:

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from devagent.approvals import ApprovalRequest, build_request
+from devagent.approvals import ApprovalRequest
+from devagent.decisions import Decision, call_request, record_decision, required_confirmation
 from devagent.config import SANDBOX_IMAGE, ConfigError, devagent_home, load_config, sandbox_user, thread_limits
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted, UsageError
 from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
-from devagent.migrations import (Database, attach_migrations, bind_proposed_sql, bound_sql_digest, proposed_probe,
-                                 load_sql_for_display)
-from devagent.paths import WorkspacePaths
+from devagent.migrations import Database, attach_migrations, bind_proposed_sql
 from devagent.sandbox import ContainerSpec, ThreadContainer, image_exists
 from devagent.store import Approval, Store, Thread, ThreadLock, new_thread_id, sha256_text
 from devagent.workspace import TURN_WARN_BYTES, TURN_WARN_FILES, ThreadWorkspace, find_repo
@@ -64,33 +63,10 @@ class Approver(Protocol):
         """A decision, or None when nobody can be asked (the run then pauses)."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    approved: bool
-    reason: str | None = None
-    always: bool = False
-    # The names the human typed to approve SQL that destroys data (one per destroyed object).
-    # Approving such SQL without exactly these names records nothing.
-    confirmed: tuple[str, ...] = ()
-    stop: bool = False  # reject, and end the turn once the calls already approved have run
-    # `a` on a command: save the rules the screen offered (request.rule_offer) for "thread",
-    # "project" (.devagent/policy.toml in the user's checkout) or "user" (~/.config/devagent).
-    rule_scope: str | None = None
-
-
 STOPPED_BY_USER = "(stopped by the user)"  # the final output of a turn the user stopped
 
 # How often the approver is asked again when it approves destructive SQL without the typed names.
 CONFIRM_ATTEMPTS = 3
-
-
-def required_confirmation(request: ApprovalRequest) -> tuple[str, ...]:
-    """The names a human must type to approve this call: one per object its SQL destroys."""
-    if request.tool != "run_migration":
-        return ()
-    from devagent.execution import confirmation_words
-
-    return confirmation_words(request.sql or "", request.sql_dialect, request.sql_probe)
 
 
 class NoApprover:
@@ -402,22 +378,8 @@ class ThreadRunner:
         """Record a human decision on a call. Approving SQL that destroys data counts only with the
         typed names of exactly what it destroys (and is never remembered as "always"); without
         them nothing is recorded and None is returned."""
-        from devagent.execution import same_words
-
-        if not decision.approved:
-            return self.store.decide(request.thread_id, request.call_id, "rejected", actor=actor,
-                                     reason=decision.reason)
-        required = required_confirmation(request)
-        if required and not same_words(decision.confirmed, required):
-            return None
-        confirmed = tuple(dict.fromkeys(decision.confirmed)) if required else ()
-        if confirmed and decision.always:
-            self.events.notice("approved this once: SQL that destroys data is never remembered as 'always'")
-        detail = None
-        if decision.rule_scope and request.rule_offer and not required and request.tool == "run_shell":
-            detail = self._save_offered_rules(request, decision.rule_scope)
-        return self.store.decide(request.thread_id, request.call_id, "approved", actor=actor,
-                                 always=decision.always, confirmed=confirmed, detail=detail)
+        return record_decision(self.store, request, decision, actor=actor, notice=self.events.notice,
+                               save_rules=self._save_offered_rules)
 
     def _save_offered_rules(self, request: ApprovalRequest, scope: str) -> dict[str, Any] | None:
         """Write the rules the screen offered to the chosen file; they decide the thread's next
@@ -659,21 +621,9 @@ class ThreadRunner:
         if screen and record and approval.status == "pending":
             # An approval binds the state of the workspace its screen showed.
             record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
-        request = build_request(
-            approval, network=bool(thread.settings.get("network")),
-            default_timeout_s=thread_limits(thread.settings).default_timeout_s, changed_files=report.changes,
-            changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
-            workspace_notice=workspace_notice(self.store, approval) if screen else None,
-            interrupted_after_s=self.store.interrupted_after(thread.id, approval.call_id)
-            if approval.status == "pending" else None,
-            database=thread.settings.get("database_display") or thread.settings.get("database"),
-            sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(ws.work_dir), rel),
-            # Only a migration has a bound file (looking it up reads the thread's whole log).
-            sql_bound_sha256=(bound_sql_digest(self.store, thread.id, approval.call_id)
-                              if approval.tool == "run_migration" else None),
-            sql_dialect=Database.parse(thread.settings.get("database")).engine,
-            sql_probe=proposed_probe(self.store, thread.id, approval.call_id),
-        )
+        request = call_request(self.store, thread, approval, changed_files=report.changes,
+                               changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
+                               workspace_notice=workspace_notice(self.store, approval) if screen else None)
         if request.tool == "run_shell" and request.command is not None and not request.error:
             request.rule_offer, request.rule_note = self._offer(thread, request)
         return request

@@ -29,9 +29,6 @@ from typing import IO, Any
 from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.containers import Lines
-from rich.padding import Padding
-from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from devagent.display import LF_TOKEN, render_exact, render_head, render_inline
@@ -173,18 +170,27 @@ class SafeRenderable:
     """Base of renderables whose every character of outside text is escaped when they are built."""
 
 
+def _loaded(module: str, name: str) -> type | None:
+    """A rich class if its module was imported, else None: nothing can be an instance of a class
+    never loaded, so the commands that print neither panels nor tables do not import them."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name) if loaded is not None else None
+
+
 def check_printable(item: Any) -> None:
     """Refuse anything that could carry text that was not escaped by `shown()`."""
     if isinstance(item, (Shown, SafeRenderable)):
         return
     if isinstance(item, str) or isinstance(item, Text):
         raise TypeError(f"refusing to print a {type(item).__name__}: build it with devagent.term.shown()")
-    if isinstance(item, Panel):
+    Panel, Table, Padding = (_loaded("rich.panel", "Panel"), _loaded("rich.table", "Table"),
+                             _loaded("rich.padding", "Padding"))
+    if Panel is not None and isinstance(item, Panel):
         for part in (item.renderable, item.title, item.subtitle):
             if part is not None:
                 check_printable(part)
         return
-    if isinstance(item, Table):
+    if Table is not None and isinstance(item, Table):
         for part in (item.title, item.caption):
             if part is not None:
                 check_printable(part)
@@ -197,7 +203,7 @@ def check_printable(item: Any) -> None:
         for part in item.renderables:
             check_printable(part)
         return
-    if isinstance(item, Padding):
+    if Padding is not None and isinstance(item, Padding):
         check_printable(item.renderable)
         return
     raise TypeError(f"refusing to print a {type(item).__name__}: not built from escaped text")

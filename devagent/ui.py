@@ -23,7 +23,7 @@ from rich.table import Table
 from devagent.words import count as counted
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
-from devagent.runner import Decision
+from devagent.decisions import Decision
 from devagent.term import CONTINUATION, SafeRenderable, Screen, Shown, StatusLine, shown, shown_lines
 
 STREAM_DISPLAY_LIMIT = 256 * 1024  # per command; the model still gets head + tail
@@ -293,7 +293,7 @@ def confirmation_words(req: ApprovalRequest) -> tuple[str, ...]:
     """The names the human must type to approve SQL that destroys data (none: not needed)."""
     if req.tool != "run_migration" or req.error:
         return ()
-    from devagent.runner import required_confirmation
+    from devagent.decisions import required_confirmation
 
     return required_confirmation(req)
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -127,23 +128,30 @@ def _safe_env(name: str, email: str) -> dict[str, str]:
 def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path | None = None,
              identity: dict[str, str] | None = None, check: bool = True,
              extra_env: dict[str, str] | None = None, options: list[str] | None = None) -> str:
-    """Run git through GitPython with the protections above. Returns stdout."""
-    import git  # GitPython; deferred so the CLI's fast paths stay fast
+    """Run git with the protections above. Returns stdout.
 
+    Plain subprocess, not GitPython (importing it costs more than most commands that call this),
+    run as GitPython's `Git.execute` ran it: the environment with LANGUAGE=C and LC_ALL=C (git's
+    messages in English), then ours; no stdin; killed after GIT_TIMEOUT_S."""
     ident = identity or GIT_IDENTITY
     argv = _git_argv(args, git_dir, work_tree, options)
+    env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C",
+           **_safe_env(ident["name"], ident["email"]), **(extra_env or {})}
+    encoding = sys.getfilesystemencoding()
     try:
-        return git.Git(str(cwd)).execute(
-            argv, env={**_safe_env(ident["name"], ident["email"]), **(extra_env or {})},
-            strip_newline_in_stdout=False, kill_after_timeout=GIT_TIMEOUT_S,
-        )
-    except git.GitCommandError as exc:
+        done = subprocess.run(argv, cwd=str(cwd) if os.access(str(cwd), os.X_OK) else None, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=GIT_TIMEOUT_S)
+        status, stderr = done.returncode, done.stderr.decode(encoding, "surrogateescape").removesuffix("\n")
+    except subprocess.TimeoutExpired:
+        status, stderr = -9, f'Timeout: the command "{" ".join(argv)}" did not complete in {GIT_TIMEOUT_S:g} secs.'
+    if status != 0:
         if not check:
             return ""
-        lines = [line.strip(" '") for line in (exc.stderr or "").replace("stderr: ", "").splitlines() if line.strip(" '")]
+        lines = [line.strip(" '") for line in stderr.replace("stderr: ", "").splitlines() if line.strip(" '")]
         fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        message = (fatal or lines or [f"exit status {exc.status}"])[0]
+        message = (fatal or lines or [f"exit status {status}"])[0]
         raise GitError(f"git {args[0]} failed: {message}") from None
+    return done.stdout.decode(encoding, "surrogateescape")
 
 
 def _git_argv(args: tuple[str, ...] | list[str], git_dir: Path | None, work_tree: Path | None,

@@ -1,4 +1,5 @@
-"""The commands that do not run the agent start without the agents SDK, openai or docker."""
+"""The commands that do not run the agent start without the agents SDK, openai, docker or GitPython
+(their git is plain `git`); `approve` and `reject` only record a decision: not even the runner."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from devagent.store import Store
 from devagent.workspace import ThreadWorkspace
 
-HEAVY = {"agents", "openai", "docker"}
+HEAVY = {"agents", "openai", "docker", "git"}  # "git": GitPython
+# What only running a turn needs (the runner, its sandbox and the SDK's tools).
+RUNNER = {"devagent.runner", "devagent.sandbox", "devagent.tools", "devagent.agent"}
 
 
 def _seed(home: Path, repo: Path) -> str:
@@ -42,18 +45,22 @@ def _seed(home: Path, repo: Path) -> str:
 def test_commands_that_do_not_run_the_agent_import_no_sdk_openai_or_docker(home: Path, repo: Path) -> None:
     tid = _seed(home, repo)
     env = {**os.environ, "PAGER": "cat"}
-    commands = [["--help"], ["threads"], ["threads", "--json"], ["pending", tid], ["pending", tid, "--json"],
-                ["log", tid], ["diff", tid], ["rules"], ["config"], ["migrations", tid],
-                ["approve", tid, "c1"], ["reject", tid, "c2", "--reason", "not now"]]
+    commands = [["--help"], ["threads"], ["threads", "--json"], ["threads", "--wide"], ["pending", tid],
+                ["pending", tid, "--json"], ["log", tid], ["log", tid, "--output"], ["diff", tid],
+                ["diff", tid, "--stat"], ["rules"], ["rules", "check", "make test"], ["config"],
+                ["config", "--json"], ["migrations", tid], ["approve", tid, "c1"], ["reject", tid, "c2", "--reason", "not now"]]
     outputs = {}
     for args in commands:
         result = subprocess.run([sys.executable, "-X", "importtime", "-m", "devagent", *args], cwd=repo, env=env,
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
         assert result.returncode == 0, (args, result.stderr[-500:])
-        imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
-                    if line.startswith("import time:")}
+        modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                   if line.startswith("import time:")}
+        imported = {name.split(".")[0] for name in modules}
         assert len(imported) > 20, args  # the import log was read
         assert not imported & HEAVY, (args, imported & HEAVY)
+        if args[0] in ("approve", "reject", "diff", "log", "threads", "migrations", "config", "--help"):
+            assert not modules & RUNNER, (args, modules & RUNNER)
         outputs[" ".join(args)] = result.stdout
     # They did their work, not just start.
     assert tid in outputs["threads"] and "make test" in outputs[f"pending {tid}"] and "notes.txt" in outputs[f"diff {tid}"]
