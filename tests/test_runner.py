@@ -176,7 +176,13 @@ async def test_after_a_model_error_resume_never_runs_a_call_twice_and_replays_it
 
     from devagent.errors import DevagentError
 
-    broken = openai.APIConnectionError(request=None)  # the provider went away mid-turn
+    try:  # the HTTP client openai is built on (httpx2 from openai 3)
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
+
+    # the provider went away mid-turn
+    broken = openai.APIConnectionError(request=http.Request("POST", "http://127.0.0.1:9/v1/chat/completions"))
     steps = [[function_call("run_shell", {"command": "echo ran >> ran.txt; echo marker-$((6*7))"}, call_id="s1")], broken]
     model = ScriptedModel(steps)
     runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(Decision(True)))
