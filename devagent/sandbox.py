@@ -508,7 +508,10 @@ class ThreadContainer:
                 if ended.wait(min(left, TICK_S) if on_tick is not None else left):
                     return True
                 if on_tick is not None:
-                    on_tick()
+                    try:
+                        on_tick()
+                    except Exception:  # noqa: BLE001 - a failing callback must not end the deadlines
+                        pass
 
         def watchdog() -> None:
             if ended_by(time.monotonic() + timeout):
