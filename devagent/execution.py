@@ -22,7 +22,7 @@ from devagent.decisions import confirmation_words, same_words  # re-exported: th
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
 from devagent.sandbox import ThreadContainer
-from devagent.store import Approval, Store, heartbeat, sha256_text
+from devagent.store import Approval, Heartbeat, Store, sha256_text
 from devagent.workspace import LAST_COMMAND, FileChange, ThreadWorkspace, quote_path
 
 if TYPE_CHECKING:
@@ -163,8 +163,13 @@ def _run_command(rt: ToolRuntime, container: ThreadContainer, call_id: str, comm
     lines = command.strip().split("\n")
     shortened = lines[0][:60] + ("…" if len(lines[0]) > 60 or len(lines) > 1 else "")
     rt.on_command(call_id, command)
-    with rt.doing(f"running `{shortened}`"), heartbeat(store.home, rt.thread_id):
-        result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output)
+    beat = Heartbeat(store.home, rt.thread_id)
+    with rt.doing(f"running `{shortened}`"):
+        beat()
+        try:
+            result = container.exec(command, timeout_s=timeout_s, on_output=rt.on_output, on_tick=beat)
+        finally:
+            beat()
     if rt.aborted:
         # Ctrl-C killed it part-way: leave the call "running" so `resume` asks again.
         store.audit(rt.thread_id, "interrupted", call_id=call_id, tool="run_shell", actor="user",

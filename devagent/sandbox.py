@@ -46,6 +46,8 @@ ROOT = "0:0"
 ROOT_CAPABILITIES = ["KILL", "SETGID", "SETUID"]
 # The host's own deadline comes this long after the one devagent-run enforces inside.
 HOST_TIMEOUT_GRACE_S = 10.0
+# How often `exec(on_tick=...)` calls back while a command runs.
+TICK_S = 1.0
 # Only these reach the container: never the host environment (API keys live there).
 CONTAINER_ENV = {"HOME": "/home/agent", "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat"}
 # The system CAs of the image plus the user's extra ones (`sandbox.ca_certificates`), root-owned.
@@ -455,19 +457,22 @@ class ThreadContainer:
         workdir: str = WORKDIR,
         stdin: bytes | None = None,
         argv: list[str] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> ExecResult:
         """Run `command` (exactly this string, via bash -c) and return its capped result.
 
         `argv` runs a program directly instead (devagent's own helpers in the image): a bare
         program name is looked up in the system directories only, never in the sandbox user's.
-        `on_output` receives decoded text as it arrives.
+        `on_output` receives decoded text as it arrives; `on_tick` is called about every
+        TICK_S while the command runs (from another thread: the caller's heartbeat).
         """
         with self._exec_lock:
             return self._exec(command, timeout_s=timeout_s, on_output=on_output, workdir=workdir,
-                              stdin=stdin, argv=argv)
+                              stdin=stdin, argv=argv, on_tick=on_tick)
 
     def _exec(self, command: str, *, timeout_s: float | None, on_output: Callable[[str], None] | None,
-              workdir: str, stdin: bytes | None, argv: list[str] | None) -> ExecResult:
+              workdir: str, stdin: bytes | None, argv: list[str] | None,
+              on_tick: Callable[[], None] | None = None) -> ExecResult:
         lim = self.spec.limits
         timeout = min(float(timeout_s or lim.default_timeout_s), float(lim.max_timeout_s))
         if argv is not None:
@@ -490,14 +495,29 @@ class ThreadContainer:
         # devagent-run kills the command at `timeout` inside the container; here the result is
         # marked timed out then, and should the command still not have ended a little later
         # (a broken container), every process in it is stopped from here too.
-        # One watchdog thread for both deadlines (a thread start is a visible part of a short exec).
+        # One watchdog thread for both deadlines and the caller's ticks (a thread start is a
+        # visible part of a short exec).
         ended = threading.Event()
 
+        def ended_by(deadline: float) -> bool:
+            """Whether the command ended before `deadline` (monotonic), ticking meanwhile."""
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return ended.is_set()
+                if ended.wait(min(left, TICK_S) if on_tick is not None else left):
+                    return True
+                if on_tick is not None:
+                    try:
+                        on_tick()
+                    except Exception:  # noqa: BLE001 - a failing callback must not end the deadlines
+                        pass
+
         def watchdog() -> None:
-            if ended.wait(timeout):
+            if ended_by(time.monotonic() + timeout):
                 return
             timed_out.set()
-            if not ended.wait(HOST_TIMEOUT_GRACE_S):
+            if not ended_by(time.monotonic() + HOST_TIMEOUT_GRACE_S):
                 self._kill_all(timed_out)
 
         started = time.monotonic()

@@ -598,29 +598,45 @@ def heartbeat_path(home: Path, thread_id: str) -> Path:
     return home / "locks" / f"{thread_id}.alive"
 
 
+class Heartbeat:
+    """Touches the thread's heartbeat file on each call (at the start, then about every second
+    while a command runs, then at its end: the sandbox's exec watchdog calls it, so a command
+    costs no thread of its own for it). A failure to touch is ignored: a heartbeat is a hint,
+    never a reason for the command to fail."""
+
+    def __init__(self, home: Path, thread_id: str) -> None:
+        self.path = heartbeat_path(home, thread_id)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self) -> None:
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            try:
+                self.path.touch()
+            except OSError:
+                pass
+        except OSError:
+            pass
+
+
 @contextmanager
 def heartbeat(home: Path, thread_id: str, every_s: float = 1.0) -> Iterator[None]:
-    path = heartbeat_path(home, thread_id)
+    """The heartbeat on a thread of its own, for work that has no watchdog to tick it."""
+    beat = Heartbeat(home, thread_id)
     stop = threading.Event()
 
-    def beat() -> None:
+    def beat_until_stopped() -> None:
         while True:
-            try:
-                path.touch()
-            except OSError:
-                pass  # a heartbeat is a hint; never a reason for the command to fail
+            beat()
             if stop.wait(every_s):
                 return
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ticker = threading.Thread(target=beat, name="devagent-heartbeat", daemon=True)
+    ticker = threading.Thread(target=beat_until_stopped, name="devagent-heartbeat", daemon=True)
     ticker.start()
     try:
         yield
     finally:
         stop.set()
         ticker.join()
-        try:
-            path.touch()
-        except OSError:
-            pass
+        beat()

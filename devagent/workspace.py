@@ -418,8 +418,20 @@ class ThreadWorkspace:
 
     def save_state(self, state: WorkspaceState, name: str) -> None:
         directory = self.root / "states"
-        directory.mkdir(exist_ok=True)
-        _write_atomic(directory / name, state.dump())
+        path = directory / name
+        data = state.dump()
+        try:
+            if path.read_bytes() == data:
+                # Already saved (a command that changed nothing): no rewrite (a rename) and no
+                # pruning; a state kept by fingerprint counts as recently shown again.
+                if name.startswith("fp-"):
+                    os.utime(path)
+                return
+        except OSError:
+            directory.mkdir(exist_ok=True)
+        _write_atomic(path, data)
+        if not name.startswith("fp-"):
+            return  # only states kept by fingerprint are pruned
         kept = sorted(directory.glob("fp-*"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[16:]:  # the states recent screens showed; older approvals then list no detail
             old.unlink(missing_ok=True)

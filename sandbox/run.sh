@@ -32,17 +32,19 @@ stop_all() {
     done
 }
 
-# $found: how many processes other than PID 1 and this one are alive (zombies run nothing);
-# with $1, only those whose real, effective or saved uid is $1.
+# $found: how many processes other than PID 1, this one and $2 (if given: a process known to be
+# root's) are alive (zombies run nothing); with $1, only those whose real, effective or saved uid
+# is $1. dash reads a file one byte per system call: each status file is read no further than
+# needed.
 count_processes() {
     found=0
     for d in /proc/[0-9]*; do
-        case ${d#/proc/} in 1|$$) continue ;; esac
+        case ${d#/proc/} in 1|$$|$2) continue ;; esac
         state=
         {
             while read -r k a b c _; do
                 case $k in
-                    State:) state=$a; [ -z "$1" ] && break ;;
+                    State:) state=$a; { [ -z "$1" ] || [ "$a" = Z ] || [ "$a" = X ]; } && break ;;
                     Uid:) [ "$a" = "$1" ] || [ "$b" = "$1" ] || [ "$c" = "$1" ] || state=; break ;;
                 esac
             done < "$d/status"
@@ -110,8 +112,10 @@ time_up() {
 }
 {
     trap time_up USR1
-    read -r me _ < /proc/self/stat
-    if [ -p /run/devagent/timers ] && [ -p /run/devagent/idle ] \
+    # Its own pid ($$ is the script's): /proc/self resolved, cheaper than reading /proc/self/stat.
+    me=
+    cd -P /proc/self 2>/dev/null && me=${PWD##*/}
+    if [ -n "$me" ] && [ -p /run/devagent/timers ] && [ -p /run/devagent/idle ] \
             && { echo "$me $timeout" > /run/devagent/timers; } 2>/dev/null; then
         read -r _ <> /run/devagent/idle
     else
@@ -119,6 +123,7 @@ time_up() {
         time_up
     fi
 } </dev/null >/dev/null 2>&1 &
+timer=$!
 
 if [ "$mode" = shell ]; then
     /usr/bin/setpriv --reuid="$uid" --regid="$gid" --clear-groups -- /bin/bash -c "$1"
@@ -127,7 +132,8 @@ else
 fi
 rc=$?
 
-count_processes "$uid"
+# The timer is root's, never one of the command's: its status needs no reading here.
+count_processes "$uid" "$timer"
 left=$found
 # Everything but PID 1 and this script (the timer too), at once; then wait only for the sandbox
 # user's processes to be gone (the timer's, root's, need no waiting for).
