@@ -70,7 +70,6 @@ def call_request(store: Store, thread: Thread, approval: Approval, **screen: Any
         work_dir = store.home / "threads" / thread.id / "workspace"
         migration = dict(
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(work_dir), rel),
-            # Looking the bound file up reads the thread's whole log.
             sql_bound_sha256=bound_sql_digest(store, thread.id, approval.call_id),
             sql_dialect=Database.parse(thread.settings.get("database")).engine,
             sql_probe=proposed_probe(store, thread.id, approval.call_id),
