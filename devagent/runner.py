@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -467,6 +468,7 @@ class ThreadRunner:
         """Run (or, given a saved blob, continue) until done or paused. The container stops after."""
         from devagent.execution import current_fingerprint
 
+        stopping = None
         try:
             if blob is not None:
                 result = await self._decide_and_continue(turn, blob)
@@ -495,11 +497,12 @@ class ThreadRunner:
                 result = await self._decide_and_continue(turn, blob, state)
             if isinstance(result, TurnOutcome):
                 return result
+            # Nothing runs in the container any more: it stops while the turn is committed.
+            stopping = _Stopping(turn.runtime)
             return self._finish(turn, result)
         finally:
             self._active = None
-            turn.runtime.settle()  # a start still under way would leave the container running
-            turn.runtime.container.stop()
+            (stopping or _Stopping(turn.runtime, background=False)).wait()
 
     async def _decide_and_continue(self, turn: _Turn, blob: str, paused: Any = None) -> Any:
         """Ask for decisions; run again if any was made, else return the paused outcome.
@@ -983,6 +986,34 @@ class ThreadRunner:
                 outcome.changed_files = turn.workspace.changed_between(base, tree)
             except DevagentError:
                 outcome.changed_files = []  # a first commit, or git trouble: the diff still shows it
+
+
+class _Stopping:
+    """The container's stop at the end of a turn, in the background (while the turn is committed
+    and reported) or at once; `wait` returns when it is stopped, raising what the stop raised."""
+
+    def __init__(self, runtime: Any, *, background: bool = True) -> None:
+        self.runtime = runtime
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._stop, name="devagent-sandbox-stop", daemon=True) \
+            if background else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _stop(self) -> None:
+        try:
+            self.runtime.settle()  # a start still under way would leave the container running
+            self.runtime.container.stop()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        if self.thread is None:
+            self._stop()
+        else:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _command_text(tool: str | None, started: dict[str, Any]) -> str:
