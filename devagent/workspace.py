@@ -127,23 +127,47 @@ def _safe_env(name: str, email: str) -> dict[str, str]:
 def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path | None = None,
              identity: dict[str, str] | None = None, check: bool = True,
              extra_env: dict[str, str] | None = None, options: list[str] | None = None) -> str:
-    """Run git through GitPython with the protections above. Returns stdout."""
-    import git  # GitPython; deferred so the CLI's fast paths stay fast
-
+    """Run git with the protections above. Returns stdout. (A plain subprocess: importing
+    GitPython for this would cost a turn more than the git commands themselves.)"""
     ident = identity or GIT_IDENTITY
     argv = _git_argv(args, git_dir, work_tree, options)
+    # English messages: the error below quotes git's first fatal line.
+    env = {**_safe_env(ident["name"], ident["email"]), "LANGUAGE": "C", "LC_ALL": "C", **(extra_env or {})}
     try:
-        return git.Git(str(cwd)).execute(
-            argv, env={**_safe_env(ident["name"], ident["email"]), **(extra_env or {})},
-            strip_newline_in_stdout=False, kill_after_timeout=GIT_TIMEOUT_S,
-        )
-    except git.GitCommandError as exc:
-        if not check:
-            return ""
-        lines = [line.strip(" '") for line in (exc.stderr or "").replace("stderr: ", "").splitlines() if line.strip(" '")]
-        fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        message = (fatal or lines or [f"exit status {exc.status}"])[0]
-        raise GitError(f"git {args[0]} failed: {message}") from None
+        proc = subprocess.Popen(argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise GitError(f"git {args[0]} failed: git is not installed (or not on PATH)") from None
+    try:
+        out, err = proc.communicate(timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_with_children(proc.pid)
+        out, _ = proc.communicate()
+        err = f'Timeout: the command "{" ".join(argv)}" did not complete in {GIT_TIMEOUT_S:g} secs.'.encode()
+    if proc.returncode == 0:
+        return out.decode("utf-8", "surrogateescape")
+    if not check:
+        return ""
+    stderr = err.decode("utf-8", "surrogateescape").removesuffix("\n")
+    lines = [line.strip(" '") for line in stderr.splitlines() if line.strip(" '")]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    message = (fatal or lines or [f"exit status {proc.returncode}"])[0]
+    raise GitError(f"git {args[0]} failed: {message}") from None
+
+
+def _kill_with_children(pid: int) -> None:
+    """A git that ran out of time, and the processes it started (fetch runs helpers)."""
+    children = []
+    try:
+        listed = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True)
+        children = [int(word) for word in listed.stdout.split() if word.isdigit()]
+    except OSError:
+        pass
+    for victim in (pid, *children):
+        try:
+            os.kill(victim, 9)
+        except OSError:
+            pass
 
 
 def _git_argv(args: tuple[str, ...] | list[str], git_dir: Path | None, work_tree: Path | None,
