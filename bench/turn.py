@@ -1,6 +1,6 @@
 """What a user waits for in a turn, against the floor of doing the same by hand.
 
-    python bench/turn.py [--rounds N] [--calls N]
+    python bench/turn.py [--rounds N] [--calls N] [--only new|resume|long]
 
 1. New thread -> first approval screen (`devagent task --no-input` with a scripted server that
    proposes a command at once, until it exits 3) vs `python -c "import agents"` + `git clone
@@ -80,7 +80,7 @@ def cleanup(home: Path) -> None:
          str(home)])
 
 
-def first_screen_and_resume(rounds: int, tmp: Path, llm: StubLLM) -> None:
+def first_screen_and_resume(rounds: int, tmp: Path, llm: StubLLM, parts: set[str]) -> None:
     uid, gid = sandbox_user()
     repo = make_repo(tmp / "repo")
     home = tmp / "home"
@@ -127,8 +127,10 @@ def first_screen_and_resume(rounds: int, tmp: Path, llm: StubLLM) -> None:
             res_ours.append(timed(resume)), res_floor.append(timed(floor_resume))
         run(["docker", "rm", "-f", name])
     cleanup(home)
-    summary("new thread -> first approval screen", new_ours, new_floor, 1.5)
-    summary("approve + resume of one call", res_ours, res_floor, 1.3)
+    if "new" in parts:
+        summary("new thread -> first approval screen", new_ours, new_floor, 1.5)
+    if "resume" in parts:
+        summary("approve + resume of one call", res_ours, res_floor, 1.3)
 
 
 def long_turn(calls: int, tmp: Path, llm: StubLLM) -> None:
@@ -225,14 +227,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--sdk-alone", metavar="URL", help=argparse.SUPPRESS)  # the long turn's floor process
+    # `resume` still makes each paused thread the way `new` measures, but prints only its own part.
+    parser.add_argument("--only", choices=("new", "resume", "long"), help="Run (or report) just this part.")
     args = parser.parse_args()
     if args.sdk_alone:
         return sdk_turn(args.sdk_alone, args.calls)
+    parts = {args.only} if args.only else {"new", "resume", "long"}
     llm = StubLLM()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            first_screen_and_resume(args.rounds, Path(tmp), llm)
-            long_turn(args.calls, Path(tmp), llm)
+            if parts & {"new", "resume"}:
+                first_screen_and_resume(args.rounds, Path(tmp), llm, parts)
+            if "long" in parts:
+                long_turn(args.calls, Path(tmp), llm)
     finally:
         llm.close()
 

@@ -1138,7 +1138,25 @@ def main() -> None:
             raise
         _say(f"error: {type(exc).__name__}: ", str(exc), " (run with --debug for the traceback)", stderr=True)
         code = EXIT_ERROR
-    sys.exit(code or 0)
+    _exit(code or 0)
+
+
+def _exit(code: int) -> None:
+    """End the process. Once a turn has loaded the agent SDK, tearing its thousands of classes
+    down takes the interpreter most of a second, for nothing: the exit handlers run (they flush
+    and clean up, as at any exit), the output is flushed, and the process ends without it."""
+    if "agents" not in sys.modules:
+        sys.exit(code)
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what could be written was
+            pass
+    os._exit(code)
 
 
 def _stream_error(message: str, code: int) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,6 +123,14 @@ WORKSPACE_CHANGED = object()  # a run stopped because an approved call found the
 
 
 @dataclass
+class _Sandbox:
+    thread: Thread
+    workspace: ThreadWorkspace
+    runtime: Any
+    database: str  # how the agent is told of its database
+
+
+@dataclass
 class _Turn:
     thread: Thread
     workspace: ThreadWorkspace
@@ -210,7 +219,7 @@ class ThreadRunner:
             self.update_thread(thread_id, extra_instructions=extra or {})
             self._load_rules(thread_id)
             turn = self._prepare(thread_id, task)
-            self._start_early(turn)
+            self._start_early(turn.runtime)
             if turn.instruction_files:
                 self.events.notice("instructions: " + ", ".join(turn.instruction_files))
             self.store.save_run(thread_id, task, None)
@@ -226,9 +235,17 @@ class ThreadRunner:
                 raise DevagentError(f"thread {thread_id} has nothing to resume (state: {self.store.thread(thread_id).state})")
             task, blob = saved
             self._load_rules(thread_id)
-            turn = self._prepare(thread_id, task)
+            sandbox = self._sandbox(thread_id)
             self._requeue_interrupted(thread_id)
-            self._start_early(turn)
+            # Before the agent SDK is imported (the longest part of a resume): the container
+            # starts meanwhile, so an approved call finds it running.
+            self._start_early(sandbox.runtime)
+            try:
+                turn = self._prepare(thread_id, task, sandbox)
+            except BaseException:
+                sandbox.runtime.settle()
+                sandbox.runtime.container.stop()
+                raise
             if blob is None:
                 # The process died (or the model API failed) before the first pause: start the
                 # turn again. The session may already hold the task: then it is not sent twice.
@@ -274,12 +291,12 @@ class ThreadRunner:
                              detail={"dropped_calls": [a.call_id for a in dropped]})
             return len(dropped)
 
-    def _start_early(self, turn: _Turn) -> None:
+    def _start_early(self, runtime: Any) -> None:
         """Start the container in the background while the model thinks (or the saved run is
         restored) when a command is likely to run in this process: someone can approve at the
         prompt, or a call of the run is approved already. Not for a run that can only pause."""
-        if not isinstance(self.approver, NoApprover) or self.store.approvals(turn.thread.id, "approved"):
-            turn.runtime.start_in_background()
+        if not isinstance(self.approver, NoApprover) or self.store.approvals(runtime.thread_id, "approved"):
+            runtime.start_in_background()
 
     async def _task_in_session(self, turn: _Turn) -> bool:
         """True when the conversation's last user message is this turn's task (already sent)."""
@@ -413,6 +430,7 @@ class ThreadRunner:
         """Run (or, given a saved blob, continue) until done or paused. The container stops after."""
         from devagent.execution import current_fingerprint
 
+        stopping = None
         try:
             if blob is not None:
                 result = await self._decide_and_continue(turn, blob)
@@ -441,11 +459,12 @@ class ThreadRunner:
                 result = await self._decide_and_continue(turn, blob, state)
             if isinstance(result, TurnOutcome):
                 return result
+            # Nothing runs in the container any more: it stops while the turn is committed.
+            stopping = _Stopping(turn.runtime)
             return self._finish(turn, result)
         finally:
             self._active = None
-            turn.runtime.settle()  # a start still under way would leave the container running
-            turn.runtime.container.stop()
+            (stopping or _Stopping(turn.runtime, background=False)).wait()
 
     async def _decide_and_continue(self, turn: _Turn, blob: str, paused: Any = None) -> Any:
         """Ask for decisions; run again if any was made, else return the paused outcome.
@@ -570,11 +589,10 @@ class ThreadRunner:
         if started is not None:
             started(call_id, command)
 
-    def _prepare(self, thread_id: str, task: str) -> _Turn:
-        from agents import SQLiteSession
-
-        from devagent.agent import ModelChoice, ThreadModel, build_agent  # the agent SDK: imported when a turn runs
-        from devagent.tools import ToolRuntime, build_tools
+    def _sandbox(self, thread_id: str) -> _Sandbox:
+        """The thread's checkout, container and tool runtime: everything of a turn but the agent
+        (so without importing the agent SDK; the container can start while it is imported)."""
+        from devagent.execution import ToolRuntime
 
         thread = self.store.thread(thread_id)
         ws = self.workspace(thread_id)
@@ -593,6 +611,18 @@ class ThreadRunner:
                               on_output=self.events.command_output, on_activity=self.events.activity,
                               on_command=self._command_started)
         database = attach_migrations(runtime, settings)
+        return _Sandbox(thread, ws, runtime, database)
+
+    def _prepare(self, thread_id: str, task: str, sandbox: _Sandbox | None = None) -> _Turn:
+        """`sandbox`: what `_sandbox` made for this turn already (else it is made here)."""
+        from agents import SQLiteSession
+
+        from devagent.agent import ModelChoice, ThreadModel, build_agent  # the agent SDK: imported when a turn runs
+        from devagent.tools import build_tools
+
+        sandbox = sandbox or self._sandbox(thread_id)
+        thread, ws, runtime = sandbox.thread, sandbox.workspace, sandbox.runtime
+        settings = thread.settings
         model = ThreadModel(self.model_override or ModelChoice(settings["model"], settings.get("base_url")).build(),
                             on_usage=lambda usage: self.store.audit(thread_id, "usage", actor="model",
                                                                     detail={"model": settings["model"],
@@ -602,7 +632,7 @@ class ThreadRunner:
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):
             files.append(InstructionFile(extra["label"], "", extra["text"]))
-        agent = build_agent(build_tools(runtime), model, network=spec.network, database=database,
+        agent = build_agent(build_tools(runtime), model, network=runtime.network, database=sandbox.database,
                             project_instructions=instructions_block(files))
         session = SQLiteSession(thread_id, str(self.store.sessions_path))
         self.store.set_thread_state(thread_id, "running")
@@ -906,6 +936,34 @@ class ThreadRunner:
                 outcome.changed_files = turn.workspace.changed_between(base, tree)
             except DevagentError:
                 outcome.changed_files = []  # a first commit, or git trouble: the diff still shows it
+
+
+class _Stopping:
+    """The container's stop at the end of a turn, in the background (while the turn is committed
+    and reported) or at once; `wait` returns when it is stopped, raising what the stop raised."""
+
+    def __init__(self, runtime: Any, *, background: bool = True) -> None:
+        self.runtime = runtime
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._stop, name="devagent-sandbox-stop", daemon=True) \
+            if background else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _stop(self) -> None:
+        try:
+            self.runtime.settle()  # a start still under way would leave the container running
+            self.runtime.container.stop()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        if self.thread is None:
+            self._stop()
+        else:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _command_text(tool: str | None, started: dict[str, Any]) -> str:

@@ -21,7 +21,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -130,28 +129,48 @@ def safe_git(*args: str, cwd: Path, git_dir: Path | None = None, work_tree: Path
              extra_env: dict[str, str] | None = None, options: list[str] | None = None) -> str:
     """Run git with the protections above. Returns stdout.
 
-    Plain subprocess, not GitPython (importing it costs more than most commands that call this),
-    run as GitPython's `Git.execute` ran it: the environment with LANGUAGE=C and LC_ALL=C (git's
-    messages in English), then ours; no stdin; killed after GIT_TIMEOUT_S."""
+    A plain subprocess, not GitPython: its `Git.execute` always starts from the whole host
+    environment, so the GIT_* variables `_safe_env` leaves out (GIT_CONFIG_*, GIT_DIR, ...) came
+    back; and importing it costs a command more than the git calls themselves."""
     ident = identity or GIT_IDENTITY
     argv = _git_argv(args, git_dir, work_tree, options)
-    env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C",
-           **_safe_env(ident["name"], ident["email"]), **(extra_env or {})}
-    encoding = sys.getfilesystemencoding()
+    # English messages: the error below quotes git's first fatal line.
+    env = {**_safe_env(ident["name"], ident["email"]), "LANGUAGE": "C", "LC_ALL": "C", **(extra_env or {})}
     try:
-        done = subprocess.run(argv, cwd=str(cwd) if os.access(str(cwd), os.X_OK) else None, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=GIT_TIMEOUT_S)
-        status, stderr = done.returncode, done.stderr.decode(encoding, "surrogateescape").removesuffix("\n")
+        proc = subprocess.Popen(argv, cwd=str(cwd) if os.access(str(cwd), os.X_OK) else None, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise GitError(f"git {args[0]} failed: git is not installed (or not on PATH)") from None
+    try:
+        out, err = proc.communicate(timeout=GIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        status, stderr = -9, f'Timeout: the command "{" ".join(argv)}" did not complete in {GIT_TIMEOUT_S:g} secs.'
-    if status != 0:
-        if not check:
-            return ""
-        lines = [line.strip(" '") for line in stderr.replace("stderr: ", "").splitlines() if line.strip(" '")]
-        fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        message = (fatal or lines or [f"exit status {status}"])[0]
-        raise GitError(f"git {args[0]} failed: {message}") from None
-    return done.stdout.decode(encoding, "surrogateescape")
+        _kill_with_children(proc.pid)
+        out, _ = proc.communicate()
+        err = f'Timeout: the command "{" ".join(argv)}" did not complete in {GIT_TIMEOUT_S:g} secs.'.encode()
+    if proc.returncode == 0:
+        return out.decode("utf-8", "surrogateescape")
+    if not check:
+        return ""
+    stderr = err.decode("utf-8", "surrogateescape").removesuffix("\n")
+    lines = [line.strip(" '") for line in stderr.splitlines() if line.strip(" '")]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    message = (fatal or lines or [f"exit status {proc.returncode}"])[0]
+    raise GitError(f"git {args[0]} failed: {message}") from None
+
+
+def _kill_with_children(pid: int) -> None:
+    """A git that ran out of time, and the processes it started (fetch runs helpers)."""
+    children = []
+    try:
+        listed = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True)
+        children = [int(word) for word in listed.stdout.split() if word.isdigit()]
+    except OSError:
+        pass
+    for victim in (pid, *children):
+        try:
+            os.kill(victim, 9)
+        except OSError:
+            pass
 
 
 def _git_argv(args: tuple[str, ...] | list[str], git_dir: Path | None, work_tree: Path | None,

@@ -267,6 +267,30 @@ def test_the_users_global_git_config_is_not_honoured_on_thread_operations(
     assert {"global-clean", "xdg-clean", "global-fsmonitor"} <= set(sprung(markers))
 
 
+def test_git_settings_in_the_hosts_environment_do_not_reach_thread_operations(
+        ws: ThreadWorkspace, repo: Path, markers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shell that exports GIT_CONFIG_COUNT/KEY/VALUE (CI runners do) would configure drivers
+    on the thread's git the same way a config file would: devagent's git never sees them."""
+    for n, (key, name) in enumerate([("filter.evil.clean", "env-clean"), ("core.fsmonitor", "env-fsmonitor")]):
+        monkeypatch.setenv(f"GIT_CONFIG_KEY_{n}", key)
+        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{n}", trap(markers, name))
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "2")
+    (ws.work_dir / ".gitattributes").write_text("* filter=evil\n")
+    (ws.work_dir / "README.md").write_text("# changed by the agent\n")
+
+    assert host_operations(ws, repo) == []
+    assert sprung(markers) == []
+
+    # Armed: plain git with this environment runs them.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    plain_git("-C", str(scratch), "init", "-q")
+    (scratch / ".gitattributes").write_text("* filter=evil\n")
+    (scratch / "data.txt").write_text("x\n")
+    plain_git("-C", str(scratch), "add", "--all")
+    assert "env-clean" in sprung(markers)
+
+
 # ------------------------------------------------------------------ inside the real sandbox
 
 
