@@ -407,12 +407,9 @@ def pending(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one object per call."),
 ) -> None:
     """List pending approvals: call id, tool, the exact command or SQL."""
-    from devagent.runner import ThreadRunner
-
     store = _store()
-    runner = ThreadRunner(store)
     thread_ids = [_thread_id(store, thread_id)] if thread_id else [t.id for t in store.threads()]
-    requests = [req for tid in thread_ids for req in runner.pending_requests(tid)]
+    requests = [req for tid in thread_ids for req in _pending_requests(store, tid)]
     if as_json:
         _emit_json([r.to_json() for r in requests])
         return
@@ -470,6 +467,19 @@ def approve(
         _say(f"now run: devagent resume {thread_id}")
     if unconfirmed:
         raise typer.Exit(EXIT_PAUSED)
+
+
+def _pending_requests(store: Any, thread_id: str) -> list[Any]:
+    """The thread's pending calls as their screens show them (a call interrupted mid-run is
+    pending, as `resume` would ask it again). Showing them binds their approvals to the workspace
+    they were shown with. From the store and the checkout alone: no runner, no sandbox."""
+    from devagent.execution import screened_request
+    from devagent.workspace import ThreadWorkspace
+
+    store.requeue_interrupted(thread_id)
+    thread = store.thread(thread_id)
+    workspace = ThreadWorkspace(thread_id, store.home / "threads" / thread_id)
+    return [screened_request(store, thread, approval, workspace) for approval in store.approvals(thread_id, "pending")]
 
 
 def _call_request(store: Any, thread_id: str, call_id: str) -> Any:

@@ -21,11 +21,12 @@ from devagent.words import count
 from devagent.decisions import confirmation_words, same_words  # re-exported: the one place they live
 from devagent.errors import DevagentError
 from devagent.paths import WorkspacePaths
-from devagent.sandbox import ThreadContainer
-from devagent.store import Approval, Heartbeat, Store, sha256_text
+from devagent.store import Approval, Heartbeat, Store, Thread, sha256_text
 from devagent.workspace import LAST_COMMAND, FileChange, ThreadWorkspace, quote_path
 
 if TYPE_CHECKING:
+    from devagent.sandbox import ThreadContainer
+    from devagent.approvals import ApprovalRequest
     from agents.tool_context import ToolContext
 
 
@@ -267,6 +268,22 @@ def workspace_notice(store: Store, approval: Approval) -> str | None:
     listed = ", ".join(files[:5]) + (f" and {detail.get('count', len(files)) - 5} more" if len(files) > 5 else "")
     what = f" ({listed})" if listed else " (the files are listed below as changed since the last command)"
     return f"this call was approved, but the workspace changed before it started{what}; it did not run"
+
+
+def screened_request(store: Store, thread: Thread, approval: Approval, workspace: ThreadWorkspace, *,
+                     screen: bool = True, record: bool = True) -> ApprovalRequest:
+    """A call as its approval screen shows it: what it is, and what changed in the workspace since
+    the last command. `screen=False`: only what the call is (cheaper, records nothing).
+    `record=False`: shows the changes but keeps the approval bound to the state an earlier screen
+    showed. Showing a pending call binds its approval to the state it was shown with."""
+    from devagent.decisions import call_request
+
+    report = changes_since_last_command(workspace) if screen else ChangeReport([], "", None)
+    if screen and record and approval.status == "pending":
+        record_seen(store, thread.id, approval.call_id, report.fingerprint)
+    return call_request(store, thread, approval, changed_files=report.changes,
+                        changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
+                        workspace_notice=workspace_notice(store, approval) if screen else None)
 
 
 def verify_workspace_unchanged(rt: ToolRuntime, call_id: str, tool: str, entered: float) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from devagent.approvals import ApprovalRequest
-from devagent.decisions import Decision, call_request, record_decision, required_confirmation
+from devagent.decisions import Decision, record_decision, required_confirmation
 from devagent.config import SANDBOX_IMAGE, ConfigError, devagent_home, load_config, sandbox_user, thread_limits
 from devagent.errors import ApprovalMismatch, DevagentError, ImageMissing, StateCorrupted, UsageError
 from devagent.instructions import InstructionFile, instructions_block, project_instruction_files
@@ -641,19 +641,10 @@ class ThreadRunner:
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
 
     def _request(self, thread: Thread, approval: Any, *, screen: bool = True, record: bool = True) -> ApprovalRequest:
-        """`screen=False`: only what the call is (its command or SQL, and whether it can run), not
-        what changed in the workspace: cheaper, and records nothing. `record=False`: shows the
-        changes but keeps the approval bound to the state an earlier screen showed."""
-        from devagent.execution import ChangeReport, changes_since_last_command, record_seen, workspace_notice
+        """The call's screen (`execution.screened_request`), with the rules `a` would offer."""
+        from devagent.execution import screened_request
 
-        ws = self.workspace(thread.id)
-        report = changes_since_last_command(ws) if screen else ChangeReport([], "", None)
-        if screen and record and approval.status == "pending":
-            # An approval binds the state of the workspace its screen showed.
-            record_seen(self.store, thread.id, approval.call_id, report.fingerprint)
-        request = call_request(self.store, thread, approval, changed_files=report.changes,
-                               changes_error=report.error, workspace_fingerprint=report.fingerprint or None,
-                               workspace_notice=workspace_notice(self.store, approval) if screen else None)
+        request = screened_request(self.store, thread, approval, self.workspace(thread.id), screen=screen, record=record)
         if request.tool == "run_shell" and request.command is not None and not request.error:
             request.rule_offer, request.rule_note = self._offer(thread, request)
         return request

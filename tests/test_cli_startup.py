@@ -59,7 +59,7 @@ def test_commands_that_do_not_run_the_agent_import_no_sdk_openai_or_docker(home:
         imported = {name.split(".")[0] for name in modules}
         assert len(imported) > 20, args  # the import log was read
         assert not imported & HEAVY, (args, imported & HEAVY)
-        if args[0] in ("approve", "reject", "diff", "log", "threads", "migrations", "config", "--help"):
+        if args[0] in ("approve", "reject", "pending", "diff", "log", "threads", "migrations", "config", "--help"):
             assert not modules & RUNNER, (args, modules & RUNNER)
         outputs[" ".join(args)] = result.stdout
     # They did their work, not just start.
