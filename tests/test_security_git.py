@@ -108,6 +108,16 @@ def plain_git(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
                           env={**os.environ, **(env or {})}, cwd=cwd)
 
 
+def add_with_plain_git(scratch: Path, attributes: str, name: str) -> None:
+    """`git add` of one file under these attributes in a new repository, by plain git (the
+    drivers the attributes select run if the environment or config defines them)."""
+    scratch.mkdir()
+    plain_git("-C", str(scratch), "init", "-q")
+    (scratch / ".gitattributes").write_text(attributes)
+    (scratch / name).write_text("x\n")
+    plain_git("-C", str(scratch), "add", "--all")
+
+
 # ------------------------------------------------------------------ a compromised sandbox
 
 
@@ -258,12 +268,7 @@ def test_the_users_global_git_config_is_not_honoured_on_thread_operations(
     assert (repo / "data.xdg").read_text() == "data\n"
 
     # Armed: plain git with this HOME runs them.
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    plain_git("-C", str(scratch), "init", "-q")
-    (scratch / ".gitattributes").write_text("* filter=evil\n*.xdg filter=xdg\n")
-    (scratch / "data.xdg").write_text("x\n")
-    plain_git("-C", str(scratch), "add", "--all")
+    add_with_plain_git(tmp_path / "scratch", "* filter=evil\n*.xdg filter=xdg\n", "data.xdg")
     assert {"global-clean", "xdg-clean", "global-fsmonitor"} <= set(sprung(markers))
 
 
@@ -282,12 +287,7 @@ def test_git_settings_in_the_hosts_environment_do_not_reach_thread_operations(
     assert sprung(markers) == []
 
     # Armed: plain git with this environment runs them.
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    plain_git("-C", str(scratch), "init", "-q")
-    (scratch / ".gitattributes").write_text("* filter=evil\n")
-    (scratch / "data.txt").write_text("x\n")
-    plain_git("-C", str(scratch), "add", "--all")
+    add_with_plain_git(tmp_path / "scratch", "* filter=evil\n", "data.txt")
     assert "env-clean" in sprung(markers)
 
 
