@@ -478,7 +478,7 @@ def _pending_requests(store: Any, thread_id: str) -> list[Any]:
 
     store.requeue_interrupted(thread_id)
     thread = store.thread(thread_id)
-    workspace = ThreadWorkspace(thread_id, store.home / "threads" / thread_id)
+    workspace = ThreadWorkspace.of(store.home, thread_id)
     return [screened_request(store, thread, approval, workspace) for approval in store.approvals(thread_id, "pending")]
 
 
@@ -713,7 +713,7 @@ def diff(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OP
 
     store = _store()
     thread_id = _thread_id(store, thread_id)
-    text = ThreadWorkspace(thread_id, store.home / "threads" / thread_id).diff(stat=stat)
+    text = ThreadWorkspace.of(store.home, thread_id).diff(stat=stat)
     if sys.stdout.isatty():
         from devagent.pager import finish_paging, pager_screen
         from devagent.ui import diff_text
@@ -944,7 +944,7 @@ def _rules_policy(repo: Optional[Path], thread: Optional[str]) -> tuple[Any, Opt
     store = _store()
     found = store.find_thread(thread)
     root = _rules_project(Path(found.repo))
-    thread_file = ThreadWorkspace(found.id, store.home / "threads" / found.id).rules_file
+    thread_file = ThreadWorkspace.of(store.home, found.id).rules_file
     return load_policy(root, thread_file=thread_file), root, thread_file
 
 

@@ -66,8 +66,9 @@ def call_request(store: Store, thread: Thread, approval: Approval, **screen: Any
     if approval.tool == "run_migration":
         from devagent.migrations import Database, bound_sql_digest, load_sql_for_display, proposed_probe
         from devagent.paths import WorkspacePaths
+        from devagent.workspace import ThreadWorkspace
 
-        work_dir = store.home / "threads" / thread.id / "workspace"
+        work_dir = ThreadWorkspace.of(store.home, thread.id).work_dir
         migration = dict(
             sql_loader=lambda rel: load_sql_for_display(WorkspacePaths(work_dir), rel),
             sql_bound_sha256=bound_sql_digest(store, thread.id, approval.call_id),

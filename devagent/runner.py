@@ -156,7 +156,7 @@ class ThreadRunner:
     # ------------------------------------------------------------------ public entry points
 
     def workspace(self, thread_id: str) -> ThreadWorkspace:
-        return ThreadWorkspace(thread_id, self.home / "threads" / thread_id)
+        return ThreadWorkspace.of(self.home, thread_id)
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -243,8 +243,7 @@ class ThreadRunner:
             try:
                 turn = self._prepare(thread_id, task, sandbox)
             except BaseException:
-                sandbox.runtime.settle()
-                sandbox.runtime.container.stop()
+                _Stopping(sandbox.runtime, background=False).wait()
                 raise
             if blob is None:
                 # The process died (or the model API failed) before the first pause: start the

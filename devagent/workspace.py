@@ -203,6 +203,11 @@ class ThreadWorkspace:
     thread_id: str
     root: Path  # DEVAGENT_HOME/threads/<id>
 
+    @classmethod
+    def of(cls, home: Path, thread_id: str) -> ThreadWorkspace:
+        """The workspace of a thread of the store at `home` (DEVAGENT_HOME)."""
+        return cls(thread_id, home / "threads" / thread_id)
+
     @property
     def work_dir(self) -> Path:
         return self.root / "workspace"
