@@ -3,12 +3,20 @@
 The loop, in one sitting:
 
     result = run(agent, task or restored state)
-    while result has interruptions:
-        save the paused RunState and record each call as pending (exact arguments + sha256)
-        approve what "always" rules cover; ask the human for the rest (if anyone can be asked)
-        if nothing was decided: stop here, paused (exit 3); `resume` picks it up later
-        apply the store's decisions (verified) to the paused run, run again
+    loop:
+        if result has interruptions:
+            save the paused RunState and record each call as pending (exact arguments + sha256)
+            approve what "always" rules cover; ask the human for the rest (if anyone can be asked)
+            if nothing was decided: stop here, paused (exit 3); `resume` picks it up later
+            apply the store's decisions (verified) to the paused run, run again
+        elif the tools of one model response ran: run again from the conversation (the session)
+        else: done
     commit the turn on the thread's branch
+
+One SDK run covers one step of the model (its response and the tools that response called):
+the SDK's own work at every step and pause (checking the run's earlier tool calls, saving and
+restoring the paused run) grows with the items of the run, and a long turn would get slower at
+every call. The conversation itself is the session's, which every run reads.
 
 The saved blob never carries decisions: they live in the store, bound to call id + sha256, and
 are re-applied (and checked) at every resume. Within one process the paused run continues from
@@ -122,6 +130,20 @@ class TurnOutcome:
 WORKSPACE_CHANGED = object()  # a run stopped because an approved call found the workspace changed
 
 
+class _StepEnd:
+    """The agent's tool_use_behavior: a run ends once the tools of a model response have run;
+    the runner starts the next step as a new run from the session (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def __call__(self, _context: Any, _results: Any) -> Any:
+        from agents.agent import ToolsToFinalOutputResult
+
+        self.ended = True
+        return ToolsToFinalOutputResult(is_final_output=True, final_output=None)
+
+
 @dataclass
 class _Sandbox:
     thread: Thread
@@ -139,6 +161,8 @@ class _Turn:
     runtime: Any
     task: str
     instruction_files: list[str] = field(default_factory=list)
+    step: _StepEnd = field(default_factory=_StepEnd)
+    steps_left: int | None = None  # model round trips this turn may still take
 
 
 class ThreadRunner:
@@ -435,7 +459,16 @@ class ThreadRunner:
                 result = await self._decide_and_continue(turn, blob)
             else:
                 result = await self._run_once(turn, run_input)
-            while not isinstance(result, TurnOutcome) and (result is WORKSPACE_CHANGED or result.interruptions):
+            while not isinstance(result, TurnOutcome) and (result is WORKSPACE_CHANGED or result.interruptions
+                                                           or turn.step.ended):
+                if result is not WORKSPACE_CHANGED and not result.interruptions:
+                    # One step is done and the session holds it: the pause saved before it (if
+                    # any) is behind the conversation now, so a crash restarts from the session.
+                    self.store.save_run(turn.thread.id, turn.task, None)
+                    turn.steps_left = max(0, result.max_turns - result.current_turn) \
+                        if result.max_turns is not None else None
+                    result = await self._run_once(turn, [])
+                    continue
                 if result is WORKSPACE_CHANGED:
                     # An approved call found the workspace changed since its screen: it did not
                     # run and is pending again. Ask again from the saved pause (calls that ran replay).
@@ -516,9 +549,13 @@ class ThreadRunner:
 
         self._active = turn.runtime
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
+        if turn.steps_left is None:
+            turn.steps_left = turn.thread.settings.get("max_turns", 50)
+        turn.step.ended = False
         try:
+            # A paused run (RunState) keeps the step budget it started with; a new one gets what is left.
             result = Runner.run_streamed(turn.agent, run_input, session=turn.session,
-                                         max_turns=turn.thread.settings.get("max_turns", 50), run_config=config)
+                                         max_turns=turn.steps_left, run_config=config)
             calls: dict[str, tuple[str, str]] = {}  # call id -> (tool, arguments), for file edits
             async for event in result.stream_events():
                 if event.type != "run_item_stream_event":
@@ -631,13 +668,14 @@ class ThreadRunner:
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):
             files.append(InstructionFile(extra["label"], "", extra["text"]))
+        step = _StepEnd()
         agent = build_agent(build_tools(runtime), model, network=runtime.network, database=sandbox.database,
-                            project_instructions=instructions_block(files))
+                            project_instructions=instructions_block(files)).clone(tool_use_behavior=step)
         session = SQLiteSession(thread_id, str(self.store.sessions_path))
         self.store.set_thread_state(thread_id, "running")
         if settings.get("last_error"):
             self.update_thread(thread_id, last_error="")
-        return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files])
+        return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files], step)
 
     def _request(self, thread: Thread, approval: Any, *, screen: bool = True, record: bool = True) -> ApprovalRequest:
         """The call's screen (`execution.screened_request`), with the rules `a` would offer."""
