@@ -7,6 +7,11 @@ lists: no chat parameter has a key alias or a date/file format. But it costs ~1 
 of history, on every model request, so a turn of 200 commands spent more time there than in the
 commands. `install()` replaces it, for chat completion requests only, with a plain walk that
 gives the same JSON; every other request keeps the client's own transform.
+
+The agents SDK makes the same kind of walk (`_to_dump_compatible`: every mapping a dict, every
+iterable a list) over the whole conversation several times per step, with `isinstance` checks
+against abstract classes at every node. `install()` gives it a fast path for the plain nodes
+that JSON is made of; any other node still goes through the SDK's own code.
 """
 
 from __future__ import annotations
@@ -14,6 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 _installed = False
+_sdk_items_walk: Any = None  # the SDK's own `_to_dump_compatible_internal`, once replaced
+
+
+def sdk_items_walk() -> Any:
+    """The SDK's own item walk (what `install` replaced)."""
+    if _sdk_items_walk is not None:
+        return _sdk_items_walk
+    from agents.util import _json
+
+    return _json._to_dump_compatible_internal
 
 
 def plain_body(value: Any) -> Any:
@@ -34,11 +49,35 @@ def plain_body(value: Any) -> Any:
     return walk(value)
 
 
+def plain_items(sdk_walk: Any) -> Any:
+    """The SDK's `_to_dump_compatible_internal`, with plain JSON nodes (dict, list, tuple, str,
+    numbers, None) handled without its abstract-class checks; the result is the same."""
+    scalars = (str, int, float, bool, type(None))
+
+    def walk(node: Any) -> Any:
+        kind = type(node)
+        if kind is dict:
+            return {key: walk(item) for key, item in node.items()}
+        if kind is list or kind is tuple:
+            return [walk(item) for item in node]
+        if kind in scalars:
+            return node
+        return sdk_walk(node)  # its own recursion comes back through `walk` (installed in its place)
+
+    return walk
+
+
 def install() -> None:
-    """Use `plain_body` for chat completion requests of this process (idempotent)."""
+    """Use `plain_body` for chat completion requests of this process, and `plain_items` for the
+    agents SDK's conversion of items (idempotent)."""
     global _installed
     if _installed:
         return
+    from agents.util import _json
+
+    global _sdk_items_walk
+    _sdk_items_walk = _json._to_dump_compatible_internal
+    _json._to_dump_compatible_internal = plain_items(_sdk_items_walk)
     import openai.resources.chat.completions.completions as completions
     from openai.types.chat import completion_create_params as params
 

@@ -52,3 +52,37 @@ async def test_chat_requests_carry_the_body_the_openai_client_would_build(monkey
     for mine, theirs in compared:
         assert mine == theirs
     assert llm.tool_outputs()["c2"] == "[exit code 0]\nran echo 'é' — ✓ 日本語\n"
+
+
+
+def test_the_sdks_item_conversion_gives_what_its_own_code_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """devagent's fast path for the SDK's conversion of items (plain JSON nodes) must give exactly
+    what the SDK's own walk gives, for plain nodes and for every other kind it meets."""
+    from collections import OrderedDict
+
+    from agents.util import _json
+    from openai.types.chat import ChatCompletionMessageToolCall
+
+    from devagent import chat_request
+
+    ModelChoice("stub", "http://127.0.0.1:9/v1").build()  # installs it
+    ours = _json._to_dump_compatible_internal
+    sdk_walk = chat_request.sdk_items_walk()
+    assert ours is not sdk_walk and sdk_walk.__module__ == "agents.util._json"
+
+    def samples() -> list[Any]:  # made afresh for each side: a generator is used up once walked
+        call = ChatCompletionMessageToolCall(id="c1", type="function",
+                                             function={"name": "run_shell", "arguments": "{}"})
+        return [
+            {"role": "user", "content": "é ✓", "n": 1, "f": 1.5, "b": True, "none": None},
+            [{"type": "function_call", "arguments": '{"command": "ls"}', "nested": ({"a": [1, (2, 3)]},)}],
+            OrderedDict(a=(1, 2), b=OrderedDict(c=[{"d": "e"}])),  # a Mapping that is not a dict
+            {"gen": (x for x in range(3)), "set": {"only"}, "range": range(2), "bytes": b"raw", "model": call},
+            ("a tuple", ["in", ("a", "list")]),
+        ]
+
+    mine = [_json._to_dump_compatible(sample) for sample in samples()]
+    monkeypatch.setattr(_json, "_to_dump_compatible_internal", sdk_walk)  # the SDK's walk, all the way down
+    theirs = [_json._to_dump_compatible(sample) for sample in samples()]
+    assert mine == theirs
+    assert [type(x) for x in mine] == [type(x) for x in theirs]
