@@ -9,8 +9,9 @@
    start` + `docker exec`. Goal <= 1.3.
 3. A turn of N tool calls (default 200) with an approve-always rule, the scripted server answering
    every step: the per-call time of calls 190-200 vs calls 10-20. Goal <= 1.2 (flat). Beside it,
-   the same turn through the bare agents SDK (its own cost per call grows with the conversation),
-   and the ratio of devagent's own per-call cost (ours minus the SDK's) late vs early.
+   the same turn through the bare agents SDK, one run per step as devagent runs it (its own cost
+   per call still grows with the conversation), and the ratio of devagent's own per-call cost
+   (ours minus the SDK's) late vs early.
 
 Each prints `ratio:` lines measured in the same run, the median [min-max] of the rounds. The
 scripted server is the test suite's (tests/llm_stub.py).
@@ -176,9 +177,10 @@ def early_and_late(times: list[float]) -> tuple[float, float]:
 
 def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
     """The floor of a long turn: the agents SDK by itself, with the same scripted server, a
-    tool that needs approval, every call approved in memory, and a SQLite session. Its own
-    per-call cost grows with the conversation (it re-reads the run's items at every step).
-    It runs in a process of its own, as devagent's turn does."""
+    tool that needs approval, every call approved in memory, and a SQLite session; one run per
+    model step, the next started from the session, as devagent runs a turn (in one run the
+    SDK's own per-call cost grows with the run's items). It runs in a process of its own, as
+    devagent's turn does."""
     llm.script(*[{"tool_calls": [tool_call("run_shell", {"command": "true"}, f"s{n}")]} for n in range(calls)],
                {"content": "done"})
     out = run([sys.executable, __file__, "--sdk-alone", llm.url, "--calls", str(calls)], cwd=tmp, check=True)
@@ -189,6 +191,7 @@ def sdk_alone(calls: int, tmp: Path, llm: StubLLM) -> tuple[float, float]:
 def sdk_turn(url: str, calls: int) -> None:
     """The bare SDK's scripted turn (see `sdk_alone`): prints its early and late per-call times."""
     from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+    from agents.agent import ToolsToFinalOutputResult
 
     from devagent.agent import ModelChoice
 
@@ -200,17 +203,27 @@ def sdk_turn(url: str, calls: int) -> None:
         ran.append(time.perf_counter())
         return "[exit code 0]\n"
 
+    steps: list[bool] = []
+
+    def step_end(_context, _results) -> ToolsToFinalOutputResult:
+        steps.append(True)
+        return ToolsToFinalOutputResult(is_final_output=True, final_output=None)
+
     agent = Agent(name="floor", instructions="run commands", tools=[run_shell],
-                  model=ModelChoice("stub", url).build())
+                  model=ModelChoice("stub", url).build(), tool_use_behavior=step_end)
     session = SQLiteSession("floor", "floor-session.db")
 
     async def turn() -> None:
         run_input: object = "many commands"
         while True:
+            steps.clear()
             result = Runner.run_streamed(agent, run_input, session=session, max_turns=calls + 10,
                                          run_config=RunConfig(tracing_disabled=True))
             async for _event in result.stream_events():
                 pass
+            if steps:  # a step is over: the next starts from the session
+                run_input = []
+                continue
             if not result.interruptions:
                 return
             state = result.to_state()

@@ -85,5 +85,10 @@ def test_max_turns_is_an_alias_of_max_steps() -> None:
 
 def test_shell_completion_can_be_installed() -> None:
     assert "--install-completion" in devagent("--help").stdout
-    shown = devagent("--show-completion", "bash")
-    assert shown.returncode == 0 and "complete" in shown.stdout
+    # Typed at a bash prompt: the shell is found from the parent process (so the test does not
+    # depend on what runs pytest).
+    shown = subprocess.run(["/bin/bash", "-c", '"$0" -m devagent --show-completion; exit $?', sys.executable],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"})
+    assert shown.returncode == 0, shown.stderr
+    assert "complete -o default -F _devagent_completion devagent" in shown.stdout
