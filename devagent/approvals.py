@@ -259,30 +259,31 @@ def _no_preview(command: str, m: re.Match[str]) -> None:
 
 
 # (name, pattern, preview, is-already-a-preview). A preview runs only when the user picks it, as a
-# separate command with its own approval.
-_RUNNERS: list[tuple[str, re.Pattern[str], Any, Any]] = [
-    ("alembic", re.compile(r"(^|[\s;&|(])alembic\s+(\S+\s+)*?(?P<verb>upgrade|downgrade)\b"),
+# separate command with its own approval. The patterns are compiled on first use (re keeps them):
+# `approve` and `reject` start without compiling them all.
+_RUNNERS: list[tuple[str, str, Any, Any]] = [
+    ("alembic", r"(^|[\s;&|(])alembic\s+(\S+\s+)*?(?P<verb>upgrade|downgrade)\b",
      _add_flag("--sql"), lambda args: "--sql" in args),
-    ("django", re.compile(r"manage\.py\s+(?P<verb>migrate)\b"),
+    ("django", r"manage\.py\s+(?P<verb>migrate)\b",
      lambda command, m: _django_preview(command, m), lambda args: "--plan" in args),
-    ("flyway", re.compile(r"(^|[\s;&|])flyway\s+(\S+\s+)*?(?P<verb>migrate|undo)\b"),
+    ("flyway", r"(^|[\s;&|])flyway\s+(\S+\s+)*?(?P<verb>migrate|undo)\b",
      _replace_verb("info"), None),
-    ("liquibase", re.compile(r"(^|[\s;&|])liquibase\s+(\S+\s+)*?(?P<verb>update|rollback)\b(?![-\w])"),
+    ("liquibase", r"(^|[\s;&|])liquibase\s+(\S+\s+)*?(?P<verb>update|rollback)\b(?![-\w])",
      _replace_verb(lambda verb: f"{verb}-sql"), None),
-    ("laravel", re.compile(r"artisan\s+(?P<verb>migrate(:rollback|:reset|:refresh|:fresh)?)(?![-:\w])"),
+    ("laravel", r"artisan\s+(?P<verb>migrate(:rollback|:reset|:refresh|:fresh)?)(?![-:\w])",
      _add_flag("--pretend"), lambda args: "--pretend" in args),
-    ("prisma", re.compile(r"prisma\s+migrate\s+(?P<verb>deploy|dev|reset)\b"),
+    ("prisma", r"prisma\s+migrate\s+(?P<verb>deploy|dev|reset)\b",
      lambda command, m: "npx prisma migrate diff --from-migrations prisma/migrations "
                         "--to-schema-datamodel prisma/schema.prisma --script", None),
-    ("rails", re.compile(r"(rails|rake)\s+db:(?P<verb>migrate|rollback)\b"), _no_preview, None),
-    ("goose", re.compile(r"(^|[\s;&|])goose\s+.*\b(?P<verb>up|down)\b"), _no_preview, None),
-    ("sqlx", re.compile(r"sqlx\s+migrate\s+(?P<verb>run|revert)\b"), _no_preview, None),
-    ("knex", re.compile(r"knex\s+migrate:(?P<verb>latest|up|down|rollback)\b"), _no_preview, None),
-    ("sequelize", re.compile(r"sequelize(-cli)?\s+db:(?P<verb>migrate)\b"), _no_preview, None),
-    ("typeorm", re.compile(r"typeorm\S*\s+migration:(?P<verb>run|revert)\b"), _no_preview, None),
-    ("diesel", re.compile(r"diesel\s+migration\s+(?P<verb>run|redo|revert)\b"), _no_preview, None),
-    ("dbmate", re.compile(r"(^|[\s;&|])dbmate\s+(\S+\s+)*?(?P<verb>up|migrate|rollback|down)\b"), _no_preview, None),
-    ("ecto", re.compile(r"mix\s+ecto\.(?P<verb>migrate|rollback)\b"), _no_preview, None),
+    ("rails", r"(rails|rake)\s+db:(?P<verb>migrate|rollback)\b", _no_preview, None),
+    ("goose", r"(^|[\s;&|])goose\s+.*\b(?P<verb>up|down)\b", _no_preview, None),
+    ("sqlx", r"sqlx\s+migrate\s+(?P<verb>run|revert)\b", _no_preview, None),
+    ("knex", r"knex\s+migrate:(?P<verb>latest|up|down|rollback)\b", _no_preview, None),
+    ("sequelize", r"sequelize(-cli)?\s+db:(?P<verb>migrate)\b", _no_preview, None),
+    ("typeorm", r"typeorm\S*\s+migration:(?P<verb>run|revert)\b", _no_preview, None),
+    ("diesel", r"diesel\s+migration\s+(?P<verb>run|redo|revert)\b", _no_preview, None),
+    ("dbmate", r"(^|[\s;&|])dbmate\s+(\S+\s+)*?(?P<verb>up|migrate|rollback|down)\b", _no_preview, None),
+    ("ecto", r"mix\s+ecto\.(?P<verb>migrate|rollback)\b", _no_preview, None),
 ]
 
 
@@ -293,7 +294,7 @@ def detect_migration_runner(command: str) -> MigrationRunner | None:
     migrate --plan`, `artisan migrate --pretend`) changes nothing and is not flagged.
     """
     for name, pattern, preview, is_preview in _RUNNERS:
-        m = pattern.search(command)
+        m = re.search(pattern, command)
         if m:
             if is_preview is not None and is_preview(_segment(command, m)[1]):
                 return None

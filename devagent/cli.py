@@ -9,6 +9,7 @@ from strings at each start, which costs more than building all the commands othe
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -119,11 +120,22 @@ def _thread_id(store: Any, given: str | None, *, required: bool = False) -> str:
 
 def _current_repo() -> Path | None:
     """The top of the git work tree you are in (plain git, nothing of yours runs)."""
+    return _current_repo_soon()()
+
+
+def _current_repo_soon() -> Callable[[], Path | None]:
+    """Start `_current_repo`'s git; the function returned waits for its answer (meanwhile the
+    caller reads the store)."""
     import subprocess
 
-    found = subprocess.run(["git", "-c", "core.fsmonitor=false", "rev-parse", "--show-toplevel"],
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    return Path(found.stdout.strip()).resolve() if found.returncode == 0 and found.stdout.strip() else None
+    git = subprocess.Popen(["git", "-c", "core.fsmonitor=false", "rev-parse", "--show-toplevel"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+
+    def answer() -> Path | None:
+        out, _ = git.communicate()
+        return Path(out.strip()).resolve() if git.returncode == 0 and out.strip() else None
+
+    return answer
 
 
 OPTIONAL_ID = "The thread's id or a unique prefix (default: the most recent thread of this repository)."
@@ -551,9 +563,10 @@ def threads(
 
     from devagent.store import ThreadLock
 
+    find_here = None if all_ or repo else _current_repo_soon()
     store = _store()
-    here = None if all_ else (repo.resolve() if repo else _current_repo())
     tasks, records = store.last_tasks(), store.usage_records()
+    here = None if all_ else (repo.resolve() if repo else find_here())  # type: ignore[misc]
     rows = []
     for t in store.threads():
         if here is not None and Path(t.repo) != here:

@@ -65,7 +65,7 @@ def pager_screen(no_pager: bool = False) -> Screen:
 
 def finish_paging(screen: Screen) -> None:
     """Hand what a `pager_screen` collected to the pager (nothing to do without one)."""
-    command = getattr(screen.console, "pager_command", None)
+    command = getattr(screen.existing_console, "pager_command", None)
     if command is not None:
         _page(screen.console.file.getvalue(), command)  # type: ignore[attr-defined]
 

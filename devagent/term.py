@@ -24,12 +24,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
-from rich.console import Console, Group, RenderableType
 from rich.containers import Lines
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 from devagent.display import LF_TOKEN, render_exact, render_head, render_inline
 
@@ -199,7 +201,8 @@ def check_printable(item: Any) -> None:
                 if cell != "":  # an empty cell shows nothing
                     check_printable(cell)
         return
-    if isinstance(item, Group):
+    Group = _loaded("rich.console", "Group")
+    if Group is not None and isinstance(item, Group):
         for part in item.renderables:
             check_printable(part)
         return
@@ -212,7 +215,15 @@ def check_printable(item: Any) -> None:
 def _as_themselves(items: Iterable[RenderableType]) -> tuple[RenderableType, ...]:
     """rich joins text printed at the top level into one plain Text, which would wrap without the
     ↪ marks: each piece of shown text is rendered as itself."""
+    from rich.console import Group
+
     return tuple(Group(item) if isinstance(item, Shown) else item for item in items)
+
+
+def _colour_forced() -> bool:
+    """rich takes a stream that is not a terminal for one when the environment says so."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    return compatible == "1" or (compatible != "0" and os.environ.get("FORCE_COLOR", "") != "")
 
 
 class Screen:
@@ -222,21 +233,37 @@ class Screen:
         # wraps: lines are wrapped (and panels widened) to the terminal's width; off a terminal a
         # line stays whole.
         self.wraps = True
+        self._stderr = stderr
         if console is None:
             stream = sys.stderr if stderr else sys.stdout
             self.wraps = stream.isatty()
-            console = Console(stderr=stderr, highlight=False, markup=False, emoji=False,
-                              width=None if self.wraps else UNWRAPPED_WIDTH)
-        self.console = console
+        # Off a terminal (a pipe, a file, CI) plain lines need no rich console: it is made (and
+        # rich.console imported, a third of a quick command's start) when something needs it.
+        self._plain = console is None and not self.wraps and not _colour_forced()
+        self._console = console
         self._stdin = sys.stdin
 
     @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, markup=False, emoji=False,
+                                    width=None if self.wraps else UNWRAPPED_WIDTH)
+        return self._console
+
+    @property
+    def existing_console(self) -> Console | None:
+        """The rich console, if one was made (or given)."""
+        return self._console
+
+    @property
     def is_terminal(self) -> bool:
-        return self.console.is_terminal
+        return False if self._plain else self.console.is_terminal
 
     @property
     def width(self) -> int:
-        return self.console.width
+        return UNWRAPPED_WIDTH if self._plain else self.console.width
 
     @property
     def height(self) -> int:
@@ -257,12 +284,19 @@ class Screen:
         """Off a terminal, with no colour, shown text prints as its characters, one line each:
         written at once, without rich's rendering (hundreds of `log` lines took ~0.1 s in it).
         False (nothing written) where rich has more to do."""
-        console = self.console
-        if self.wraps or console.color_system is not None or console.record or console._buffer_index \
-                or not all(type(item) is Shown and item.end == "\n" for item in items):
+        if not all(type(item) is Shown and item.end == "\n" for item in items):
             return False
-        console.file.write("".join(item.plain + "\n" for item in items))
-        console.file.flush()
+        console = self._console
+        if console is None:
+            if not self._plain:
+                return False
+            out = sys.stderr if self._stderr else sys.stdout  # where rich's console would write
+        else:
+            if self.wraps or console.color_system is not None or console.record or console._buffer_index:
+                return False
+            out = console.file
+        out.write("".join(item.plain + "\n" for item in items))
+        out.flush()
         return True
 
     def stream(self, text: str) -> None:
@@ -354,6 +388,8 @@ class StatusLine:
     reaches a pipe, a CI log or --json output."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+
         self.console = console or Console(stderr=True, highlight=False, markup=False, emoji=False)
         self.status: Any = None
         self.what = ""

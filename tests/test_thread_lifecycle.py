@@ -186,3 +186,41 @@ def test_resume_takes_the_model_and_server_from_flag_then_environment_then_the_t
     done = cli("resume", thread, "--no-input", env={"DEVAGENT_MODEL": "env-model"})
     assert done.returncode == 0, done.stderr
     assert llm.requests[-1]["model"] == "env-model"
+
+
+def test_a_process_killed_between_steps_resumes_from_the_conversation_and_runs_nothing_twice(
+        cli, llm, home: Path, repo: Path) -> None:
+    """Each step of a turn ends once its tools ran (the conversation holds their results): a
+    process killed while the model thinks about the next step loses none of them, and resume
+    continues from there without running any call again."""
+    (repo / ".devagent").mkdir()
+    (repo / ".devagent" / "policy.toml").write_text('[[rule]]\ndecision = "allow"\npattern = ["echo"]\n')
+    llm.script({"tool_calls": [tool_call("run_shell", {"command": "echo first-42"}, "k1")]},
+               {"tool_calls": [tool_call("run_shell", {"command": "echo second"}, "k2")]},
+               {"delay": 60, "content": "too late"})
+    env = {**os.environ, "DEVAGENT_HOME": str(home), "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "devagent", "task", "echo twice", "--base-url", llm.url,
+                             "--model", "stub", "--no-input"], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(llm.requests) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, "the third step never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # mid-think: no clean-up of any kind runs
+    proc.wait()
+
+    [row] = json.loads(cli("threads", "--json").stdout)
+    assert row["state"] == "interrupted" and row["pending"] == 0
+    llm.steps.clear()
+    llm.script({"content": "both ran"})
+    resumed = cli("resume", row["id"], "--no-input", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[-1])["final_output"] == "both ran"
+    # The model is asked again with both results exactly as they ran, once each, and the task once.
+    results = [m for m in llm.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in results] == ["k1", "k2"]
+    assert "first-42" in results[0]["content"] and "second" in results[1]["content"]
+    assert not any("already ran once" in m["content"] for m in results)  # their own output, not a replay
+    assert llm.user_messages() == ["echo twice"]
+    log = json.loads(cli("log", row["id"], "--json").stdout)
+    assert [e["call_id"] for e in log if e["event"] == "executing"] == ["k1", "k2"]
