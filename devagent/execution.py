@@ -271,15 +271,14 @@ def workspace_notice(store: Store, approval: Approval) -> str | None:
 
 
 def screened_request(store: Store, thread: Thread, approval: Approval, workspace: ThreadWorkspace, *,
-                     screen: bool = True, record: bool = True) -> ApprovalRequest:
+                     screen: bool = True) -> ApprovalRequest:
     """A call as its approval screen shows it: what it is, and what changed in the workspace since
-    the last command. `screen=False`: only what the call is (cheaper, records nothing).
-    `record=False`: shows the changes but keeps the approval bound to the state an earlier screen
-    showed. Showing a pending call binds its approval to the state it was shown with."""
+    the last command. `screen=False`: only what the call is (cheaper, records nothing). Showing a
+    pending call binds its approval to the state it was shown with."""
     from devagent.decisions import call_request
 
     report = changes_since_last_command(workspace) if screen else ChangeReport([], "", None)
-    if screen and record and approval.status == "pending":
+    if screen and approval.status == "pending":
         record_seen(store, thread.id, approval.call_id, report.fingerprint)
     return call_request(store, thread, approval, changed_files=report.changes,
                         changes_error=report.error, workspace_fingerprint=report.fingerprint or None,

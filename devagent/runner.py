@@ -403,17 +403,6 @@ class ThreadRunner:
                 turn.runtime.container.stop()
                 self.store.set_thread_state(thread_id, "paused" if self.store.run(thread_id) else "done")
 
-    def request(self, thread_id: str, call_id: str, *, shown: bool = True) -> ApprovalRequest:
-        """What the approval screen shows for one call of a thread. `shown=False` (`approve` on
-        the command line, which shows nothing): the approval keeps binding the state of the
-        workspace that the last screen (`pending`, the paused run) showed, not the state now."""
-        approval = self.store.approval(thread_id, call_id)
-        if approval is None:
-            from devagent.errors import ThreadNotFound
-
-            raise ThreadNotFound(f"thread {thread_id} has no call {call_id!r} (see `devagent pending {thread_id}`)")
-        return self._request(self.store.thread(thread_id), approval, record=shown)
-
     def decide(self, request: ApprovalRequest, decision: Decision, *, actor: str = "user") -> Approval | None:
         """Record a human decision on a call. Approving SQL that destroys data counts only with the
         typed names of exactly what it destroys (and is never remembered as "always"); without
@@ -677,11 +666,11 @@ class ThreadRunner:
             self.update_thread(thread_id, last_error="")
         return _Turn(thread, ws, agent, session, runtime, task, [f.label for f in files], step)
 
-    def _request(self, thread: Thread, approval: Any, *, screen: bool = True, record: bool = True) -> ApprovalRequest:
+    def _request(self, thread: Thread, approval: Any, *, screen: bool = True) -> ApprovalRequest:
         """The call's screen (`execution.screened_request`), with the rules `a` would offer."""
         from devagent.execution import screened_request
 
-        request = screened_request(self.store, thread, approval, self.workspace(thread.id), screen=screen, record=record)
+        request = screened_request(self.store, thread, approval, self.workspace(thread.id), screen=screen)
         if request.tool == "run_shell" and request.command is not None and not request.error:
             request.rule_offer, request.rule_note = self._offer(thread, request)
         return request
