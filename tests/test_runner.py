@@ -310,3 +310,24 @@ async def test_the_container_starts_while_the_screen_waits_and_is_stopped_after_
     runner, model, thread, outcome = await run_new_thread(home, repo, paused_steps, NoApprover())  # --no-input
     assert outcome.status == "paused"
     assert running(f"devagent-{thread.id}") is None  # never created: nothing could run
+
+
+async def test_the_step_budget_counts_every_step_of_the_turn_across_pauses_and_processes(home, repo) -> None:
+    """Each step of a turn is a run of its own: the budget (--max-steps) is the turn's all the same,
+    through a pause and a resume in another process."""
+    from devagent.errors import DevagentError
+
+    def step(n: int) -> list:
+        return [function_call("run_shell", {"command": f"echo step-{n}"}, call_id=f"s{n}")]
+
+    runner, first, thread, paused = await run_new_thread(home, repo, [step(1)], ScriptedApprover(),
+                                                         options=TaskOptions(max_steps=3))
+    assert paused.status == "paused" and [p.call_id for p in paused.pending] == ["s1"]
+    rest = ScriptedModel([step(2), step(3), step(4), [assistant_message("never reached")]])
+    again = ThreadRunner(Store(home), model=rest, approver=ScriptedApprover(then=Decision(True)))
+    assert again.store.decide(thread.id, "s1", "approved", actor="user")
+    with pytest.raises(DevagentError, match="used its 3 steps"):
+        await again.resume(thread.id)
+    assert len(first.calls) + len(rest.calls) == 3  # the model was asked for three steps in all
+    ran = [e["call_id"] for e in again.store.audit_log(thread.id) if e["event"] == "executed"]
+    assert ran == ["s1", "s2", "s3"]
