@@ -537,6 +537,7 @@ class ThreadRunner:
         from devagent.tools import WorkspaceChanged
 
         self._active = turn.runtime
+        self._stop_if_aborted(turn)
         config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
         if turn.steps_left is None:
             turn.steps_left = turn.thread.settings.get("max_turns", 50)
@@ -569,6 +570,7 @@ class ThreadRunner:
                     text = ItemHelpers.text_message_output(item)
                     self.store.audit(turn.thread.id, "message", actor="model", detail={"text": text})
                     self.events.assistant_message(text)
+            self._stop_if_aborted(turn)
             return result
         except WorkspaceChanged:
             return WORKSPACE_CHANGED
@@ -608,6 +610,15 @@ class ThreadRunner:
             raise
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _stop_if_aborted(turn: _Turn) -> None:
+        """After Ctrl-C nothing of the turn goes on: a step that ended anyway (the SDK lets a tool
+        it was running finish) neither drops the saved pause nor starts the next step."""
+        if turn.runtime.aborted:
+            import asyncio
+
+            raise asyncio.CancelledError
 
     def _command_started(self, call_id: str, command: str) -> None:
         started = getattr(self.events, "command_started", None)  # optional for a watcher

@@ -331,3 +331,39 @@ async def test_the_step_budget_counts_every_step_of_the_turn_across_pauses_and_p
     assert len(first.calls) + len(rest.calls) == 3  # the model was asked for three steps in all
     ran = [e["call_id"] for e in again.store.audit_log(thread.id) if e["event"] == "executed"]
     assert ran == ["s1", "s2", "s3"]
+
+
+async def test_after_ctrl_c_a_step_that_ends_anyway_goes_no_further(home, repo) -> None:
+    """Ctrl-C kills the running command; should the step still end (the SDK lets a tool it is
+    running finish), the turn goes no further: the model is not asked again and the pause is kept,
+    so resume asks for the killed call again."""
+    import asyncio
+    import threading
+    import time
+
+    model = ScriptedModel([[function_call("run_shell", {"command": "sleep 20"}, call_id="s1")],
+                           [assistant_message("went on")]])
+    runner = ThreadRunner(Store(home), model=model, approver=ScriptedApprover(Decision(True)))
+    thread = runner.create_thread(repo, TaskOptions())
+
+    def ctrl_c_once_it_runs() -> None:  # what the CLI's Ctrl-C handler does first
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if runner.store.call_events(thread.id, "s1", "executing"):
+                time.sleep(0.5)
+                runner.abort()
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=ctrl_c_once_it_runs)
+    watcher.start()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await runner.run_task(thread.id, "do it")
+    finally:
+        watcher.join()
+    assert len(model.calls) == 1  # not asked again after the killed command
+    assert runner.store.run(thread.id)[1] is not None  # the pause is kept
+    again = ThreadRunner(Store(home), model=ScriptedModel([[assistant_message("done")]]), approver=ScriptedApprover())
+    outcome = await again.resume(thread.id)
+    assert outcome.status == "paused" and [p.call_id for p in outcome.pending] == ["s1"]
