@@ -185,6 +185,18 @@ def test_a_background_process_left_behind_does_not_survive_and_the_output_says_s
     assert_answers(box)
 
 
+def test_a_process_whose_name_forges_its_status_lines_is_still_stopped(box: ThreadContainer, docker_client) -> None:
+    """devagent-run tells processes apart by /proc/PID/status; a name cannot pass for a zombie's
+    or root's state lines there (the kernel escapes a newline in a name)."""
+    forged = "python3 -c \"import ctypes, os, time\nif os.fork() == 0:\n" \
+             "    ctypes.CDLL(None).prctl(15, b'x\\nState:\\tZ (zombie)\\nUid:\\t0\\t0\\t0\\t0')\n" \
+             "    time.sleep(1000)\""  # 15: PR_SET_NAME
+    result = box.exec(forged, timeout_s=30)
+    assert not result.timed_out and result.duration_s < 20
+    assert "[devagent] stopped 1 process(es) the command left running" in result.output, result.output
+    assert sandbox_user_processes(docker_client, box) == []
+
+
 def test_nothing_survives_the_turn_either(box: ThreadContainer) -> None:
     """A timed-out command's processes are killed, and a stopped container runs nothing."""
     result = box.exec("sleep 1000 & sleep 1000", timeout_s=2)
