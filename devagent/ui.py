@@ -24,7 +24,8 @@ from devagent.words import count as counted
 from devagent.approvals import ApprovalRequest, parse_arguments, read_shell_call
 from devagent.display import has_hidden_characters, lookalikes, render_head
 from devagent.decisions import Decision
-from devagent.term import CONTINUATION, SafeRenderable, Screen, Shown, StatusLine, shown, shown_lines
+from devagent.term import (CONTINUATION, SafeRenderable, Screen, Shown, StatusLine, check_printable, shown,
+                           shown_lines)
 
 STREAM_DISPLAY_LIMIT = 256 * 1024  # per command; the model still gets head + tail
 PAYLOAD_DISPLAY_LIMIT = 256 * 1024  # characters of an escaped command or SQL on the screen
@@ -141,6 +142,52 @@ class Pieces(SafeRenderable):
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         total = sum(cell_len(p.plain) for p in self.pieces) + 3 * max(len(self.pieces) - 1, 0)
         return Measurement(min(20, total), min(total, options.max_width))
+
+
+class TitledPanel(SafeRenderable):
+    """A yellow box whose title is short pieces joined by " · ", never cut: what does not fit the
+    top border goes to the bottom one, and what fits neither on a line under the box (a cut title
+    could hide "every line runs")."""
+
+    def __init__(self, body: Any, pieces: list[str], *, expand: bool = True) -> None:
+        check_printable(body)
+        self.body = body
+        self.pieces = [shown(p, limit=LABEL_LIMIT * 2) for p in pieces]
+        self.expand = expand
+
+    def _panel(self, top: list[Shown], bottom: list[Shown]) -> Panel:
+        return Panel(self.body, title=_joined(top), subtitle=_joined(bottom) if bottom else None,
+                     title_align="left", subtitle_align="left", border_style="yellow", expand=self.expand)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Any]:
+        room = options.max_width - 6  # "╭─ " and " ─╮" around a title
+        top, rest = _fitting(self.pieces, room)
+        bottom, rest = _fitting(rest, room)
+        yield self._panel(top, bottom)
+        if rest:
+            yield Pieces(rest, style="bold")
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self._panel(self.pieces, []))
+
+
+def _joined(pieces: list[Shown]) -> Shown:
+    title = shown()
+    for n, piece in enumerate(pieces):
+        if n:
+            title.append(" · ")
+        title.append_text(piece)
+    return title
+
+
+def _fitting(pieces: list[Shown], room: int) -> tuple[list[Shown], list[Shown]]:
+    """The leading pieces that fit `room` cells joined, and the rest (in order)."""
+    used = -3
+    for n, piece in enumerate(pieces):
+        used += 3 + cell_len(piece.plain)
+        if used > room:
+            return pieces[:n], pieces[n:]
+    return pieces, []
 
 
 # ------------------------------------------------------------------ live progress
@@ -298,26 +345,25 @@ def confirmation_words(req: ApprovalRequest) -> tuple[str, ...]:
     return required_confirmation(req)
 
 
-def approval_panel(req: ApprovalRequest, *, verbose: bool = False, title: str | None = None,
+def approval_panel(req: ApprovalRequest, *, verbose: bool = False, title: list[str] | None = None,
                    expand: bool = True) -> Group:
     """The approval screen: the exact payload whole, one line of context, warnings.
 
     verbose: everything else (thread, call id, full sha256, raw arguments, changed files).
-    title: what the box is called (default: the tool, "k of n" when several wait).
+    title: the pieces of what the box is called (default: the tool, "k of n" when several wait).
     """
     if title is None:
-        title = req.tool
+        title = [req.tool]
         if req.batch_size > 1:
-            title += f" · {req.batch_index} of {req.batch_size}"
+            title.append(f"{req.batch_index} of {req.batch_size}")
     parts: list[Any] = []
     if req.tool == "run_migration":
         parts.append(_sql_box(req, title, expand))
     else:
         body = ExactLines(req.payload)
         if body.total_lines > 1:
-            title += f" · command ({body.total_lines} lines: every line runs)"
-        parts.append(Panel(body, title=shown(title), title_align="left", border_style="yellow",
-                           expand=expand))
+            title = [*title, f"command ({body.total_lines} lines: every line runs)"]
+        parts.append(TitledPanel(body, title, expand=expand))
     parts.append(Pieces(_context(req)))
     warnings = _warnings(req)
     if warnings:
@@ -359,7 +405,7 @@ def changed_summary(req: ApprovalRequest) -> str:
     return counted + (", maybe more" if req.changes_error else "")
 
 
-def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
+def _sql_box(req: ApprovalRequest, title: list[str], expand: bool) -> TitledPanel:
     """The SQL once, exact and numbered, with each statement's verdict (and the rows it would
     touch, as counted on the database) on a row above it."""
     from devagent.sql_analysis import NOT_UNDERSTOOD, UNPARSED_REASON
@@ -396,8 +442,7 @@ def _sql_box(req: ApprovalRequest, title: str, expand: bool) -> Panel:
     body: Any = ExactLines(sql, numbered=True, headers=headers)
     if not statements:
         body = Group(shown("no SQL statements found", style="bold red"), body)
-    return Panel(body, title=shown(f"{title} · SQL, {count}, exact bytes"), title_align="left",
-                 border_style="yellow", expand=expand)
+    return TitledPanel(body, [*title, f"SQL, {count}", "exact bytes"], expand=expand)
 
 
 def _warnings(req: ApprovalRequest) -> list[str]:
@@ -609,7 +654,7 @@ def _diff_line(line: str, style: str, limit: int) -> Shown:
 
 def pending_screens(requests: Iterable[ApprovalRequest], expand: bool) -> list[Any]:
     """The paused calls as `pending` and a paused run list them: the call id is in each title."""
-    return [approval_panel(r, title=f"{r.tool} · thread {r.thread_id} · call {_short(r.call_id)}", expand=expand)
+    return [approval_panel(r, title=[r.tool, f"thread {r.thread_id}", f"call {_short(r.call_id)}"], expand=expand)
             for r in requests]
 
 
