@@ -698,18 +698,18 @@ def log(thread_id: Optional[str] = typer.Argument(None, metavar="[ID]", help=OPT
     screen = pager_screen(no_pager) if sys.stdout.isatty() else Screen()
     lines = []  # printed at once: one print per event costs more than rendering them
     for entry in log_lines(entries):
-        line = shown((entry.at + "  ", "dim"), (f"{entry.event:<14}", "bold"), inline=True)
+        parts: list[Any] = [(entry.at + "  ", "dim"), (f"{entry.event:<14}", "bold")]
         if entry.call_id:
-            line.append_text(shown(f" {entry.call_id}", inline=True, limit=80))
+            parts.append((f" {entry.call_id}", "", 80))
         for part in entry.parts:
-            line.append("  ")
+            parts.append("  ")
             for n, piece in enumerate(part.split("\n")):
                 if n:
-                    line.append_text(shown(("⏎", "dim")))
-                line.append_text(shown(piece, inline=True, limit=4096))
+                    parts.append(("⏎", "dim"))
+                parts.append((piece, "", 4096))
         if entry.extra:
-            line.append_text(shown(("  (" + " · ".join(entry.extra) + ")", "dim"), inline=True, limit=512))
-        lines.append(line)
+            parts.append(("  (" + " · ".join(entry.extra) + ")", "dim", 512))
+        lines.append(shown(*parts))  # one line built at once: ~600 of them
         if output and entry.output:
             for text in entry.output.rstrip("\n").split("\n"):
                 lines.append(shown(("    │ ", "dim"), text, inline=True, limit=4096))

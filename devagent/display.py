@@ -76,6 +76,8 @@ def render_exact(text: str) -> str:
     """Return `text` with every character a terminal could act on, hide or
     reorder replaced by a visible `⟪U+XXXX NAME⟫` token.  "\\n" stays a real
     newline and " " stays a space; nothing is dropped or truncated."""
+    if text.isascii() and text.replace("\n", "").isprintable():
+        return text  # printable ASCII and newlines, most text: nothing to replace
     return "".join([_token(ch) if _hidden(ch) else ch for ch in text])
 
 

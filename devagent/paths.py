@@ -12,7 +12,6 @@ import codecs
 import errno
 import fnmatch
 import os
-import secrets
 import stat
 import unicodedata
 from collections.abc import Iterator
@@ -315,7 +314,7 @@ class WorkspacePaths:
             raise FileToolError("content is not valid UTF-8 text (lone surrogate?)") from None
         with _translated(rel):
             dfd = self._open_dir(parts, create=True)
-            tmp = f".{name[:100]}.{secrets.token_hex(6)}.tmp"
+            tmp = f".{name[:100]}.{os.urandom(6).hex()}.tmp"
             try:
                 mode = self._existing_mode(dfd, rel, name)
                 fd = os.open(tmp, _NEW, 0o666 if mode is None else 0o600, dir_fd=dfd)

@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.containers import Lines
-from rich.text import Text
+from rich.text import Span, Text
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -90,7 +90,14 @@ class Shown(Text):
         raise TypeError("only escaped text can be appended to shown text")
 
     def _append_escaped(self, text: str, style: Any = None) -> None:
-        Text.append(self, text, style)
+        """What `Text.append` does with a string, less its pass that strips the control
+        characters escaped text no longer holds (a log of ~600 lines makes ~4,000 of these)."""
+        if text:
+            offset = self._length
+            self._text.append(text)
+            if style:
+                self._spans.append(Span(offset, offset + len(text), style))
+            self._length = offset + len(text)
 
     def wrap_unmarked(self, console: Console, width: int) -> Lines:
         """Rows without ↪, for a renderable that marks its wrapped rows its own way (an indent)."""
@@ -116,7 +123,7 @@ class Shown(Text):
         return rows
 
 
-Part = str | tuple[str, str]
+Part = str | tuple[str, str] | tuple[str, str, int]  # text, style, and a limit of its own
 
 
 def _blank(style: str = "") -> Shown:
@@ -124,19 +131,26 @@ def _blank(style: str = "") -> Shown:
 
 
 def shown(*parts: Part, style: str = "", inline: bool = True, limit: int | None = None) -> Shown:
-    """One line of escaped text from `parts` (each a string or a (string, style) pair): a newline
-    or carriage return in them is a visible token, never a new screen line (`shown_lines` is for
-    text meant to take several lines).
+    """One line of escaped text from `parts` (each a string, a (string, style) pair or a (string,
+    style, limit) triple): a newline or carriage return in them is a visible token, never a new
+    screen line (`shown_lines` is for text meant to take several lines).
 
-    limit: show at most this many characters of each part, then say how much was left out.
+    limit: show at most this many characters of each part (but those with a limit of their own),
+    then say how much was left out.
     """
     if not inline:
         raise TypeError("shown() is one line; use shown_lines() for several")
     out = _blank(style)
     for part in parts:
-        text, part_style = (part, "") if isinstance(part, str) else part
-        if limit is not None:
-            head, left = render_head(text, limit)
+        part_limit = limit
+        if isinstance(part, str):
+            text, part_style = part, ""
+        elif len(part) == 3:
+            text, part_style, part_limit = part  # type: ignore[misc]
+        else:
+            text, part_style = part  # type: ignore[misc]
+        if part_limit is not None:
+            head, left = render_head(text, part_limit)
             out._append_escaped(head.replace("\n", LF_TOKEN), part_style or None)
             if left:
                 out._append_escaped(f"… ({left} more characters)", "dim")

@@ -58,3 +58,25 @@ def test_a_screen_that_records_or_colours_goes_through_rich() -> None:
     screen.wraps = False
     screen.print(shown(("bold", "bold")))
     assert coloured.getvalue() == "\x1b[1mbold\x1b[0m\n"
+
+
+@given(st.lists(st.tuples(st.text(), STYLES, st.one_of(st.none(), st.integers(0, 40))), max_size=6))
+@example([("\x1b]8;;x\x07a\nb", "bold", 3), ("日本語", "", None), ("", "red", None)])
+def test_a_line_of_parts_with_limits_of_their_own_is_each_part_shown_alone(parts) -> None:
+    """shown(*parts) in one go (as `log` builds its lines) gives the text and styles of the parts
+    shown one by one and appended, and, without limits, what rich's own append makes."""
+    from rich.text import Text
+
+    from devagent.display import render_inline
+
+    at_once = shown(*[(text, style, limit) if limit is not None else (text, style) for text, style, limit in parts])
+    one_by_one = shown()
+    for text, style, limit in parts:
+        one_by_one.append_text(shown((text, style), limit=limit))
+    assert (at_once.plain, at_once.spans) == (one_by_one.plain, one_by_one.spans)
+
+    unlimited = shown(*[(text, style) for text, style, _ in parts])
+    by_rich = Text()
+    for text, style, _ in parts:
+        by_rich.append(render_inline(text), style or None)
+    assert (unlimited.plain, unlimited.spans) == (by_rich.plain, by_rich.spans)
