@@ -11,7 +11,9 @@ gives the same JSON; every other request keeps the client's own transform.
 The agents SDK makes the same kind of walk (`_to_dump_compatible`: every mapping a dict, every
 iterable a list) over the whole conversation several times per step, with `isinstance` checks
 against abstract classes at every node. `install()` gives it a fast path for the plain nodes
-that JSON is made of; any other node still goes through the SDK's own code.
+that JSON is made of; any other node still goes through the SDK's own code. It also deep-copies
+the whole conversation for every `RunState` it makes (twice a step when a call is approved):
+`install()` copies plain JSON nodes with a plain walk, and hands any other node to `copy.deepcopy`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 _installed = False
+_SCALARS = (str, int, float, bool, type(None))  # the leaves of JSON
 _sdk_items_walk: Any = None  # the SDK's own `_to_dump_compatible_internal`, once replaced
 
 
@@ -52,7 +55,7 @@ def plain_body(value: Any) -> Any:
 def plain_items(sdk_walk: Any) -> Any:
     """The SDK's `_to_dump_compatible_internal`, with plain JSON nodes (dict, list, tuple, str,
     numbers, None) handled without its abstract-class checks; the result is the same."""
-    scalars = (str, int, float, bool, type(None))
+    scalars = _SCALARS
 
     def walk(node: Any) -> Any:
         kind = type(node)
@@ -67,6 +70,21 @@ def plain_items(sdk_walk: Any) -> Any:
     return walk
 
 
+def plain_copy(value: Any) -> Any:
+    """`copy.deepcopy(value)`, with dicts, lists and scalars copied by a plain walk (a
+    conversation is a tree of them, made from JSON: no node is shared or part of a cycle)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [plain_copy(item) for item in value]
+    if kind in _SCALARS:
+        return value
+    import copy
+
+    return copy.deepcopy(value)
+
+
 def install() -> None:
     """Use `plain_body` for chat completion requests of this process, and `plain_items` for the
     agents SDK's conversion of items (idempotent)."""
@@ -78,6 +96,9 @@ def install() -> None:
     global _sdk_items_walk
     _sdk_items_walk = _json._to_dump_compatible_internal
     _json._to_dump_compatible_internal = plain_items(_sdk_items_walk)
+    from agents import run_state
+
+    run_state._clone_original_input = lambda original: original if isinstance(original, str) else plain_copy(original)
     import openai.resources.chat.completions.completions as completions
     from openai.types.chat import completion_create_params as params
 

@@ -86,3 +86,26 @@ def test_the_sdks_item_conversion_gives_what_its_own_code_gives(monkeypatch: pyt
     theirs = [_json._to_dump_compatible(sample) for sample in samples()]
     assert mine == theirs
     assert [type(x) for x in mine] == [type(x) for x in theirs]
+
+
+def test_the_sdks_copy_of_a_run_input_is_a_deep_copy() -> None:
+    """Every RunState copies the run's input (the whole conversation); devagent's plain walk must
+    give what copy.deepcopy gives, sharing nothing with the original."""
+    import copy
+
+    from agents import run_state
+    from openai.types.chat import ChatCompletionMessageToolCall
+
+    ModelChoice("stub", "http://127.0.0.1:9/v1").build()  # installs it
+    call = ChatCompletionMessageToolCall(id="c1", type="function", function={"name": "run_shell", "arguments": "{}"})
+    original = [{"role": "user", "content": "é ✓", "n": 1, "f": 1.5, "b": True, "none": None},
+                {"type": "function_call", "arguments": '{"command": "ls"}', "nested": [{"a": [1, (2, [3])]}]},
+                {"model": call, "set": {"only"}, "bytes": b"raw"}]
+    clone = run_state._clone_original_input(original)
+    assert clone == copy.deepcopy(original)
+    assert run_state._clone_original_input("a task") == "a task"
+    clone[1]["nested"][0]["a"][1][1].append(4)
+    clone[0]["content"] = "changed"
+    clone[2]["set"].add("more")
+    assert original[1]["nested"][0]["a"][1][1] == [3] and original[0]["content"] == "é ✓"
+    assert original[2]["set"] == {"only"} and clone[2]["model"] is not call
