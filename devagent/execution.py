@@ -50,7 +50,8 @@ class ToolRuntime:
     aborted: bool = field(default=False, init=False)  # set by Ctrl-C: results are not trusted
     git_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     # Commands and migrations run one at a time, each from a known state of the workspace (the
-    # SDK would start the calls of one model turn in parallel).
+    # runner has the SDK run the calls of one model turn one after another; this holds however
+    # the tools are called).
     exec_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     # (fingerprint before, fingerprint after) of every command this process ran, in order.
     transitions: list[tuple[str, str]] = field(default_factory=list, init=False)

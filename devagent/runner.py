@@ -531,14 +531,18 @@ class ThreadRunner:
         return await self._run_once(turn, state)
 
     async def _run_once(self, turn: _Turn, run_input: Any) -> Any:
-        from agents import ItemHelpers, RunConfig, Runner
+        from agents import ItemHelpers, RunConfig, Runner, ToolExecutionConfig
         from agents.exceptions import AgentsException, MaxTurnsExceeded
 
         from devagent.tools import WorkspaceChanged
 
         self._active = turn.runtime
         self._stop_if_aborted(turn)
-        config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model")
+        # The calls of one model response run one after another, in the order they were shown
+        # for approval ("1 of 3", "2 of 3", ...): the SDK would start them all at once, and a
+        # query could run before the migration it was approved after.
+        config = RunConfig(tracing_disabled=True, tool_not_found_behavior="return_error_to_model",
+                           tool_execution=ToolExecutionConfig(max_function_tool_concurrency=1))
         if turn.steps_left is None:
             turn.steps_left = turn.thread.settings.get("max_turns", 50)
         turn.step.ended = False

@@ -103,6 +103,33 @@ def test_partial_approval_then_rejection_reason_reaches_the_model(cli, llm, home
     assert (workspace / "three.txt").exists() and (workspace / "README.md").exists()
 
 
+def test_the_calls_of_one_response_run_in_the_order_they_were_shown(cli, llm, home: Path) -> None:
+    """Approved as "1 of 3", "2 of 3", "3 of 3", they run in that order, one after another: the
+    query sees the table the migration before it made (the SDK would start them all at once)."""
+    llm.script(
+        {"tool_calls": [
+            tool_call("run_migration", {"sql": "CREATE TABLE users (id INTEGER PRIMARY KEY);"}, "m1"),
+            tool_call("run_shell", {"command": "sqlite3 devagent.db 'select count(*) from users' > count.txt"}, "c2"),
+            tool_call("write_file", {"path": "done.txt", "content": "after both\n"}, "w3"),
+        ]},
+        {"content": "finished"},
+    )
+    paused, data = start(cli, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread_id = data["thread"]
+    assert [p["call_id"] for p in data["pending"]] == ["m1", "c2"]
+    assert cli("approve", thread_id, "--all").returncode == 0
+    done = cli("resume", thread_id)
+    assert done.returncode == 0, done.stderr
+    outputs = llm.tool_outputs()
+    assert "exit code 0" in outputs["c2"], outputs["c2"]
+    workspace = home / "threads" / thread_id / "workspace"
+    assert (workspace / "count.txt").read_text() == "0\n"
+    log = json.loads(cli("log", thread_id, "--json").stdout)
+    ran = [e["call_id"] for e in log if e["event"] in ("executed", "migration applied")]
+    assert ran.index("m1") < ran.index("c2"), ran
+
+
 def wait_until_executing(cli, thread_id: str) -> None:
     """Until the audit log shows the approved command running in the container."""
     deadline = time.time() + 60
