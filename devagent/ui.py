@@ -205,12 +205,16 @@ def call_label(tool: str, arguments: str) -> str:
 
 
 def command_heading(command: str, width: int | None) -> Shown:
-    """`▸ pytest -q tests/x.py`, dim, on one screen line (cut with … to `width` cells)."""
+    """`▸ pytest -q tests/x.py`, dim, on one screen line (cut with … to `width` cells); of a
+    command of several lines, the first and how many there are (kept whole when the line is cut)."""
     lines = command.strip("\n").split("\n")
-    first = lines[0] + (f" … ({len(lines)} lines)" if len(lines) > 1 else "")
-    line = shown(("▸ ", "dim"), (first, "dim"), limit=PAYLOAD_DISPLAY_LIMIT)
-    if width is not None and cell_len(line.plain) > width:
-        line.truncate(max(width, 4), overflow="ellipsis")
+    more = f" … ({len(lines)} lines)" if len(lines) > 1 else ""
+    line = shown(("▸ ", "dim"), (lines[0], "dim"), limit=PAYLOAD_DISPLAY_LIMIT)
+    if width is not None and cell_len(line.plain) + len(more) > width:
+        more = more.replace(" …", "", 1)  # the cut's own … says the line goes on
+        line.truncate(max(width - len(more), 4), overflow="ellipsis")
+    if more:
+        line.append(more, "dim")
     return line
 
 

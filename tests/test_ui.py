@@ -325,7 +325,8 @@ def test_the_heading_of_streamed_output_is_one_escaped_line(width: int) -> None:
     events.command_started("s3", "true")  # says nothing: no heading
     events.tool_result("run_shell", "[exit code 0]", "s3")
     rows = out.getvalue().split("\n")
-    assert rows[0].startswith("▸ make test⟪U+001B ESC⟫[2J && x") and rows[0].endswith("…"), rows
+    # Cut to the width, but how many lines the command has is kept whole.
+    assert rows[0].startswith("▸ make test⟪U+001B ESC⟫[2J &&") and rows[0].endswith("… (2 lines)"), rows
     assert len(rows[0]) <= width and "\x1b" not in out.getvalue()
     assert rows[1:4] == ["partial", "▸ echo next", "next"], rows
     assert rows[4].startswith("  ⎿ run_shell → [exit code 0]") and "▸ true" not in out.getvalue(), rows
