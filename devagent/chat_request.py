@@ -40,12 +40,19 @@ def plain_body(value: Any) -> Any:
     from openai._types import NotGiven, Omit
     from pydantic import BaseModel
 
+    omitted = (Omit, NotGiven)
+    scalars = _SCALARS
+
+    # A leaf (most nodes) is kept as it is without a call of its own, and without an isinstance
+    # check against pydantic's BaseModel, whose metaclass makes every such check slow.
     def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {key: walk(item) for key, item in node.items() if not isinstance(item, (Omit, NotGiven))}
-        if isinstance(node, (list, tuple)):
-            return [walk(item) for item in node]
-        if isinstance(node, BaseModel):
+        kind = type(node)
+        if kind is dict or (kind not in scalars and isinstance(node, dict)):
+            return {key: item if type(item) in scalars else walk(item)
+                    for key, item in node.items() if type(item) in scalars or not isinstance(item, omitted)}
+        if kind is list or kind is tuple or (kind not in scalars and isinstance(node, (list, tuple))):
+            return [item if type(item) in scalars else walk(item) for item in node]
+        if kind not in scalars and isinstance(node, BaseModel):
             return node.model_dump(exclude_unset=True, mode="json")
         return node
 
@@ -59,10 +66,10 @@ def plain_items(sdk_walk: Any) -> Any:
 
     def walk(node: Any) -> Any:
         kind = type(node)
-        if kind is dict:
-            return {key: walk(item) for key, item in node.items()}
+        if kind is dict:  # a leaf is kept without a call of its own
+            return {key: item if type(item) in scalars else walk(item) for key, item in node.items()}
         if kind is list or kind is tuple:
-            return [walk(item) for item in node]
+            return [item if type(item) in scalars else walk(item) for item in node]
         if kind in scalars:
             return node
         return sdk_walk(node)  # its own recursion comes back through `walk` (installed in its place)
