@@ -116,14 +116,17 @@ class ThreadModel(Model):
     run all identify a call by its id, so a repeated id would make a later turn's call look like an
     earlier one. A colliding id is renamed (`call_1_0` → `call_1_0.2`) before anything sees it; the
     server only ever gets back ids that came from here, so the conversation stays consistent.
-    Every response's usage goes to `on_usage` (one call per model request).
+    Every response's usage goes to `on_usage` (one call per model request), and its function
+    calls, in order and with their final ids, to `on_calls` (before any of them runs).
     """
 
     def __init__(self, inner: Model, on_usage: Callable[[TokenUsage], None] = lambda _usage: None,
-                 on_activity: Callable[[str | None], None] = lambda _what: None) -> None:
+                 on_activity: Callable[[str | None], None] = lambda _what: None,
+                 on_calls: Callable[[list[tuple[str, str]]], None] = lambda _calls: None) -> None:
         self.inner = inner
         self.on_usage = on_usage
         self.on_activity = on_activity  # "thinking" while a request is out
+        self.on_calls = on_calls
 
     async def get_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
         self.on_activity("thinking")
@@ -135,6 +138,7 @@ class ThreadModel(Model):
         for item in response.output:
             renamer.rename(item, final=True)
         self.on_usage(TokenUsage.of(response.usage))
+        self.on_calls(_function_calls(response.output))
         return response
 
     async def stream_response(self, system_instructions, input, *args, **kwargs):  # type: ignore[override]
@@ -151,6 +155,7 @@ class ThreadModel(Model):
                 if getattr(event, "type", None) == "response.completed":
                     self.on_activity(None)
                     self.on_usage(TokenUsage.of(getattr(response, "usage", None)))
+                    self.on_calls(_function_calls(getattr(response, "output", None) or ()))
                 yield event
         finally:
             self.on_activity(None)
@@ -160,6 +165,12 @@ class ThreadModel(Model):
 
     def get_retry_advice(self, request):  # type: ignore[override]
         return self.inner.get_retry_advice(request)
+
+
+def _function_calls(output: object) -> list[tuple[str, str]]:
+    """(tool name, call id) of each function call of a response's output, in its order."""
+    return [(str(getattr(item, "name", "")), _call_id_of(item) or "") for item in output  # type: ignore[attr-defined]
+            if getattr(item, "type", None) == "function_call"]
 
 
 def _call_id_of(item: object) -> str | None:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from agents.tool_context import ToolContext
 
 
+# A file tool's answer when it came after a call of the same response that waits for approval.
+NOT_IN_ORDER = "not done:"
+
+
 @dataclass
 class ToolRuntime:
     """Everything the tools of one thread act on."""
@@ -53,6 +57,9 @@ class ToolRuntime:
     # runner has the SDK run the calls of one model turn one after another; this holds however
     # the tools are called).
     exec_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # (tool, call id) of the function calls of the model's last response, in its order: a file
+    # tool call after an approval-gated one does not run (devagent.tools.in_order).
+    response_calls: list[tuple[str, str]] = field(default_factory=list, init=False)
     # (fingerprint before, fingerprint after) of every command this process ran, in order.
     transitions: list[tuple[str, str]] = field(default_factory=list, init=False)
     halted_at: float | None = field(default=None, init=False)  # when a call found the workspace changed

@@ -667,7 +667,8 @@ class ThreadRunner:
                             on_usage=lambda usage: self.store.audit(thread_id, "usage", actor="model",
                                                                     detail={"model": settings["model"],
                                                                             **dataclasses.asdict(usage)}),
-                            on_activity=self.events.activity)
+                            on_activity=self.events.activity,
+                            on_calls=lambda calls: setattr(runtime, "response_calls", calls))
         files = project_instruction_files(ws.work_dir)
         extra = settings.get("extra_instructions") or {}
         if extra.get("text"):
@@ -786,7 +787,15 @@ class ThreadRunner:
 
     def _note_file_edit(self, turn: _Turn, call_id: str, call: tuple[str, str] | None, output: str) -> None:
         """A file the model wrote or edited goes in the log (the commit has its content)."""
-        if call is None or call[0] not in ("write_file", "edit_file") or output.startswith("error"):
+        if call is None or call[0] not in ("write_file", "edit_file"):
+            return
+        from devagent.execution import NOT_IN_ORDER
+
+        if output.startswith(NOT_IN_ORDER):
+            self.store.audit(turn.thread.id, "refused", call_id=call_id, tool=call[0], actor="devagent",
+                             detail={"arguments": call[1], "reason": output})
+            return
+        if not output.startswith(("wrote ", "edited ")):  # what the tools say when they did it
             return
         from devagent.approvals import parse_arguments
 

@@ -18,7 +18,9 @@ from agents.exceptions import AgentsException
 from agents.tool_context import ToolContext
 
 from devagent.approvals import read_shell_call
+from devagent.events import APPROVAL_TOOLS
 from devagent.execution import (
+    NOT_IN_ORDER,
     ToolRuntime,
     WorkspaceChangedError,
     execute_command,
@@ -40,16 +42,26 @@ def _error_to_model(_ctx: Any, error: Exception) -> str | None:
     return f"error: {error}"
 
 
-def _result_or_error(fn: Callable[[], str]) -> str:
-    try:
-        return fn()
-    except (PathOutsideWorkspace, FileToolError) as exc:
-        return f"error: {exc}"
-
-
 def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
+    def in_order(ctx: ToolContext, fn: Callable[[], str]) -> str:
+        """A file tool's result, or why it did not run. The SDK runs the calls of a response that
+        need no approval while the ones before them wait for it: a read after `make build` would
+        read the old files, an edit after a command would change what the command was approved to
+        run on. Such a call is not done, and the model is told to send it again."""
+        calls = rt.response_calls
+        mine = next((n for n, (_tool, call_id) in enumerate(calls) if call_id == ctx.tool_call_id), 0)
+        before = [(tool, call_id) for tool, call_id in calls[:mine] if tool in APPROVAL_TOOLS]
+        if before:
+            tool, call_id = before[0]
+            return (f"{NOT_IN_ORDER} this call comes after {tool} call {call_id} of the same response, which "
+                    "waits for approval; nothing was read or changed. Send it again once that call has its result.")
+        try:
+            return fn()
+        except (PathOutsideWorkspace, FileToolError) as exc:
+            return f"error: {exc}"
+
     @function_tool(failure_error_function=_error_to_model)
-    def read_file(path: str, start_line: int | None = None, end_line: int | None = None) -> str:
+    def read_file(ctx: ToolContext, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
         """Read a UTF-8 text file of the workspace, optionally only lines start_line..end_line (1-based)."""
 
         def read() -> str:
@@ -57,20 +69,20 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
             window = rt.paths.read_window(path, start_line, end_line, READ_LIMIT)
             return window.text + window.note()
 
-        return _result_or_error(read)
+        return in_order(ctx, read)
 
     @function_tool(failure_error_function=_error_to_model)
-    def list_files(path: str = ".", pattern: str | None = None) -> str:
+    def list_files(ctx: ToolContext, path: str = ".", pattern: str | None = None) -> str:
         """List files under a workspace directory (recursive), optionally filtered by a glob pattern."""
 
         def listing() -> str:
             # When capped, the list's last entry says how many more files exist.
             return "\n".join(rt.paths.iter_files(path, pattern)) or "(no files)"
 
-        return _result_or_error(listing)
+        return in_order(ctx, listing)
 
     @function_tool(failure_error_function=_error_to_model)
-    def search(pattern: str, path: str = ".") -> str:
+    def search(ctx: ToolContext, pattern: str, path: str = ".") -> str:
         """Search workspace files for a regular expression; returns path:line: text for each match."""
 
         def grep() -> str:
@@ -104,27 +116,27 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
                             return "\n".join(matches) + f"\n[... stopped at {SEARCH_MATCH_LIMIT} matches]"
             return "\n".join(matches) or "(no matches)"
 
-        return _result_or_error(grep)
+        return in_order(ctx, grep)
 
     @function_tool(failure_error_function=_error_to_model)
-    def write_file(path: str, content: str) -> str:
+    def write_file(ctx: ToolContext, path: str, content: str) -> str:
         """Create or overwrite a workspace file with content."""
 
         def write() -> str:
             rt.paths.write_text(path, content)
             return f"wrote {len(content.encode())} bytes to {path}"
 
-        return _result_or_error(write)
+        return in_order(ctx, write)
 
     @function_tool(failure_error_function=_error_to_model)
-    def edit_file(path: str, old: str, new: str) -> str:
+    def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
         """Replace the exact text `old` (which must occur exactly once) with `new` in a workspace file."""
 
         def edit() -> str:
             rt.paths.edit_text(path, old, new)
             return f"edited {path}"
 
-        return _result_or_error(edit)
+        return in_order(ctx, edit)
 
     @function_tool(needs_approval=True, failure_error_function=_error_to_model)
     def run_shell(ctx: ToolContext, command: str, timeout_s: int | None = None) -> str:

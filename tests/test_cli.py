@@ -130,6 +130,39 @@ def test_the_calls_of_one_response_run_in_the_order_they_were_shown(cli, llm, ho
     assert ran.index("m1") < ran.index("c2"), ran
 
 
+def test_a_file_call_after_one_that_waits_for_approval_is_not_done_until_it_has_run(cli, llm, home: Path) -> None:
+    """The SDK would run an edit or a read of the same response at once, while the command before
+    it waits: the command would then run on a file the model meant to change after it. The edit is
+    not done, the model is told to send it again, and it is done after the command ran."""
+    llm.script(
+        {"tool_calls": [
+            tool_call("read_file", {"path": "README.md"}, "r1"),
+            tool_call("run_shell", {"command": "cat README.md > seen.txt"}, "c2"),
+            tool_call("write_file", {"path": "README.md", "content": "# edited\n"}, "w3"),
+            tool_call("read_file", {"path": "seen.txt"}, "r4"),
+        ]},
+        {"tool_calls": [tool_call("write_file", {"path": "README.md", "content": "# edited\n"}, "w5")]},
+        {"content": "finished"},
+    )
+    paused, data = start(cli, llm)
+    assert paused.returncode == 3, paused.stderr
+    thread_id = data["thread"]
+    workspace = home / "threads" / thread_id / "workspace"
+    assert (workspace / "README.md").read_text() == "# project\n"
+    assert cli("approve", thread_id, "c2").returncode == 0
+    done = cli("resume", thread_id)
+    assert done.returncode == 0, done.stderr
+    outputs = llm.tool_outputs()
+    assert outputs["r1"].startswith("# project")  # before the waiting call: done
+    for later in ("w3", "r4"):
+        assert outputs[later].startswith("not done: this call comes after run_shell call c2"), outputs[later]
+    assert (workspace / "seen.txt").read_text() == "# project\n"  # the command ran on the file as shown
+    assert (workspace / "README.md").read_text() == "# edited\n"  # the edit, sent again, came after it
+    log = json.loads(cli("log", thread_id, "--json").stdout)
+    assert [(e["event"], e["call_id"]) for e in log if e["call_id"] in ("w3", "w5")] == [
+        ("refused", "w3"), ("file changed", "w5")]
+
+
 def wait_until_executing(cli, thread_id: str) -> None:
     """Until the audit log shows the approved command running in the container."""
     deadline = time.time() + 60
