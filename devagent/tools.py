@@ -53,8 +53,8 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         before = [(tool, call_id) for tool, call_id in calls[:mine] if tool in APPROVAL_TOOLS]
         if before:
             tool, call_id = before[0]
-            return (f"{NOT_IN_ORDER} this call comes after {tool} call {call_id} of the same response, which "
-                    "waits for approval; nothing was read or changed. Send it again once that call has its result.")
+            return (f"{NOT_IN_ORDER} it comes after {tool} call {call_id}, which waits for approval; "
+                    f"send it again once {call_id} has its result")
         try:
             return fn()
         except (PathOutsideWorkspace, FileToolError) as exc:

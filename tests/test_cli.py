@@ -155,7 +155,7 @@ def test_a_file_call_after_one_that_waits_for_approval_is_not_done_until_it_has_
     outputs = llm.tool_outputs()
     assert outputs["r1"].startswith("# project")  # before the waiting call: done
     for later in ("w3", "r4"):
-        assert outputs[later].startswith("not done: this call comes after run_shell call c2"), outputs[later]
+        assert outputs[later].startswith("not done: it comes after run_shell call c2, which waits"), outputs[later]
     assert (workspace / "seen.txt").read_text() == "# project\n"  # the command ran on the file as shown
     assert (workspace / "README.md").read_text() == "# edited\n"  # the edit, sent again, came after it
     log = json.loads(cli("log", thread_id, "--json").stdout)
