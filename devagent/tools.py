@@ -4,7 +4,8 @@ File tools act on the thread's checkout through `WorkspacePaths` (the one confin
 `run_shell` and `run_migration` always stop for approval; when they finally execute they check
 the store once more, so only a call whose exact arguments a human (or an "always" rule) approved
 can run, whatever a saved run blob claims. They also check that the workspace is in the state the
-approval was given on, and run one at a time (devagent.execution does all of that).
+approval was given on, and run one at a time (devagent.execution does all of that). A file tool
+call that comes after one of them in the same response is not done until that call has run.
 """
 
 from __future__ import annotations
