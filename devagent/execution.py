@@ -30,10 +30,6 @@ if TYPE_CHECKING:
     from agents.tool_context import ToolContext
 
 
-# A file tool's answer when it came after a call of the same response that waits for approval.
-NOT_IN_ORDER = "not done:"
-
-
 @dataclass
 class ToolRuntime:
     """Everything the tools of one thread act on."""

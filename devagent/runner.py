@@ -789,12 +789,6 @@ class ThreadRunner:
         """A file the model wrote or edited goes in the log (the commit has its content)."""
         if call is None or call[0] not in ("write_file", "edit_file"):
             return
-        from devagent.execution import NOT_IN_ORDER
-
-        if output.startswith(NOT_IN_ORDER):
-            self.store.audit(turn.thread.id, "refused", call_id=call_id, tool=call[0], actor="devagent",
-                             detail={"arguments": call[1], "reason": output})
-            return
         if not output.startswith(("wrote ", "edited ")):  # what the tools say when they did it
             return
         from devagent.approvals import parse_arguments

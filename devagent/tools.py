@@ -21,7 +21,6 @@ from agents.tool_context import ToolContext
 from devagent.approvals import read_shell_call
 from devagent.events import APPROVAL_TOOLS
 from devagent.execution import (
-    NOT_IN_ORDER,
     ToolRuntime,
     WorkspaceChangedError,
     execute_command,
@@ -54,8 +53,8 @@ def build_tools(rt: ToolRuntime) -> list[FunctionTool]:
         before = [(tool, call_id) for tool, call_id in calls[:mine] if tool in APPROVAL_TOOLS]
         if before:
             tool, call_id = before[0]
-            return (f"{NOT_IN_ORDER} it comes after {tool} call {call_id}, which waits for approval; "
-                    f"send it again once {call_id} has its result")
+            return rt.refuse(ctx, ctx.tool_name, f"not done: it comes after {tool} call {call_id}, which waits "
+                             f"for approval; send it again once {call_id} has its result")
         try:
             return fn()
         except (PathOutsideWorkspace, FileToolError) as exc:
