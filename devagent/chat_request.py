@@ -59,37 +59,37 @@ def plain_body(value: Any) -> Any:
     return walk(value)
 
 
-def plain_items(sdk_walk: Any) -> Any:
-    """The SDK's `_to_dump_compatible_internal`, with plain JSON nodes (dict, list, tuple, str,
-    numbers, None) handled without its abstract-class checks; the result is the same."""
+def _plain_walk(other: Any, sequences: tuple[type, ...]) -> Any:
+    """A copy of a tree: dicts as dicts, `sequences` as lists, scalars as they are (a leaf
+    without a call of its own); any other node through `other`."""
     scalars = _SCALARS
 
     def walk(node: Any) -> Any:
         kind = type(node)
-        if kind is dict:  # a leaf is kept without a call of its own
+        if kind is dict:
             return {key: item if type(item) in scalars else walk(item) for key, item in node.items()}
-        if kind is list or kind is tuple:
+        if kind in sequences:
             return [item if type(item) in scalars else walk(item) for item in node]
         if kind in scalars:
             return node
-        return sdk_walk(node)  # its own recursion comes back through `walk` (installed in its place)
+        return other(node)
 
     return walk
+
+
+def plain_items(sdk_walk: Any) -> Any:
+    """The SDK's `_to_dump_compatible_internal`, with plain JSON nodes (dict, list, tuple, str,
+    numbers, None) handled without its abstract-class checks; the result is the same. Any other
+    node goes to `sdk_walk`, whose own recursion comes back here (installed in its place)."""
+    return _plain_walk(sdk_walk, (list, tuple))
 
 
 def plain_copy(value: Any) -> Any:
     """`copy.deepcopy(value)`, with dicts, lists and scalars copied by a plain walk (a
     conversation is a tree of them, made from JSON: no node is shared or part of a cycle)."""
-    kind = type(value)
-    if kind is dict:
-        return {key: plain_copy(item) for key, item in value.items()}
-    if kind is list:
-        return [plain_copy(item) for item in value]
-    if kind in _SCALARS:
-        return value
     import copy
 
-    return copy.deepcopy(value)
+    return _plain_walk(copy.deepcopy, (list,))(value)
 
 
 def install() -> None:
